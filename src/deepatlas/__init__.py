@@ -1,0 +1,12 @@
+"""deepatlas: a runnable atlas of deep learning.
+
+    import deepatlas
+    model = deepatlas.create_model("mlp", in_features=30, n_classes=2)
+    result = deepatlas.train("mlp", out="runs/mlp")
+    trained = deepatlas.load("runs/mlp")
+"""
+from deepatlas.catalog import Entry, entries, get
+from deepatlas.engine.run import VERSION as __version__, create_model, evaluate, load, predict, train
+from deepatlas.errors import DeepAtlasError
+
+__all__ = ["create_model", "train", "evaluate", "load", "predict", "entries", "get", "Entry", "DeepAtlasError"]

@@ -1,0 +1,208 @@
+"""The catalog: one Entry per architecture, with its card, its bar and its builders.
+
+Every module under `deepatlas.models` is imported explicitly by `_discover()` the first time
+the catalog is read; each calls `register(Entry(...))` once at its bottom.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import pkgutil
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from deepatlas.errors import DeepAtlasError
+
+FAMILIES = ("feedforward", "vision", "detection", "segmentation", "sequence", "language", "generative",
+            "graph", "geometry", "dynamics", "tracking", "rl", "evolution")
+
+
+@dataclass(frozen=True)
+class Paper:
+    authors: str
+    title: str
+    ref: str  # arXiv id ("arXiv:1512.03385") or venue ("Psychological Review 65(6), 1958")
+
+    def __str__(self) -> str:
+        return f"{self.authors}. {self.title}. {self.ref}"
+
+
+@dataclass(frozen=True)
+class Bar:
+    """The promise: `metric` on the held-out test split reaches `goal` within `budget_s` on a 2-core CPU."""
+    metric: str
+    goal: float
+    direction: Literal["max", "min"]
+    budget_s: float
+
+    def met_by(self, value: float) -> bool:
+        return value >= self.goal if self.direction == "max" else value <= self.goal
+
+
+@dataclass
+class Recipe:
+    """How an entry is trained by default. Every field can be changed with `--set key=value`."""
+    data: str = "breast_cancer"
+    """embedded dataset name, or a path to the user's file"""
+    epochs: int = 50
+    """passes over the training split"""
+    batch_size: int = 64
+    """examples per optimizer step"""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    """adamw, or plain sgd (momentum below)"""
+    lr: float = 1e-3
+    """peak learning rate"""
+    momentum: float = 0.0
+    """sgd momentum"""
+    weight_decay: float = 0.0
+    """decoupled weight decay (adamw) or L2 (sgd)"""
+    schedule: Literal["constant", "cosine"] = "cosine"
+    """learning-rate schedule over all steps"""
+    patience: int = 0
+    """stop after this many epochs without a better validation metric (0: never)"""
+    grad_clip: float = 0.0
+    """clip the gradient norm to this value (0: off)"""
+
+
+@dataclass
+class Entry:
+    name: str
+    title: str
+    family: str
+    year: int
+    paper: Paper
+    summary: str
+    when_to_use: str
+    when_not: str
+    related: list[str]
+    config: type
+    """the architecture's @dataclass Config; its defaults are the small preset"""
+    build: Callable[[Any], Any]
+    """Config -> nn.Module"""
+    objective: Callable[[Any], Any]
+    """nn.Module -> objective with training_step / validation_step"""
+    bar: Bar
+    recipe: Recipe = field(default_factory=Recipe)
+    task: str = "classification"
+    """what the model does with data: decides the data domain, `predict` and `eval`"""
+
+    def card(self) -> dict:
+        """The JSON card of `list --json` and `info --json`."""
+        return {
+            "name": self.name, "title": self.title, "family": self.family, "year": self.year,
+            "paper": str(self.paper), "summary": self.summary, "when_to_use": self.when_to_use,
+            "when_not": self.when_not, "related": list(self.related), "task": self.task,
+            "bar": dataclasses.asdict(self.bar), "recipe": dataclasses.asdict(self.recipe),
+            "config": dataclasses.asdict(self.config()),
+        }
+
+
+_REGISTRY: dict[str, Entry] = {}
+_discovered = False
+
+
+def register(entry: Entry) -> Entry:
+    if entry.family not in FAMILIES:
+        raise ValueError(f"{entry.name}: unknown family {entry.family!r}")
+    if entry.name in _REGISTRY and _REGISTRY[entry.name] is not entry:
+        raise ValueError(f"entry {entry.name!r} is registered twice")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def _discover() -> None:
+    """Import every module under deepatlas.models once; each registers its entry."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import deepatlas.models as models
+    for info in pkgutil.walk_packages(models.__path__, models.__name__ + "."):
+        importlib.import_module(info.name)
+
+
+def entries(family: str | None = None) -> list[Entry]:
+    _discover()
+    if family is not None and family not in FAMILIES:
+        raise DeepAtlasError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
+    found = [e for e in _REGISTRY.values() if family is None or e.family == family]
+    return sorted(found, key=lambda e: (FAMILIES.index(e.family), e.year, e.name))
+
+
+def get(name: str) -> Entry:
+    _discover()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; see `deepatlas list`"
+    raise DeepAtlasError(f"unknown entry {name!r}{hint}")
+
+
+# ---- typed overrides for `--set key=value` -------------------------------------------------
+
+def _convert(raw: str, kind: Any, key: str) -> Any:
+    """Parse the text `raw` as the dataclass field type `kind`, or say why not."""
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if raw not in kind.__args__:
+            raise DeepAtlasError(f"--set {key}={raw}: must be one of {', '.join(map(str, kind.__args__))}")
+        return raw
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in kind.__args__ if a is not type(None)]
+        if raw.lower() in ("none", "null") and len(options) < len(kind.__args__):
+            return None
+        return _convert(raw, options[0], key)
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise DeepAtlasError(f"--set {key}={raw}: expected true or false")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise DeepAtlasError(f"--set {key}={raw}: expected {kind.__name__}") from None
+    if origin in (tuple, list):
+        return kind([_convert(p, kind.__args__[0], key) for p in raw.split(",") if p])
+    return raw
+
+
+def apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
+    """Return a copy of dataclass `obj` with `overrides` applied; strings are parsed to the field's type."""
+    hints = typing.get_type_hints(type(obj))
+    changes = {}
+    for key, value in overrides.items():
+        if key not in hints:
+            raise DeepAtlasError(f"unknown setting {key!r}; valid: {', '.join(hints)}")
+        changes[key] = _convert(value, hints[key], key) if isinstance(value, str) else value
+    return dataclasses.replace(obj, **changes)
+
+
+def split_overrides(entry: Entry, overrides: dict[str, Any]) -> tuple[dict, dict]:
+    """Split `--set` pairs into (model config, recipe) overrides; an unknown key lists both."""
+    model_keys = {f.name for f in dataclasses.fields(entry.config)}
+    recipe_keys = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = [k for k in overrides if k not in model_keys | recipe_keys]
+    if unknown:
+        raise DeepAtlasError(f"unknown setting {unknown[0]!r} for {entry.name}; valid: "
+                             f"{', '.join(sorted(model_keys))} (model), {', '.join(sorted(recipe_keys))} (recipe)")
+    return ({k: v for k, v in overrides.items() if k in model_keys},
+            {k: v for k, v in overrides.items() if k in recipe_keys})
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (what `info` prints as help)."""
+    import ast
+    import inspect
+    import textwrap
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    out = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            out[node.target.id] = str(nxt.value.value).strip()
+    return out

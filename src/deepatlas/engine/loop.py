@@ -1,0 +1,192 @@
+"""The training loop: one explicit loop over epochs and batches on Lightning Fabric.
+
+Fabric owns devices, precision, the DDP/FSDP strategy and gathering state for checkpoints;
+this loop owns the order of things: seed the epoch, step, log, validate, keep the best
+weights, checkpoint, stop early, stop on a time budget or a non-finite loss.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import torch
+from lightning_fabric import Fabric
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from deepatlas.catalog import Recipe
+from deepatlas.engine.checkpoint import SafetensorsIO, save_weights
+from deepatlas.engine.progress import Progress
+from deepatlas.engine.rundir import CSVLog, RunDir, plot_curves
+
+
+@dataclass
+class Scaling:
+    """Fabric's scaling flags, passed through unchanged."""
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+
+
+def make_fabric(scaling: Scaling) -> Fabric:
+    fabric = Fabric(accelerator=scaling.accelerator, devices=scaling.devices, strategy=scaling.strategy,
+                    num_nodes=scaling.num_nodes, precision=scaling.precision, plugins=[SafetensorsIO()])
+    fabric.launch()
+    return fabric
+
+
+@dataclass
+class LoopState:
+    """What a checkpoint must hold besides weights and optimizer to resume exactly."""
+    epoch: int = 0
+    step: int = 0
+    elapsed: float = 0.0
+    best: list = field(default_factory=list)  # comparison key of the best validation so far
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+
+def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def lr_factor(recipe: Recipe, step: int, total: int) -> float:
+    if recipe.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    return 1.0
+
+
+def make_loader(fabric: Fabric, dataset: Dataset, batch_size: int, train: bool, seed: int) -> DataLoader:
+    """Shuffled by the global RNG, which the loop reseeds every epoch; sharded across DDP ranks."""
+    if fabric.world_size > 1:
+        sampler = DistributedSampler(dataset, fabric.world_size, fabric.global_rank, shuffle=train, seed=seed)
+    else:
+        sampler = RandomSampler(dataset) if train else None
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+    return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+
+
+def evaluate_loader(fabric: Fabric, objective, loader) -> dict[str, float]:
+    """Mean of each validation value over all examples (all ranks)."""
+    objective.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), device=fabric.device)
+    for batch in loader:
+        n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(next(iter(batch.values())))
+        for k, v in objective.validation_step(batch).items():
+            sums[k] = sums.get(k, 0) + v.detach().float() * n
+        count += n
+    total = fabric.all_reduce(torch.stack([*sums.values(), count]), reduce_op="sum")
+    return {k: (total[i] / total[-1]).item() for i, k in enumerate(sums)}
+
+
+def _key(logs: dict, metric: str, direction: str) -> list[float]:
+    """Higher is better: the monitored metric first, lower validation loss breaks ties."""
+    value = logs[metric] if direction == "max" else -logs[metric]
+    return [value, -logs.get("loss", 0.0)]
+
+
+def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: RunDir, *, fabric: Fabric,
+        monitor: tuple[str, str], seed: int = 0, max_time: float | None = None, resume: bool = False,
+        title: str = "train") -> dict:
+    """Train `objective` (an nn.Module with training_step/validation_step) and leave the run directory
+    with model.safetensors (best validation weights), checkpoint.safetensors, log.csv and curves.png.
+
+    Returns {"status", "epochs", "steps", "seconds", "best_epoch", "val": {...}}.
+    """
+    metric, direction = monitor
+    fabric.seed_everything(seed, verbose=False)
+    optimizer = make_optimizer(objective.parameters(), recipe)
+    model, optimizer = fabric.setup(objective, optimizer)
+    model.mark_forward_method("training_step")   # route through DDP's forward so gradients sync
+    model.mark_forward_method("validation_step")
+    train_loader = make_loader(fabric, train_set, recipe.batch_size, True, seed)
+    val_loader = make_loader(fabric, val_set, recipe.batch_size, False, seed)
+    total_steps = recipe.epochs * len(train_loader)
+
+    state = LoopState()
+    if resume:
+        extra = fabric.load(run.checkpoint, {"model": model, "optimizer": optimizer})
+        state = LoopState(**extra["loop"])
+    main = fabric.global_rank == 0
+    log = CSVLog(run.log, keep_until_step=state.step if resume else -1) if main else None
+    progress = Progress(total_steps, title, enabled=main)
+    progress.step(state.step)
+    best_path = run.path / "best.safetensors"
+
+    status, val_logs, started = "completed", {}, time.perf_counter() - state.elapsed
+    try:
+        while state.epoch < recipe.epochs and status == "completed":
+            torch.manual_seed(seed * 100_003 + state.epoch)  # this epoch's shuffle and dropout, resumed or not
+            if isinstance(train_loader.sampler, DistributedSampler):
+                train_loader.sampler.set_epoch(state.epoch)
+            model.train()
+            sums, n_batches = {}, 0
+            for batch in train_loader:
+                for group in optimizer.param_groups:
+                    group["lr"] = recipe.lr * lr_factor(recipe, state.step, total_steps)
+                loss, logs = model.training_step(batch)
+                finite = fabric.all_reduce(torch.isfinite(loss.detach()).float(), reduce_op="min")
+                if finite.item() < 1:
+                    status = f"stopped: non-finite loss at step {state.step}"
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                fabric.backward(loss)
+                if recipe.grad_clip > 0:
+                    fabric.clip_gradients(model, optimizer, max_norm=recipe.grad_clip)
+                optimizer.step()
+                state.step += 1
+                n_batches += 1
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                if main:
+                    log.write(state.step, state.epoch, {"train/step_loss": loss.item()})
+                    progress.step(state.step, f"epoch {state.epoch + 1}/{recipe.epochs} loss {loss.item():.4f}")
+                if max_time is not None and time.perf_counter() - started > max_time:
+                    status = "stopped: time budget reached"
+                    break
+            if status.startswith("stopped: non-finite"):
+                break  # keep the last good checkpoint untouched
+
+            val_logs = evaluate_loader(fabric, model, val_loader)
+            state.epoch += 1
+            state.elapsed = time.perf_counter() - started
+            key = _key(val_logs, metric, direction)
+            if not state.best or key > state.best:
+                state.best, state.best_epoch, state.bad_epochs = key, state.epoch, 0
+                if main:
+                    save_weights(objective, best_path)
+            else:
+                state.bad_epochs += 1
+            if recipe.patience and state.bad_epochs >= recipe.patience and status == "completed":
+                status = f"stopped early: no better val {metric} for {recipe.patience} epochs"
+            fabric.save(run.checkpoint, {"model": model, "optimizer": optimizer, "loop": vars(state)})
+            if main:
+                train_means = {f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()}
+                log.write(state.step, state.epoch, {**train_means, **{f"val/{k}": v for k, v in val_logs.items()},
+                                                     "train/lr": optimizer.param_groups[0]["lr"]})
+                log.flush()
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train_means, **{f"val/{k}": v for k, v in val_logs.items()}}.items())
+                progress.epoch(f"epoch {state.epoch}/{recipe.epochs}  {shown}")
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        progress.close()
+        if main:
+            log.close()
+            if best_path.exists():  # the run's model is its best validation epoch
+                shutil.copyfile(best_path, run.model)
+                if status != "interrupted":
+                    best_path.unlink()
+            elif not run.model.exists():
+                save_weights(objective, run.model)
+            plot_curves(run.log, run.curves, title)
+        fabric.barrier()
+    return {"status": status, "epochs": state.epoch, "steps": state.step, "seconds": round(state.elapsed, 2),
+            "best_epoch": state.best_epoch, "val": val_logs}

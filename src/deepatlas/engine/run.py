@@ -1,0 +1,144 @@
+"""Train, evaluate, load and predict, in terms of run directories.
+
+`train` reads an entry from the catalog, loads its data, builds config + model + objective,
+hands them to the loop, then measures the held-out splits with `evaluate` — the same code
+`deepatlas eval` and `deepatlas bench` use.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from deepatlas import catalog, data as datasets
+from deepatlas.catalog import Entry, Recipe
+from deepatlas.engine.checkpoint import load_weights
+from deepatlas.engine.loop import Scaling, evaluate_loader, fit, make_fabric
+from deepatlas.engine.rundir import RunDir
+from deepatlas.errors import DeepAtlasError
+
+VERSION = "0.1.0"
+
+
+def build_config(entry: Entry, overrides: dict, dims: dict | None = None):
+    """The entry's Config with the data's sizes (in_features, n_classes, ...) and the user's overrides."""
+    config = entry.config()
+    if dims:
+        fields = {f.name for f in dataclasses.fields(config)}
+        config = dataclasses.replace(config, **{k: v for k, v in dims.items() if k in fields})
+    return catalog.apply_overrides(config, overrides)
+
+
+def create_model(name: str, **overrides):
+    """The network of entry `name` from its default Config, with any field overridden."""
+    entry = catalog.get(name)
+    return entry.build(build_config(entry, overrides))
+
+
+def train(name: str | None = None, *, data: str | None = None, target: str | None = None,
+          overrides: dict | None = None, seed: int = 0, out: str | Path | None = None,
+          max_time: float | None = None, resume: str | Path | None = None,
+          scaling: Scaling | None = None) -> dict:
+    """Train entry `name` (or resume the run in `resume`) and return its metrics (with "run_dir")."""
+    overrides = dict(overrides or {})
+    if resume is not None:
+        run = RunDir(resume)
+        saved = run.read_json(run.config)
+        if not run.checkpoint.exists():
+            raise DeepAtlasError(f"{run.path}: no checkpoint.safetensors to resume from")
+        entry = catalog.get(saved["name"])
+        recipe = Recipe(**saved["recipe"])
+        seed, target = saved["seed"], saved.get("target")
+        max_time = saved.get("max_time") if max_time is None else max_time
+    else:
+        if name is None:
+            raise DeepAtlasError("name an entry to train (see `deepatlas list`) or give --resume RUN_DIR")
+        entry = catalog.get(name)
+        model_over, recipe_over = catalog.split_overrides(entry, overrides)
+        recipe = catalog.apply_overrides(entry.recipe, {**recipe_over, **({"data": data} if data else {})})
+
+    dataset = datasets.load(entry.task, recipe.data, target)
+    if resume is not None:
+        config = entry.config(**saved["model"])
+    else:
+        config = build_config(entry, model_over, dataset.dims)
+    objective = entry.objective(entry.build(config))
+
+    fabric = make_fabric(scaling or Scaling())
+    if resume is None:  # rank 0 names the directory; the other ranks must agree on it
+        run = RunDir(fabric.broadcast(str(out or RunDir.default_path(entry.name)), src=0))
+    if fabric.global_rank == 0:
+        run.create()
+        run.write_json(run.config, {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": target,
+                                    "max_time": max_time, "model": dataclasses.asdict(config),
+                                    "recipe": dataclasses.asdict(recipe), "data": dataset.spec})
+    fabric.barrier()
+    summary = fit(objective, dataset.train, dataset.val, recipe, run, fabric=fabric, seed=seed,
+                  monitor=(entry.bar.metric, entry.bar.direction), max_time=max_time,
+                  resume=resume is not None, title=entry.name)
+    if fabric.global_rank != 0:
+        return {"run_dir": str(run.path), **summary}
+    metrics = {"run_dir": str(run.path), "name": entry.name, **summary,
+               "params": count_params(objective), "test": evaluate(run.path, split="test"),
+               "val": evaluate(run.path, split="val")}
+    run.write_json(run.metrics, metrics)
+    return metrics
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _read(run_dir: str | Path) -> tuple[RunDir, dict, Entry]:
+    run = RunDir(run_dir)
+    saved = run.read_json(run.config)
+    try:
+        entry = catalog.get(saved["name"])
+        config = catalog.apply_overrides(entry.config(), saved["model"])
+    except (KeyError, TypeError) as err:
+        raise DeepAtlasError(f"{run.config}: not a deepatlas config ({err})") from None
+    return run, saved, entry, config
+
+
+def load(run_dir: str | Path) -> torch.nn.Module:
+    """The trained objective (an nn.Module: its forward gives the network's output) of a run, in eval mode."""
+    run, saved, entry, config = _read(run_dir)
+    if not run.model.exists():
+        raise DeepAtlasError(f"{run.path}: no model.safetensors (did the run finish? resume it with --resume)")
+    objective = entry.objective(entry.build(config))
+    return load_weights(objective, run.model).eval()
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test") -> dict[str, float]:
+    """Metrics of a trained run on a held-out split of its own data, or on all rows of a user's file."""
+    run, saved, entry, _ = _read(run_dir)
+    objective = load(run_dir)
+    if data is None:
+        dataset = datasets.load(entry.task, saved["recipe"]["data"], saved.get("target"))
+        if dataset.spec != saved["data"]:
+            raise DeepAtlasError(f"{saved['recipe']['data']}: data changed since the run was trained")
+        examples = getattr(dataset, split)
+    else:
+        from deepatlas.data.tabular import load_rows
+        x, y, _ = load_rows(saved["data"], data)
+        if y is None:
+            raise DeepAtlasError(f"{data}: needs the target column {saved['data']['target']!r} to evaluate")
+        examples = TensorDataset(x, y)
+    fabric = make_fabric(Scaling(devices=1))
+    loader = fabric.setup_dataloaders(DataLoader(examples, batch_size=512), use_distributed_sampler=False)
+    return evaluate_loader(fabric, fabric.setup_module(objective), loader)
+
+
+def predict(run_dir: str | Path, path: str | Path) -> dict:
+    """Class probabilities for every row of a CSV file: {"classes", "probabilities", "predicted"}."""
+    from deepatlas.data.tabular import load_rows
+    run, saved, entry, _ = _read(run_dir)
+    objective = load(run_dir)
+    x, _, _ = load_rows(saved["data"], str(path))
+    probs = objective.predict(x)
+    classes = saved["data"]["classes"]
+    return {"classes": classes, "probabilities": probs.tolist(),
+            "predicted": [classes[i] for i in probs.argmax(-1).tolist()]}

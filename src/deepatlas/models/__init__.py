@@ -1,0 +1,1 @@
+"""One file per architecture, grouped by family; the catalog imports every module here."""

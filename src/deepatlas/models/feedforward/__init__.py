@@ -1,0 +1,1 @@
+"""Feedforward networks: the perceptron, the MLP and its residual form."""

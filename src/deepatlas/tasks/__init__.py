@@ -1,0 +1,1 @@
+"""Objectives and metrics shared by several architectures."""
