@@ -206,3 +206,13 @@ def field_help(cls: type) -> dict[str, str]:
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
             out[node.target.id] = str(nxt.value.value).strip()
     return out
+
+
+def markdown_table(found: list[Entry] | None = None) -> str:
+    """The README's catalog table, generated from the registry."""
+    rows = ["| name | family | year | paper | bar (test split, 2-core CPU) |", "|---|---|---|---|---|"]
+    for e in found if found is not None else entries():
+        op = "≥" if e.bar.direction == "max" else "≤"
+        rows.append(f"| `{e.name}` | {e.family} | {e.year} | {e.title}: {e.paper.authors}, {e.paper.ref} | "
+                    f"{e.bar.metric} {op} {e.bar.goal:g} on `{e.recipe.data}` in {e.bar.budget_s:g} s |")
+    return "\n".join(rows)

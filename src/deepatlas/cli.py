@@ -1,0 +1,198 @@
+"""The `deepatlas` command: parse, call the API, print. No logic lives here."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import deepatlas
+from deepatlas import catalog
+from deepatlas.errors import DeepAtlasError
+
+out = Console(soft_wrap=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(deepatlas.__version__, prog_name="deepatlas")
+def app():
+    """deepatlas: the landmark architectures of deep learning, runnable, tested and measured."""
+
+
+def _pairs(pairs: list[str]) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DeepAtlasError(f"--set {pair}: expected key=value")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+@app.command("list")
+@click.option("--family", help="only this family")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON array of cards")
+@click.option("--markdown", is_flag=True, help="print the README's catalog table")
+def list_(family, as_json, markdown):
+    """List the architectures in the catalog."""
+    found = catalog.entries(family)
+    if as_json:
+        return _json([e.card() for e in found])
+    if markdown:
+        return print(catalog.markdown_table(found))
+    table = Table("name", "family", "year", "title", "bar")
+    for e in found:
+        b = e.bar
+        table.add_row(e.name, e.family, str(e.year), e.title,
+                      f"{b.metric} {'≥' if b.direction == 'max' else '≤'} {b.goal:g} on {e.recipe.data} in {b.budget_s:g}s")
+    out.print(table)
+
+
+@app.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print the card as JSON")
+def info(name, as_json):
+    """Show an architecture's card, config fields and default recipe."""
+    entry = catalog.get(name)
+    card = entry.card()
+    if as_json:
+        return _json(card)
+    out.print(f"[bold]{entry.title}[/bold] ({entry.name}, {entry.family}, {entry.year})")
+    out.print(f"paper: {card['paper']}")
+    out.print(f"\n{entry.summary}\n\n[bold]use it for[/bold] {entry.when_to_use}\n[bold]not for[/bold] {entry.when_not}")
+    out.print(f"related: {', '.join(entry.related)}")
+    b = entry.bar
+    out.print(f"bar: {b.metric} {'≥' if b.direction == 'max' else '≤'} {b.goal:g} on the test split within {b.budget_s:g}s")
+    for title, obj in (("config (--set key=value)", entry.config()), ("recipe (--set key=value)", entry.recipe)):
+        table = Table("field", "default", "meaning", title=title, title_justify="left")
+        docs = catalog.field_help(type(obj))
+        for f in dataclasses.fields(obj):
+            table.add_row(f.name, str(getattr(obj, f.name)), docs.get(f.name, ""))
+        out.print(table)
+
+
+@app.command()
+@click.argument("name", required=False)
+@click.option("--data", help="embedded dataset name or a path to your file")
+@click.option("--target", help="label column of a CSV file")
+@click.option("--max-time", type=float, help="stop training after this many seconds")
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a config or recipe field")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same run)")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="run directory (default runs/NAME-TIME)")
+@click.option("--resume", type=click.Path(path_type=Path), help="continue this run from its last checkpoint")
+@click.option("--accelerator", default="auto", show_default=True, help="cpu, gpu, mps or auto")
+@click.option("--devices", default="1", show_default=True, help="devices per node (a number or auto)")
+@click.option("--strategy", default="auto", show_default=True, help="auto, ddp, fsdp, ...")
+@click.option("--num-nodes", type=int, default=1, show_default=True, help="machines")
+@click.option("--precision", default="32-true", show_default=True, help="32-true, bf16-mixed, 16-mixed, ...")
+def train(name, data, target, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy, num_nodes,
+          precision):
+    """Train an architecture's default recipe (or your data) and write a run directory."""
+    from deepatlas.engine.loop import Scaling
+    scaling = Scaling(accelerator, int(devices) if devices.isdigit() else devices, strategy, num_nodes, precision)
+    result = deepatlas.train(name, data=data, target=target, overrides=_pairs(set_), seed=seed, out=out_dir,
+                             max_time=max_time, resume=resume, scaling=scaling)
+    if "test" not in result:  # a DDP worker other than rank 0
+        return
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in result["test"].items())
+    out.print(f"[bold]{result['name']}[/bold]: {result['status']} after {result['epochs']} epochs, {result['seconds']}s")
+    out.print(f"test: {shown}")
+    out.print(f"run: {result['run_dir']}")
+
+
+@app.command("eval")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", help="a CSV with the target column (default: the run's test split)")
+@click.option("--json", "as_json", is_flag=True, help="print metrics as JSON")
+def eval_(run_dir, data, as_json):
+    """Evaluate a trained run on its held-out test split or on your file."""
+    metrics = deepatlas.evaluate(run_dir, data=data)
+    if as_json:
+        return _json(metrics)
+    for k, v in metrics.items():
+        out.print(f"{k}: {v:.4f}")
+
+
+@app.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_file", type=click.Path(path_type=Path), help="also write predictions to this CSV")
+@click.option("--json", "as_json", is_flag=True, help="print predictions as JSON")
+def predict(run_dir, inputs, out_file, as_json):
+    """Predict class probabilities for each row of CSV file(s)."""
+    results = [deepatlas.predict(run_dir, p) for p in inputs]
+    if as_json:
+        return _json([{"input": str(p), **r} for p, r in zip(inputs, results)])
+    classes = results[0]["classes"]
+    table = Table("input", "row", "predicted", *[f"p({c})" for c in classes])
+    rows = []
+    for path, r in zip(inputs, results):
+        for i, (label, probs) in enumerate(zip(r["predicted"], r["probabilities"]), start=1):
+            rows.append([str(path), i, label, *[f"{p:.4f}" for p in probs]])
+    for row in rows:
+        table.add_row(*map(str, row))
+    out.print(table)
+    if out_file:
+        with out_file.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["input", "row", "predicted", *[f"p_{c}" for c in classes]])
+            w.writerows(rows)
+
+
+@app.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="benchmark every entry")
+@click.option("--json", "json_file", type=click.Path(path_type=Path), help="write the results to this JSON file")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed")
+def bench(names, all_, json_file, seed):
+    """Train each default recipe fresh and check its bar on the held-out test split."""
+    from deepatlas.engine.bench import bench as run_bench
+    chosen = [e.name for e in catalog.entries()] if all_ else list(names or [])
+    if not chosen:
+        raise DeepAtlasError("name entries to benchmark, or give --all")
+    for name in chosen:
+        catalog.get(name)  # fail on a bad name before hours of training
+    results = []
+    table = Table("name", "metric", "value", "goal", "seconds", "budget", "params", "passed")
+    for name in chosen:
+        r = run_bench(name, seed=seed)
+        results.append(r)
+        table.add_row(r["name"], r["metric"], f"{r['value']:.4f}", f"{'≥' if r['direction'] == 'max' else '≤'} {r['goal']:g}",
+                      f"{r['seconds']:.1f}", f"{r['budget_s']:g}", f"{r['params']:,}",
+                      "[green]yes[/green]" if r["passed"] else "[red]no[/red]")
+        if json_file:
+            json_file.write_text(json.dumps(results, indent=2) + "\n")
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: every user error is one line on stderr and exit code 2."""
+    try:
+        app.main(standalone_mode=False)
+    except DeepAtlasError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.NoArgsIsHelpError as err:  # bare `deepatlas`: show the help
+        print(err.ctx.get_help() if err.ctx else err.format_message())
+    except click.UsageError as err:
+        print(f"error: {err.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except click.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted: the last epoch's checkpoint is kept; continue with `deepatlas train --resume RUN_DIR`",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
