@@ -174,24 +174,29 @@ def bench(names, all_, json_file, seed):
     out.print(table)
 
 
-def main() -> None:
-    """Entry point: every user error is one line on stderr and exit code 2."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code: every user error is one line on stderr and code 2."""
     try:
-        app.main(standalone_mode=False)
+        app.main(args=argv, prog_name="deepatlas", standalone_mode=False)
     except DeepAtlasError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except click.exceptions.NoArgsIsHelpError as err:  # bare `deepatlas`: show the help
         print(err.ctx.get_help() if err.ctx else err.format_message())
     except click.UsageError as err:
         print(f"error: {err.format_message()}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except click.Abort:
-        sys.exit(130)
+        return 130
     except KeyboardInterrupt:
         print("interrupted: the last epoch's checkpoint is kept; continue with `deepatlas train --resume RUN_DIR`",
               file=sys.stderr)
-        sys.exit(130)
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ weights, checkpoint, stop early, stop on a time budget or a non-finite loss.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ def make_fabric(scaling: Scaling) -> Fabric:
     fabric = Fabric(accelerator=scaling.accelerator, devices=scaling.devices, strategy=scaling.strategy,
                     num_nodes=scaling.num_nodes, precision=scaling.precision, plugins=[SafetensorsIO()])
     fabric.launch()
+    if fabric.device.type == "cpu" and fabric.world_size > 1:  # processes share the cores: no oversubscription
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) * scaling.num_nodes // fabric.world_size))
     return fabric
 
 

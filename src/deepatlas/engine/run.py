@@ -7,7 +7,6 @@ hands them to the loop, then measures the held-out splits with `evaluate` — th
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import torch
@@ -65,6 +64,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         config = entry.config(**saved["model"])
     else:
         config = build_config(entry, model_over, dataset.dims)
+    torch.manual_seed(seed)  # the initial weights are part of the seeded run
     objective = entry.objective(entry.build(config))
 
     fabric = make_fabric(scaling or Scaling())
@@ -92,7 +92,7 @@ def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _read(run_dir: str | Path) -> tuple[RunDir, dict, Entry]:
+def _read(run_dir: str | Path) -> tuple[RunDir, dict, Entry, object]:
     run = RunDir(run_dir)
     saved = run.read_json(run.config)
     try:

@@ -1,0 +1,74 @@
+"""Every registered entry, for free: a complete card, a bar, a recipe, a model that builds from
+its defaults, finite forward and backward passes, a loss that drops on a fixed batch, and tests."""
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+import deepatlas
+from deepatlas import catalog, data
+
+ENTRIES = [e.name for e in catalog.entries()]
+
+
+def test_catalog_is_not_empty():
+    assert {"perceptron", "mlp", "residual_mlp"} <= set(ENTRIES)
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_card_is_complete(name):
+    entry = catalog.get(name)
+    card = entry.card()
+    for key in ("name", "title", "family", "year", "paper", "summary", "when_to_use", "related", "bar"):
+        assert card[key] not in (None, "", []), key
+    assert entry.family in catalog.FAMILIES
+    assert 1940 < entry.year < 2030
+    assert all(r in ENTRIES for r in entry.related), "related entries must exist"
+    assert set(card["bar"]) == {"metric", "goal", "direction", "budget_s"}
+    assert entry.bar.direction in ("max", "min") and entry.bar.budget_s > 0
+    assert entry.recipe.data in data.embedded(entry.task), "default recipe must train on embedded data"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_has_its_own_tests(name):
+    entry = catalog.get(name)
+    text = (Path(__file__).parent / f"test_{entry.family}.py").read_text()
+    assert f'"{name}"' in text, f"tests/test_{entry.family}.py must test {name}"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_config_fields_are_documented(name):
+    entry = catalog.get(name)
+    docs = catalog.field_help(entry.config)
+    assert set(docs) == {f.name for f in dataclasses.fields(entry.config)}
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_builds_runs_and_learns_a_fixed_batch(name):
+    entry = catalog.get(name)
+    torch.manual_seed(0)
+    dataset = data.load(entry.task, entry.recipe.data)
+    x, y = dataset.train.tensors
+    x, y = x[:64], y[:64]
+    model = deepatlas.create_model(name, **dataset.dims)
+    objective = entry.objective(model).train()
+    scores = model(x)
+    assert scores.shape == (64, dataset.n_classes)
+    assert torch.isfinite(scores).all()
+    loss, logs = objective.training_step((x, y))
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05 if name != "perceptron" else 1.0)
+    first = {k: v.item() for k, v in objective.eval().validation_step((x, y)).items()}
+    objective.train()
+    for _ in range(20):
+        loss, _ = objective.training_step((x, y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    final = {k: v.item() for k, v in objective.eval().validation_step((x, y)).items()}
+    if first["loss"] > 0:
+        assert final["loss"] < 0.9 * first["loss"]
+    else:  # a criterion that is zero at its zero init (the perceptron's): its mistakes must drop
+        assert final["accuracy"] > first["accuracy"]
