@@ -43,6 +43,8 @@ def test_list_json_shape(cli_run):
         assert card["bar"]["direction"] in ("max", "min") and isinstance(card["related"], list)
     code, out, _ = cli_run("list", "--family", "feedforward")
     assert code == 0 and "residual_mlp" in out
+    code, out, _ = cli_run("list", "--family", "tracking")
+    assert code == 0 and "no entries in family tracking yet" in out
 
 
 def test_info(cli_run):
@@ -97,7 +99,10 @@ def errors():
     return [
         (["info", "mpl"], "unknown entry 'mpl'; did you mean mlp"),
         (["train", "resnet_mlp"], "unknown entry"),
-        (["train", "mlp", "--set", "widht=3"], "unknown setting 'widht'"),
+        (["train", "mlp", "--set", "widht=3"], "unknown setting 'widht' for mlp; did you mean width?"),
+        (["train", "mlp", "--set", "zzz=3"], "valid: activation"),
+        (["train", "mlp", "--set", "in_features=3"], "set from the data"),
+        (["train", "--resume", "somewhere", "--set", "lr=1"], "drop NAME"),
         (["train", "mlp", "--set", "width=wide"], "width=wide: expected int"),
         (["train", "mlp", "--set", "optimizer=adam"], "must be one of adamw, sgd"),
         (["train", "mlp", "--set", "width"], "expected key=value"),

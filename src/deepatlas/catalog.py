@@ -188,6 +188,9 @@ def split_overrides(entry: Entry, overrides: dict[str, Any]) -> tuple[dict, dict
     recipe_keys = {f.name for f in dataclasses.fields(Recipe)}
     unknown = [k for k in overrides if k not in model_keys | recipe_keys]
     if unknown:
+        close = difflib.get_close_matches(unknown[0], model_keys | recipe_keys, n=1)
+        if close:
+            raise DeepAtlasError(f"unknown setting {unknown[0]!r} for {entry.name}; did you mean {close[0]}?")
         raise DeepAtlasError(f"unknown setting {unknown[0]!r} for {entry.name}; valid: "
                              f"{', '.join(sorted(model_keys))} (model), {', '.join(sorted(recipe_keys))} (recipe)")
     return ({k: v for k, v in overrides.items() if k in model_keys},

@@ -15,7 +15,7 @@ import deepatlas
 from deepatlas import catalog
 from deepatlas.errors import DeepAtlasError
 
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # piped: do not cut names
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,6 +49,8 @@ def list_(family, as_json, markdown):
         return _json([e.card() for e in found])
     if markdown:
         return print(catalog.markdown_table(found))
+    if not found:
+        return out.print(f"no entries in family {family} yet")
     table = Table("name", "family", "year", "title", "bar")
     for e in found:
         b = e.bar
@@ -186,9 +188,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.UsageError as err:
         print(f"error: {err.format_message()}", file=sys.stderr)
         return 2
-    except click.Abort:
-        return 130
-    except KeyboardInterrupt:
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         print("interrupted: the last epoch's checkpoint is kept; continue with `deepatlas train --resume RUN_DIR`",
               file=sys.stderr)
         return 130

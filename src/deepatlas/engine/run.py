@@ -26,6 +26,9 @@ def build_config(entry: Entry, overrides: dict, dims: dict | None = None):
     """The entry's Config with the data's sizes (in_features, n_classes, ...) and the user's overrides."""
     config = entry.config()
     if dims:
+        fixed = sorted(set(dims) & set(overrides))
+        if fixed:
+            raise DeepAtlasError(f"--set {fixed[0]}: set from the data ({fixed[0]}={dims[fixed[0]]}), not by hand")
         fields = {f.name for f in dataclasses.fields(config)}
         config = dataclasses.replace(config, **{k: v for k, v in dims.items() if k in fields})
     return catalog.apply_overrides(config, overrides)
@@ -44,6 +47,8 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     """Train entry `name` (or resume the run in `resume`) and return its metrics (with "run_dir")."""
     overrides = dict(overrides or {})
     if resume is not None:
+        if name or data or target or overrides:
+            raise DeepAtlasError("--resume continues a run exactly as configured: drop NAME, --data, --target and --set")
         run = RunDir(resume)
         saved = run.read_json(run.config)
         if not run.checkpoint.exists():
@@ -51,13 +56,14 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         entry = catalog.get(saved["name"])
         recipe = Recipe(**saved["recipe"])
         seed, target = saved["seed"], saved.get("target")
-        max_time = saved.get("max_time") if max_time is None else max_time
     else:
         if name is None:
             raise DeepAtlasError("name an entry to train (see `deepatlas list`) or give --resume RUN_DIR")
         entry = catalog.get(name)
         model_over, recipe_over = catalog.split_overrides(entry, overrides)
         recipe = catalog.apply_overrides(entry.recipe, {**recipe_over, **({"data": data} if data else {})})
+        if Path(recipe.data).is_file():  # a user's file: recorded absolute, so eval works from anywhere
+            recipe = dataclasses.replace(recipe, data=str(Path(recipe.data).resolve()))
 
     dataset = datasets.load(entry.task, recipe.data, target)
     if resume is not None:
@@ -73,7 +79,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     if fabric.global_rank == 0:
         run.create()
         run.write_json(run.config, {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": target,
-                                    "max_time": max_time, "model": dataclasses.asdict(config),
+                                    "model": dataclasses.asdict(config),
                                     "recipe": dataclasses.asdict(recipe), "data": dataset.spec})
     fabric.barrier()
     summary = fit(objective, dataset.train, dataset.val, recipe, run, fabric=fabric, seed=seed,
