@@ -188,9 +188,10 @@ def run(argv: list[str] | None = None) -> int:
     except click.UsageError as err:
         print(f"error: {err.format_message()}", file=sys.stderr)
         return 2
-    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-        print("interrupted: the last epoch's checkpoint is kept; continue with `deepatlas train --resume RUN_DIR`",
-              file=sys.stderr)
+    except (click.Abort, KeyboardInterrupt) as err:  # click turns Ctrl-C into Abort
+        run_dir = str(err.__cause__ if isinstance(err, click.Abort) else err) or "RUN_DIR"
+        print(f"interrupted: the last epoch's checkpoint is kept; continue with "
+              f"`deepatlas train --resume {run_dir}`", file=sys.stderr)
         return 130
     return 0
 

@@ -82,9 +82,12 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
                                     "model": dataclasses.asdict(config),
                                     "recipe": dataclasses.asdict(recipe), "data": dataset.spec})
     fabric.barrier()
-    summary = fit(objective, dataset.train, dataset.val, recipe, run, fabric=fabric, seed=seed,
-                  monitor=(entry.bar.metric, entry.bar.direction), max_time=max_time,
-                  resume=resume is not None, title=entry.name)
+    try:
+        summary = fit(objective, dataset.train, dataset.val, recipe, run, fabric=fabric, seed=seed,
+                      monitor=(entry.bar.metric, entry.bar.direction), max_time=max_time,
+                      resume=resume is not None, title=entry.name)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(str(run.path)) from None  # tell the user which run to resume
     if fabric.global_rank != 0:
         return {"run_dir": str(run.path), **summary}
     metrics = {"run_dir": str(run.path), "name": entry.name, **summary,

@@ -68,6 +68,6 @@ register(Entry(
              "DeepSets or GNN); small tabular data where gradient-boosted trees usually win.",
     related=["perceptron", "residual_mlp"],
     config=Config, build=MLP, objective=Classification,
-    recipe=Recipe(data="breast_cancer", epochs=40, batch_size=32, lr=1e-3, weight_decay=1e-4),
+    recipe=Recipe(data="breast_cancer", epochs=40, batch_size=32, lr=3e-3, weight_decay=1e-4),
     bar=Bar("accuracy", 0.96, "max", 60),
 ))

@@ -29,7 +29,7 @@ class Config:
     """input features (set from the data)"""
     n_classes: int = 10
     """classes (set from the data)"""
-    width: int = 128
+    width: int = 256
     """width d of the residual stream"""
     depth: int = 3
     """residual blocks"""
