@@ -3,7 +3,9 @@
 Same fixed train/val/test split, same standardization, same hidden widths. scikit-learn's
 Perceptron and MLPClassifier are what a tabular user would otherwise reach for (residual_mlp has
 no scikit-learn counterpart: it faces the plain MLPClassifier of its width and depth). Prints test
-accuracy and wall-clock seconds for each, and the ratios (deepatlas / scikit-learn).
+accuracy and wall-clock seconds for each, and the ratios (deepatlas / scikit-learn). deepatlas's
+seconds include what a run does besides fitting (validation and a checkpoint every epoch, the
+test evaluation, the plot); scikit-learn's are `fit` alone.
 
     .venv/bin/python benchmarks/feedforward_vs_sklearn.py [--json out.json]
 """

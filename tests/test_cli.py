@@ -112,6 +112,7 @@ def errors():
         (["eval", "no/such/run"], "no such run directory"),
         (["bench"], "name entries to benchmark"),
         (["train", "mlp", "--no-such-flag"], "No such option"),
+        (["train", "mlp", "--precision", "7-bit"], "Precision '7-bit' is invalid"),
     ]
 
 

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 import deepatlas
 from deepatlas.engine.checkpoint import load_state, load_weights, save_state
+from deepatlas.engine.loop import Scaling
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.classification import Classification
 
@@ -70,6 +71,19 @@ def test_non_finite_loss_stops_cleanly_keeping_last_good_checkpoint(tmp_path, mo
     assert load_state(tmp_path / "nan" / "checkpoint.safetensors")["loop"]["epoch"] == 2
     assert all(torch.isfinite(t).all() for t in weights(tmp_path / "nan").values())
     assert result["test"]["accuracy"] > 0.5
+
+
+def test_precision_flag_reaches_the_training_step(tmp_path, monkeypatch):
+    original, seen = Classification.training_step, []
+
+    def record(self, batch):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, batch)
+
+    monkeypatch.setattr(Classification, "training_step", record)
+    deepatlas.train("mlp", overrides={**QUICK, "epochs": "1"}, out=tmp_path / "bf16",
+                    scaling=Scaling(accelerator="cpu", precision="bf16-mixed"))
+    assert seen and all(seen)
 
 
 def test_time_budget_stops_training(tmp_path):

@@ -6,7 +6,9 @@
     trained = deepatlas.load("runs/mlp")
 """
 from deepatlas.catalog import Entry, entries, get
+from deepatlas.engine.loop import Scaling
 from deepatlas.engine.run import VERSION as __version__, create_model, evaluate, load, predict, train
 from deepatlas.errors import DeepAtlasError
 
-__all__ = ["create_model", "train", "evaluate", "load", "predict", "entries", "get", "Entry", "DeepAtlasError"]
+__all__ = ["create_model", "train", "evaluate", "load", "predict", "entries", "get", "Entry", "Scaling",
+           "DeepAtlasError"]

@@ -20,6 +20,7 @@ from deepatlas.catalog import Recipe
 from deepatlas.engine.checkpoint import SafetensorsIO, save_weights
 from deepatlas.engine.progress import Progress
 from deepatlas.engine.rundir import CSVLog, RunDir, plot_curves
+from deepatlas.errors import DeepAtlasError
 
 
 @dataclass
@@ -33,8 +34,11 @@ class Scaling:
 
 
 def make_fabric(scaling: Scaling) -> Fabric:
-    fabric = Fabric(accelerator=scaling.accelerator, devices=scaling.devices, strategy=scaling.strategy,
-                    num_nodes=scaling.num_nodes, precision=scaling.precision, plugins=[SafetensorsIO()])
+    try:
+        fabric = Fabric(accelerator=scaling.accelerator, devices=scaling.devices, strategy=scaling.strategy,
+                        num_nodes=scaling.num_nodes, precision=scaling.precision, plugins=[SafetensorsIO()])
+    except (ValueError, RuntimeError, TypeError) as err:  # e.g. --accelerator gpu on a machine without one
+        raise DeepAtlasError(f"--accelerator/--devices/--strategy/--precision: {err}".splitlines()[0]) from None
     fabric.launch()
     if fabric.device.type == "cpu" and fabric.world_size > 1:  # processes share the cores: no oversubscription
         torch.set_num_threads(max(1, (os.cpu_count() or 1) * scaling.num_nodes // fabric.world_size))
@@ -81,7 +85,9 @@ def evaluate_loader(fabric: Fabric, objective, loader) -> dict[str, float]:
     count = torch.zeros((), device=fabric.device)
     for batch in loader:
         n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(next(iter(batch.values())))
-        for k, v in objective.validation_step(batch).items():
+        with fabric.autocast():
+            logs = objective.validation_step(batch)
+        for k, v in logs.items():
             sums[k] = sums.get(k, 0) + v.detach().float() * n
         count += n
     total = fabric.all_reduce(torch.stack([*sums.values(), count]), reduce_op="sum")
@@ -133,7 +139,8 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
             for batch in train_loader:
                 for group in optimizer.param_groups:
                     group["lr"] = recipe.lr * lr_factor(recipe, state.step, total_steps)
-                loss, logs = model.training_step(batch)
+                with fabric.autocast():  # --precision applies to the step, not only to forward()
+                    loss, logs = model.training_step(batch)
                 finite = fabric.all_reduce(torch.isfinite(loss.detach()).float(), reduce_op="min")
                 if finite.item() < 1:
                     status = f"stopped: non-finite loss at step {state.step}"
