@@ -65,6 +65,14 @@ class Recipe:
     """stop after this many epochs without a better validation metric (0: never)"""
     grad_clip: float = 0.0
     """clip the gradient norm to this value (0: off)"""
+    image_size: int = 0
+    """images: resize to this side length (0: keep the data's size)"""
+    crop_pad: int = 0
+    """images: random crop after zero-padding by this many pixels (0: off)"""
+    flip: bool = False
+    """images: random horizontal flips (not for digits)"""
+    rotate: float = 0.0
+    """images: random rotation within ±this many degrees (0: off)"""
 
 
 @dataclass

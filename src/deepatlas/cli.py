@@ -135,19 +135,22 @@ def predict(run_dir, inputs, out_file, as_json):
     if as_json:
         return _json([{"input": str(p), **r} for p, r in zip(inputs, results)])
     classes = results[0]["classes"]
-    table = Table("input", "row", "predicted", *[f"p({c})" for c in classes])
-    rows = []
-    for path, r in zip(inputs, results):
-        for i, (label, probs) in enumerate(zip(r["predicted"], r["probabilities"]), start=1):
-            rows.append([str(path), i, label, *[f"{p:.4f}" for p in probs]])
-    for row in rows:
-        table.add_row(*map(str, row))
+    rows = [[name, label, probs] for r in results for name, label, probs in zip(r["names"], r["predicted"], r["probabilities"])]
+    if len(classes) <= 4:  # every probability fits on the line
+        table = Table("input", "predicted", *[f"p({c})" for c in classes])
+        for name, label, probs in rows:
+            table.add_row(name, label, *[f"{p:.4f}" for p in probs])
+    else:  # the top three classes
+        table = Table("input", "predicted", "top classes")
+        for name, label, probs in rows:
+            top = sorted(zip(probs, classes), reverse=True)[:3]
+            table.add_row(name, label, "  ".join(f"{c} {p:.3f}" for p, c in top))
     out.print(table)
     if out_file:
         with out_file.open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["input", "row", "predicted", *[f"p_{c}" for c in classes]])
-            w.writerows(rows)
+            w.writerow(["input", "predicted", *[f"p_{c}" for c in classes]])
+            w.writerows([[name, label, *probs] for name, label, probs in rows])
 
 
 @app.command()

@@ -1,24 +1,47 @@
 """Datasets: embedded ones (generated or shipped inside a dependency) and readers for users' files.
 
-`load(task, source)` returns a dataset object with `train`, `val`, `test` (torch Datasets),
-`spec` (JSON that re-encodes new inputs the way training did) and `dims` (the sizes a model
-config takes from its data, e.g. in_features and n_classes).
+Each task has a data module with the same four functions:
+    load(recipe, target)          -> object with train/val/test Datasets, a JSON `spec` that
+                                     re-encodes new inputs the way training did, `dims` (the
+                                     sizes a model config takes from its data) and
+                                     `train_transform` (a batch augmentation, or None)
+    read_inputs(spec, path)       -> (inputs tensor, a name per input), for `predict`
+    read_labeled(spec, path)      -> a labelled Dataset, for `eval --data`
+    EMBEDDED                      -> the dataset names that need no file
 """
 from __future__ import annotations
 
+from importlib import import_module
+
+import numpy as np
+
 from deepatlas.errors import DeepAtlasError
 
+SPLIT_SEED = 0
+_MODULES = {"classification": "deepatlas.data.tabular", "image_classification": "deepatlas.data.images"}
 
-def load(task: str, source: str, target: str | None = None):
-    if task == "classification":
-        from deepatlas.data import tabular
-        return tabular.load(source, target)
-    raise DeepAtlasError(f"no data loader for task {task!r}")
+
+def module(task: str):
+    if task not in _MODULES:
+        raise DeepAtlasError(f"no data loader for task {task!r}")
+    return import_module(_MODULES[task])
+
+
+def load(task: str, recipe, target: str | None = None):
+    return module(task).load_for(recipe, target)
 
 
 def embedded(task: str) -> list[str]:
     """Names of the embedded datasets a task can train on without any file."""
-    if task == "classification":
-        from deepatlas.data import tabular
-        return list(tabular.EMBEDDED)
-    return []
+    return list(module(task).EMBEDDED)
+
+
+def split_indices(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fixed, stratified 60/20/20 train/val/test split (seed 0, whatever the run's seed)."""
+    from sklearn.model_selection import train_test_split
+    idx = np.arange(len(y))
+    stratify = y if np.unique(y, return_counts=True)[1].min() >= 5 else None
+    train, rest = train_test_split(idx, test_size=0.4, random_state=SPLIT_SEED, stratify=stratify)
+    val, test = train_test_split(rest, test_size=0.5, random_state=SPLIT_SEED,
+                                 stratify=None if stratify is None else y[rest])
+    return train, val, test

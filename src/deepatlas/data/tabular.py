@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from deepatlas.data import split_indices
 from deepatlas.errors import DeepAtlasError
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
-SPLIT_SEED = 0
 
 
 def _sklearn(loader: str, keep=None):
@@ -63,6 +63,8 @@ class TabularData:
     @property
     def dims(self) -> dict[str, int]:
         return {"in_features": self.in_features, "n_classes": self.n_classes}
+
+    train_transform = None  # no augmentation for tables
 
 
 # ---- reading CSV --------------------------------------------------------------------------
@@ -155,17 +157,6 @@ def encode_target(spec: dict, values, where: str = "input") -> torch.Tensor:
 
 # ---- loading a dataset --------------------------------------------------------------------
 
-def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-    idx = np.arange(len(y))
-    counts = np.unique(y, return_counts=True)[1]
-    stratify = y if counts.min() >= 5 else None
-    train, rest = train_test_split(idx, test_size=0.4, random_state=SPLIT_SEED, stratify=stratify)
-    val, test = train_test_split(rest, test_size=0.5, random_state=SPLIT_SEED,
-                                 stratify=None if stratify is None else y[rest])
-    return train, val, test
-
-
 def _select(columns: dict, idx: np.ndarray) -> dict:
     return {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx]) for k, v in columns.items()}
 
@@ -198,19 +189,27 @@ def load(source: str, target: str | None = None) -> TabularData:
     else:
         raise DeepAtlasError(f"unknown dataset {source!r}: not a file, nor one of {', '.join(EMBEDDED)}")
 
-    train, val, test = _split(labels)
+    train, val, test = split_indices(labels)
     spec = fit_spec(_select(columns, train), classes, source, target)
     make = lambda idx: TensorDataset(encode(spec, _select(columns, idx), source),
                                      encode_target(spec, labels[idx], source))
     return TabularData(make(train), make(val), make(test), spec)
 
 
-def load_rows(spec: dict, path: str) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """A user's CSV of rows to predict or evaluate: (x, y or None when the target column is absent, columns)."""
+def read_inputs(spec: dict, path: str) -> tuple[torch.Tensor, list[str]]:
+    """A user's CSV of rows to predict: (x, a name per row)."""
+    x = encode(spec, read_csv(path), path)
+    return x, [f"{path}:{i}" for i in range(1, len(x) + 1)]
+
+
+def read_labeled(spec: dict, path: str) -> TensorDataset:
+    """A user's CSV with the target column, to evaluate on every row."""
     columns = read_csv(path)
-    y = None
-    if spec["target"] in columns:
-        labels = columns[spec["target"]]
-        _check_present(path, spec["target"], labels)
-        y = encode_target(spec, labels, path)
-    return encode(spec, columns, path), y, columns
+    if spec["target"] not in columns:
+        raise DeepAtlasError(f"{path}: needs the target column {spec['target']!r} to evaluate")
+    _check_present(path, spec["target"], columns[spec["target"]])
+    return TensorDataset(encode(spec, columns, path), encode_target(spec, columns[spec["target"]], path))
+
+
+def load_for(recipe, target: str | None = None) -> TabularData:
+    return load(recipe.data, target)

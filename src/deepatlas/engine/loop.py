@@ -102,10 +102,11 @@ def _key(logs: dict, metric: str, direction: str) -> list[float]:
 
 def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: RunDir, *, fabric: Fabric,
         monitor: tuple[str, str], seed: int = 0, max_time: float | None = None, resume: bool = False,
-        title: str = "train") -> dict:
+        title: str = "train", train_transform=None) -> dict:
     """Train `objective` (an nn.Module with training_step/validation_step) and leave the run directory
     with model.safetensors (best validation weights), checkpoint.safetensors, log.csv and curves.png.
 
+    `train_transform(batch) -> batch` (data augmentation) runs on each training batch, on its device.
     Returns {"status", "epochs", "steps", "seconds", "best_epoch", "val": {...}}.
     """
     metric, direction = monitor
@@ -137,6 +138,8 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
             model.train()
             sums, n_batches = {}, 0
             for batch in train_loader:
+                if train_transform is not None:
+                    batch = train_transform(batch)
                 for group in optimizer.param_groups:
                     group["lr"] = recipe.lr * lr_factor(recipe, state.step, total_steps)
                 with fabric.autocast():  # --precision applies to the step, not only to forward()

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from deepatlas import catalog, data as datasets
 from deepatlas.catalog import Entry, Recipe
@@ -62,10 +62,10 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         entry = catalog.get(name)
         model_over, recipe_over = catalog.split_overrides(entry, overrides)
         recipe = catalog.apply_overrides(entry.recipe, {**recipe_over, **({"data": data} if data else {})})
-        if Path(recipe.data).is_file():  # a user's file: recorded absolute, so eval works from anywhere
+        if Path(recipe.data).exists():  # a user's file or folder: recorded absolute, so eval works anywhere
             recipe = dataclasses.replace(recipe, data=str(Path(recipe.data).resolve()))
 
-    dataset = datasets.load(entry.task, recipe.data, target)
+    dataset = datasets.load(entry.task, recipe, target)
     if resume is not None:
         config = entry.config(**saved["model"])
     else:
@@ -84,6 +84,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     fabric.barrier()
     try:
         summary = fit(objective, dataset.train, dataset.val, recipe, run, fabric=fabric, seed=seed,
+                      train_transform=dataset.train_transform,
                       monitor=(entry.bar.metric, entry.bar.direction), max_time=max_time,
                       resume=resume is not None, title=entry.name)
     except KeyboardInterrupt:
@@ -126,28 +127,24 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test") 
     run, saved, entry, _ = _read(run_dir)
     objective = load(run_dir)
     if data is None:
-        dataset = datasets.load(entry.task, saved["recipe"]["data"], saved.get("target"))
+        dataset = datasets.load(entry.task, Recipe(**saved["recipe"]), saved.get("target"))
         if dataset.spec != saved["data"]:
             raise DeepAtlasError(f"{saved['recipe']['data']}: data changed since the run was trained")
         examples = getattr(dataset, split)
     else:
-        from deepatlas.data.tabular import load_rows
-        x, y, _ = load_rows(saved["data"], data)
-        if y is None:
-            raise DeepAtlasError(f"{data}: needs the target column {saved['data']['target']!r} to evaluate")
-        examples = TensorDataset(x, y)
+        examples = datasets.module(entry.task).read_labeled(saved["data"], data)
     fabric = make_fabric(Scaling(devices=1))
     loader = fabric.setup_dataloaders(DataLoader(examples, batch_size=512), use_distributed_sampler=False)
     return evaluate_loader(fabric, fabric.setup_module(objective), loader)
 
 
 def predict(run_dir: str | Path, path: str | Path) -> dict:
-    """Class probabilities for every row of a CSV file: {"classes", "probabilities", "predicted"}."""
-    from deepatlas.data.tabular import load_rows
+    """Class probabilities for each input in `path` (rows of a CSV, an image, a folder of images):
+    {"classes", "names", "probabilities", "predicted"}."""
     run, saved, entry, _ = _read(run_dir)
     objective = load(run_dir)
-    x, _, _ = load_rows(saved["data"], str(path))
+    x, names = datasets.module(entry.task).read_inputs(saved["data"], str(path))
     probs = objective.predict(x)
     classes = saved["data"]["classes"]
-    return {"classes": classes, "probabilities": probs.tolist(),
+    return {"classes": classes, "names": names, "probabilities": probs.tolist(),
             "predicted": [classes[i] for i in probs.argmax(-1).tolist()]}

@@ -1,0 +1,1 @@
+"""Image classification: from LeNet to ConvNeXt and ViT, and group-equivariant CNNs."""
