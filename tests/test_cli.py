@@ -95,6 +95,20 @@ def test_bench_json(cli_run, tmp_path):
     assert result["passed"] is True and result["value"] == 1.0 and result["params"] == 10
 
 
+def test_compare_trains_then_reuses_and_charts(cli_run, tmp_path):
+    argv = ["compare", "perceptron", "mlp", "--data", "iris", "--out", tmp_path / "cmp", "--json", tmp_path / "c.json"]
+    code, out, err = cli_run(*argv)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "c.json").read_text())
+    assert [r["name"] for r in rows] == ["perceptron", "mlp"] and not any(r["reused"] for r in rows)
+    for r in rows:
+        assert {"test_accuracy", "params", "train_seconds", "latency_ms"} <= set(r) and r["latency_ms"] > 0
+    assert rows[1]["test_accuracy"] > 0.8 and rows[0]["params"] == 4 * 3 + 3
+    assert (tmp_path / "cmp" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = cli_run(*argv)
+    assert code == 0 and all(r["reused"] for r in json.loads((tmp_path / "c.json").read_text()))
+
+
 def errors():
     return [
         (["info", "mpl"], "unknown entry 'mpl'; did you mean mlp"),
@@ -113,6 +127,7 @@ def errors():
         (["bench"], "name entries to benchmark"),
         (["train", "mlp", "--no-such-flag"], "No such option"),
         (["train", "mlp", "--precision", "7-bit"], "Precision '7-bit' is invalid"),
+        (["compare", "mlp", "lenet"], "compare needs entries of one task"),
     ]
 
 

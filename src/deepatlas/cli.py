@@ -179,6 +179,31 @@ def bench(names, all_, json_file, seed):
     out.print(table)
 
 
+@app.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--data", help="dataset for every entry (default: each entry's own)")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/compare"), show_default=True,
+              help="where the runs go (a finished run with the same settings is reused)")
+@click.option("--chart", type=click.Path(path_type=Path), help="PNG chart path (default OUT/compare.png)")
+@click.option("--json", "json_file", type=click.Path(path_type=Path), help="write the rows to this JSON file")
+def compare(names, data, seed, out_dir, chart, json_file):
+    """Train (or reuse) several entries of one task on the same data and compare them."""
+    from deepatlas.engine import compare as comparing
+    rows = comparing.compare(list(names), data=data, seed=seed, out=out_dir)
+    metric = catalog.get(names[0]).bar.metric
+    table = Table("name", f"test {metric}", "params", "train s", "latency ms", "run")
+    for r in sorted(rows, key=lambda r: -r[f"test_{metric}"]):
+        table.add_row(r["name"], f"{r[f'test_{metric}']:.4f}", f"{r['params']:,}", f"{r['train_seconds']:.1f}",
+                      f"{r['latency_ms']:.2f}", r["run_dir"] + (" (reused)" if r["reused"] else ""))
+    out.print(table)
+    chart = chart or out_dir / "compare.png"
+    comparing.chart(rows, metric, chart)
+    out.print(f"chart: {chart}")
+    if json_file:
+        json_file.write_text(json.dumps(rows, indent=2) + "\n")
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code: every user error is one line on stderr and code 2."""
     try:

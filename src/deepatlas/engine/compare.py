@@ -1,0 +1,93 @@
+"""`deepatlas compare`: several entries of one task on the same data, side by side.
+
+Each entry is trained with its default recipe on the chosen data (or a finished run with the same
+settings is reused), then measured: test metrics, parameters, training seconds, and inference
+latency per input (batch of one, median of repeated calls). The table is returned as rows and
+drawn as one PNG chart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from deepatlas import catalog, data as datasets
+from deepatlas.engine import run as runs
+from deepatlas.engine.rundir import RunDir
+from deepatlas.errors import DeepAtlasError
+
+
+def _run_key(name: str, recipe, seed: int) -> str:
+    """Same entry, recipe and seed -> same key: a finished run with this key is reused."""
+    text = json.dumps({"name": name, "recipe": dataclasses.asdict(recipe), "seed": seed,
+                       "version": runs.VERSION}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+@torch.no_grad()
+def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int = 30) -> float:
+    """Median milliseconds of one forward pass on a single input."""
+    model.eval()
+    for _ in range(3):  # warm-up
+        model(example)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(example)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def compare(names: list[str], data: str | None = None, seed: int = 0, out: str | Path = "runs/compare") -> list[dict]:
+    entries = [catalog.get(n) for n in names]
+    tasks = {e.task for e in entries}
+    if len(tasks) > 1:
+        raise DeepAtlasError("compare needs entries of one task; got " +
+                             ", ".join(f"{e.name} ({e.task})" for e in entries))
+    rows = []
+    for entry in entries:
+        recipe = catalog.apply_overrides(entry.recipe, {"data": data} if data else {})
+        run = RunDir(Path(out) / f"{entry.name}-{_run_key(entry.name, recipe, seed)}")
+        finished = run.metrics.exists() and json.loads(run.metrics.read_text()).get("status") != "interrupted"
+        if finished:
+            metrics = json.loads(run.metrics.read_text())
+        else:
+            metrics = runs.train(entry.name, data=data, seed=seed, out=run.path)
+        model = runs.load(run.path)
+        dataset = datasets.load(entry.task, recipe)
+        example = dataset.test[0][0][None]  # one input, batch of one
+        rows.append({"name": entry.name, "data": recipe.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
+                     "params": metrics["params"], "train_seconds": metrics["seconds"],
+                     "latency_ms": round(latency_ms(model, example), 3), "run_dir": str(run.path), "reused": finished})
+    return rows
+
+
+def chart(rows: list[dict], metric: str, path: str | Path) -> None:
+    """Metric, parameters, training time and latency per entry, as four bar panels in one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["name"] for r in rows]
+    panels = [(f"test_{metric}", f"test {metric}", False), ("params", "parameters", True),
+              ("train_seconds", "training seconds", False), ("latency_ms", "latency per input (ms)", False)]
+    fig, axes = plt.subplots(1, 4, figsize=(4 * 4, 3.6))
+    for ax, (key, title, log) in zip(axes, panels):
+        values = [r[key] for r in rows]
+        bars = ax.bar(names, values, color="tab:blue" if key.startswith("test") else "tab:gray")
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=45)
+        if log:
+            ax.set_yscale("log")
+        if key.startswith("test"):
+            ax.set_ylim(min(values) * 0.95, 1.0 if max(values) <= 1 else max(values) * 1.05)
+    fig.suptitle(f"deepatlas compare on {rows[0]['data']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
