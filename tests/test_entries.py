@@ -54,7 +54,7 @@ def test_builds_runs_and_learns_a_fixed_batch(name):
     model = deepatlas.create_model(name, **dataset.dims)
     objective = entry.objective(model).train()
     scores = model(x)
-    assert scores.shape == (64, dataset.n_classes)
+    assert scores.shape == (64, dataset.dims["n_classes"])
     assert torch.isfinite(scores).all()
     loss, logs = objective.training_step((x, y))
     loss.backward()
