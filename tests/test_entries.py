@@ -59,10 +59,10 @@ def test_builds_runs_and_learns_a_fixed_batch(name):
     loss, logs = objective.training_step((x, y))
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05 if name != "perceptron" else 1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0) if name == "perceptron" else torch.optim.Adam(model.parameters(), lr=3e-3)
     first = {k: v.item() for k, v in objective.eval().validation_step((x, y)).items()}
     objective.train()
-    for _ in range(20):
+    for _ in range(30):
         loss, _ = objective.training_step((x, y))
         opt.zero_grad()
         loss.backward()
