@@ -144,8 +144,9 @@ def test_lenet_shapes_and_convolutional_translation_equivariance():
 
 
 def test_lenet_learns_digits_and_predicts_images(tmp_path, cli_run):
-    result = deepatlas.train("lenet", out=tmp_path / "run", overrides={"epochs": "4"})
+    result = deepatlas.train("lenet", out=tmp_path / "run", overrides={"epochs": "4", "image_size": "12"})
     assert result["test"]["accuracy"] > 0.6  # chance is 0.1
+    assert deepatlas.load(tmp_path / "run").model.classifier[1].in_features == 16 * 3 * 3  # the model follows the data
     digit = images._digits()[0][0, 0].numpy()  # a "0"
     Image.fromarray((digit * 255).astype(np.uint8)).save(tmp_path / "zero.png")
     code, out, err = cli_run("predict", tmp_path / "run", tmp_path / "zero.png")

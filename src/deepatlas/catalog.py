@@ -201,7 +201,8 @@ def split_overrides(entry: Entry, overrides: dict[str, Any]) -> tuple[dict, dict
             raise DeepAtlasError(f"unknown setting {unknown[0]!r} for {entry.name}; did you mean {close[0]}?")
         raise DeepAtlasError(f"unknown setting {unknown[0]!r} for {entry.name}; valid: "
                              f"{', '.join(sorted(model_keys))} (model), {', '.join(sorted(recipe_keys))} (recipe)")
-    return ({k: v for k, v in overrides.items() if k in model_keys},
+    # a key in both (image_size) belongs to the recipe: the data is made to it, the model follows the data
+    return ({k: v for k, v in overrides.items() if k in model_keys - recipe_keys},
             {k: v for k, v in overrides.items() if k in recipe_keys})
 
 
