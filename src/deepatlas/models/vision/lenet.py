@@ -72,7 +72,7 @@ register(Entry(
             "end to end by back-propagation.",
     when_to_use="Small grey images (digits, glyphs, small sensors); teaching convolution and pooling; a fast baseline.",
     when_not="Natural images at modern resolutions, where deeper residual networks or ViTs win by far.",
-    related=["mlp"],
+    related=["mlp", "alexnet", "resnet", "gcnn"],
     config=Config, build=LeNet, objective=Classification, task="image_classification",
     recipe=Recipe(data="digits", image_size=16, epochs=30, batch_size=64, lr=3e-3, weight_decay=1e-4),
     bar=Bar("accuracy", 0.97, "max", 120),
