@@ -10,5 +10,5 @@ from deepatlas.engine.loop import Scaling
 from deepatlas.engine.run import VERSION as __version__, create_model, evaluate, load, predict, train
 from deepatlas.errors import DeepAtlasError
 
-__all__ = ["create_model", "train", "evaluate", "load", "predict", "entries", "get", "Entry", "Scaling",
+__all__ = ["__version__", "create_model", "train", "evaluate", "load", "predict", "entries", "get", "Entry", "Scaling",
            "DeepAtlasError"]

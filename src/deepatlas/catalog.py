@@ -145,7 +145,7 @@ def get(name: str) -> Entry:
     if name in _REGISTRY:
         return _REGISTRY[name]
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; see `deepatlas list`"
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `deepatlas list`"
     raise DeepAtlasError(f"unknown entry {name!r}{hint}")
 
 
