@@ -53,9 +53,7 @@ def list_(family, as_json, markdown):
         return out.print(f"no entries in family {family} yet")
     table = Table("name", "family", "year", "title", "bar")
     for e in found:
-        b = e.bar
-        table.add_row(e.name, e.family, str(e.year), e.title,
-                      f"{b.metric} {'≥' if b.direction == 'max' else '≤'} {b.goal:g} on {e.recipe.data} in {b.budget_s:g}s")
+        table.add_row(e.name, e.family, str(e.year), e.title, "\n".join(b.describe(e.recipe.data) for b in e.bars))
     out.print(table)
 
 
@@ -72,8 +70,8 @@ def info(name, as_json):
     out.print(f"paper: {card['paper']}")
     out.print(f"\n{entry.summary}\n\n[bold]use it for[/bold] {entry.when_to_use}\n[bold]not for[/bold] {entry.when_not}")
     out.print(f"related: {', '.join(entry.related)}")
-    b = entry.bar
-    out.print(f"bar: {b.metric} {'≥' if b.direction == 'max' else '≤'} {b.goal:g} on the test split within {b.budget_s:g}s")
+    for b in entry.bars:
+        out.print(f"bar (test split): {b.describe(entry.recipe.data)}")
     for title, obj in (("config (--set key=value)", entry.config()), ("recipe (--set key=value)", entry.recipe)):
         table = Table("field", "default", "meaning", title=title, title_justify="left")
         docs = catalog.field_help(type(obj))
@@ -86,6 +84,7 @@ def info(name, as_json):
 @click.argument("name", required=False)
 @click.option("--data", help="embedded dataset name or a path to your file")
 @click.option("--target", help="label column of a CSV file")
+@click.option("--column", help="value column of a CSV time series (forecasting)")
 @click.option("--max-time", type=float, help="stop training after this many seconds")
 @click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a config or recipe field")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same run)")
@@ -96,12 +95,14 @@ def info(name, as_json):
 @click.option("--strategy", default="auto", show_default=True, help="auto, ddp, fsdp, ...")
 @click.option("--num-nodes", type=int, default=1, show_default=True, help="machines")
 @click.option("--precision", default="32-true", show_default=True, help="32-true, bf16-mixed, 16-mixed, ...")
-def train(name, data, target, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy, num_nodes,
+def train(name, data, target, column, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy, num_nodes,
           precision):
     """Train an architecture's default recipe (or your data) and write a run directory."""
     from deepatlas.engine.loop import Scaling
     scaling = Scaling(accelerator, int(devices) if devices.isdigit() else devices, strategy, num_nodes, precision)
-    result = deepatlas.train(name, data=data, target=target, overrides=_pairs(set_), seed=seed, out=out_dir,
+    if target and column:
+        raise DeepAtlasError("--target names a label column, --column a series column: give one")
+    result = deepatlas.train(name, data=data, target=target or column, overrides=_pairs(set_), seed=seed, out=out_dir,
                              max_time=max_time, resume=resume, scaling=scaling)
     if "test" not in result:  # a DDP worker other than rank 0
         return
@@ -126,14 +127,18 @@ def eval_(run_dir, data, as_json):
 
 @app.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "out_file", type=click.Path(path_type=Path), help="also write predictions to this CSV")
 @click.option("--json", "as_json", is_flag=True, help="print predictions as JSON")
-def predict(run_dir, inputs, out_file, as_json):
-    """Predict class probabilities for each row of CSV file(s)."""
+@click.option("--plot", "plot_file", type=click.Path(path_type=Path),
+              help="save the attention heat map to this PNG (models with attention; one file per input, numbered)")
+def predict(run_dir, inputs, out_file, as_json, plot_file):
+    """Predict for each input: a CSV of rows, an image or folder, a series CSV, or a text to translate."""
     results = [deepatlas.predict(run_dir, p) for p in inputs]
     if as_json:
         return _json([{"input": str(p), **r} for p, r in zip(inputs, results)])
+    if "classes" not in results[0]:
+        return _print_outputs(results, out_file, plot_file)
     classes = results[0]["classes"]
     rows = [[name, label, probs] for r in results for name, label, probs in zip(r["names"], r["predicted"], r["probabilities"])]
     if len(classes) <= 4:  # every probability fits on the line
@@ -153,6 +158,27 @@ def predict(run_dir, inputs, out_file, as_json):
             w.writerows([[name, label, *probs] for name, label, probs in rows])
 
 
+def _print_outputs(results: list[dict], out_file: Path | None, plot_file: Path | None) -> None:
+    """Non-class predictions (a translation, a forecast, a value): input -> output, and attention maps."""
+    from deepatlas.engine.rundir import plot_attention
+    rows = [(name, pred, details) for r in results for name, pred, details in zip(r["names"], r["predicted"], r["details"])]
+    table = Table("input", "predicted")
+    for name, pred, _ in rows:
+        table.add_row(name, pred)
+    out.print(table)
+    if out_file:
+        with out_file.open("w", newline="") as f:
+            csv.writer(f).writerows([["input", "predicted"], *[(name, pred) for name, pred, _ in rows]])
+    if plot_file:
+        maps = [(name, d["attention"]) for name, _, d in rows if d.get("attention")]
+        if not maps:
+            raise DeepAtlasError("--plot: this model returns no attention weights")
+        for i, (name, att) in enumerate(maps):
+            path = plot_file if len(maps) == 1 else plot_file.with_name(f"{plot_file.stem}-{i + 1}{plot_file.suffix}")
+            plot_attention(att["source"], att["target"], att["weights"], path, title=name)
+            out.print(f"attention: {path}")
+
+
 @app.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="benchmark every entry")
@@ -168,10 +194,10 @@ def bench(names, all_, json_file, seed):
         catalog.get(name)  # fail on a bad name before hours of training
     results = []
     table = Table("name", "metric", "value", "goal", "seconds", "budget", "params", "passed")
-    for name in chosen:
-        r = run_bench(name, seed=seed)
+    for r in (r for name in chosen for r in run_bench(name, seed=seed)):
         results.append(r)
-        table.add_row(r["name"], r["metric"], f"{r['value']:.4f}", f"{'≥' if r['direction'] == 'max' else '≤'} {r['goal']:g}",
+        shown = r["name"] + "".join(f" {k}={v}" for k, v in r["overrides"].items())
+        table.add_row(shown, r["metric"], f"{r['value']:.4f}", f"{'≥' if r['direction'] == 'max' else '≤'} {r['goal']:g}",
                       f"{r['seconds']:.1f}", f"{r['budget_s']:g}", f"{r['params']:,}",
                       "[green]yes[/green]" if r["passed"] else "[red]no[/red]")
         if json_file:

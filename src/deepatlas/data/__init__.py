@@ -8,6 +8,8 @@ Each task has a data module with the same four functions:
     read_inputs(spec, path)       -> (inputs tensor, a name per input), for `predict`
     read_labeled(spec, path)      -> a labelled Dataset, for `eval --data`
     EMBEDDED                      -> the dataset names that need no file
+and, where a task's predictions are not class probabilities (translate, forecast, evaluate),
+    predict(objective, spec, text) -> [{"input", "predicted", ...}] for each input in `text`
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import numpy as np
 from deepatlas.errors import DeepAtlasError
 
 SPLIT_SEED = 0
-_MODULES = {"classification": "deepatlas.data.tabular", "image_classification": "deepatlas.data.images"}
+_MODULES = {"classification": "deepatlas.data.tabular", "image_classification": "deepatlas.data.images",
+            "sequence": "deepatlas.data.sequences", "translation": "deepatlas.data.pairs", "tree": "deepatlas.data.trees"}
 
 
 def module(task: str):

@@ -96,6 +96,8 @@ def evaluate_loader(fabric: Fabric, objective, loader) -> dict[str, float]:
 
 def _key(logs: dict, metric: str, direction: str) -> list[float]:
     """Higher is better: the monitored metric first, lower validation loss breaks ties."""
+    if metric not in logs:  # trained on data another metric measures: the lowest loss is best
+        return [-logs.get("loss", 0.0)]
     value = logs[metric] if direction == "max" else -logs[metric]
     return [value, -logs.get("loss", 0.0)]
 

@@ -85,7 +85,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     try:
         summary = fit(objective, dataset.train, dataset.val, recipe, run, fabric=fabric, seed=seed,
                       train_transform=dataset.train_transform,
-                      monitor=(entry.bar.metric, entry.bar.direction), max_time=max_time,
+                      monitor=_monitor(entry, recipe), max_time=max_time,
                       resume=resume is not None, title=entry.name)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(str(run.path)) from None  # tell the user which run to resume
@@ -96,6 +96,12 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
                "val": evaluate(run.path, split="val")}
     run.write_json(run.metrics, metrics)
     return metrics
+
+
+def _monitor(entry: Entry, recipe: Recipe) -> tuple[str, str]:
+    """The validation metric that picks the best epoch: that of the bar set on this data, if any."""
+    bar = next((b for b in entry.bars if b.overrides.get("data", entry.recipe.data) == recipe.data), entry.bar)
+    return bar.metric, bar.direction
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -139,11 +145,18 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test") 
 
 
 def predict(run_dir: str | Path, path: str | Path) -> dict:
-    """Class probabilities for each input in `path` (rows of a CSV, an image, a folder of images):
-    {"classes", "names", "probabilities", "predicted"}."""
+    """Predictions for the inputs in `path`. Classifiers (rows of a CSV, an image, a folder of images)
+    give {"classes", "names", "probabilities", "predicted"}; other tasks (translate a sentence, forecast
+    a series, evaluate an expression: `path` may then be the input text itself) give
+    {"names", "predicted", "details"}, with e.g. attention weights in "details"."""
     run, saved, entry, _ = _read(run_dir)
     objective = load(run_dir)
-    x, names = datasets.module(entry.task).read_inputs(saved["data"], str(path))
+    module = datasets.module(entry.task)
+    if hasattr(module, "predict"):
+        rows = module.predict(objective, saved["data"], str(path))
+        return {"names": [r["input"] for r in rows], "predicted": [r["predicted"] for r in rows],
+                "details": [{k: v for k, v in r.items() if k not in ("input", "predicted")} for r in rows]}
+    x, names = module.read_inputs(saved["data"], str(path))
     probs = objective.predict(x)
     classes = saved["data"]["classes"]
     return {"classes": classes, "names": names, "probabilities": probs.tolist(),

@@ -128,3 +128,20 @@ def plot_curves(log: Path, out: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def plot_attention(source: list[str], target: list[str], weights, out: Path, title: str = "") -> None:
+    """Attention weights (len(target), len(source)) as a heat map: one row per output token."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * len(source) + 1.5), max(3.0, 0.32 * len(target) + 1.2)))
+    image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
+    ax.set_xticks(range(len(source)), [repr(t)[1:-1] or "␣" for t in source], fontsize=8)
+    ax.set_yticks(range(len(target)), [repr(t)[1:-1] for t in target], fontsize=8)
+    ax.set(xlabel="source", ylabel="output", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
