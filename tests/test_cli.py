@@ -96,11 +96,13 @@ def test_bench_json(cli_run, tmp_path):
 
 
 def test_compare_trains_then_reuses_and_charts(cli_run, tmp_path):
-    argv = ["compare", "perceptron", "mlp", "--data", "iris", "--out", tmp_path / "cmp", "--json", tmp_path / "c.json"]
+    argv = ["compare", "perceptron", "mlp", "mlp:width=4,depth=1", "--data", "iris", "--out", tmp_path / "cmp",
+            "--json", tmp_path / "c.json"]
     code, out, err = cli_run(*argv)
     assert code == 0, err
     rows = json.loads((tmp_path / "c.json").read_text())
-    assert [r["name"] for r in rows] == ["perceptron", "mlp"] and not any(r["reused"] for r in rows)
+    assert [r["name"] for r in rows] == ["perceptron", "mlp", "mlp:width=4,depth=1"] and not any(r["reused"] for r in rows)
+    assert rows[2]["params"] < rows[1]["params"]  # a variant is its own run, with its own settings
     for r in rows:
         assert {"test_accuracy", "params", "train_seconds", "latency_ms"} <= set(r) and r["latency_ms"] > 0
     assert rows[1]["test_accuracy"] > 0.8 and rows[0]["params"] == 4 * 3 + 3
@@ -128,6 +130,7 @@ def errors():
         (["train", "mlp", "--no-such-flag"], "No such option"),
         (["train", "mlp", "--precision", "7-bit"], "Precision '7-bit' is invalid"),
         (["compare", "mlp", "lenet"], "compare needs entries of one task"),
+        (["compare", "mlp", "mlp:width"], "write variants as NAME:key=value"),
     ]
 
 

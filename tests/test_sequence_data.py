@@ -137,5 +137,5 @@ def test_bench_runs_every_bar_with_its_overrides(monkeypatch):
     assert [r["overrides"] for r in results] == [{}, {"data": "wine"}]
     assert seen == [({}, entry.bar.budget_s), ({"data": "wine"}, 30)]
     assert all(r["passed"] for r in results)
-    assert runs._monitor(entry, catalog.apply_overrides(entry.recipe, {"data": "wine"})) == ("accuracy", "max")
+    assert runs.monitor_for(entry, catalog.apply_overrides(entry.recipe, {"data": "wine"})) == ("accuracy", "max")
     assert "on wine in 30 s" in catalog.markdown_table([entry])

@@ -216,15 +216,17 @@ def bench(names, all_, json_file, seed):
 def compare(names, data, seed, out_dir, chart, json_file):
     """Train (or reuse) several entries of one task on the same data and compare them."""
     from deepatlas.engine import compare as comparing
+    from deepatlas.engine.run import monitor_for
     rows = comparing.compare(list(names), data=data, seed=seed, out=out_dir)
-    metric = catalog.get(names[0]).bar.metric
+    entry = catalog.get(comparing.parse_variant(names[0])[0])
+    metric, direction = monitor_for(entry, catalog.apply_overrides(entry.recipe, {"data": rows[0]["data"]}))
     table = Table("name", f"test {metric}", "params", "train s", "latency ms", "run")
-    for r in sorted(rows, key=lambda r: -r[f"test_{metric}"]):
+    for r in sorted(rows, key=lambda r: -r[f"test_{metric}"] if direction == "max" else r[f"test_{metric}"]):
         table.add_row(r["name"], f"{r[f'test_{metric}']:.4f}", f"{r['params']:,}", f"{r['train_seconds']:.1f}",
                       f"{r['latency_ms']:.2f}", r["run_dir"] + (" (reused)" if r["reused"] else ""))
     out.print(table)
     chart = chart or out_dir / "compare.png"
-    comparing.chart(rows, metric, chart)
+    comparing.chart(rows, metric, chart, direction)
     out.print(f"chart: {chart}")
     if json_file:
         json_file.write_text(json.dumps(rows, indent=2) + "\n")

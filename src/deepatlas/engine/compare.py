@@ -2,7 +2,8 @@
 
 Each entry is trained with its default recipe on the chosen data (or a finished run with the same
 settings is reused), then measured: test metrics, parameters, training seconds, and inference
-latency per input (batch of one, median of repeated calls). The table is returned as rows and
+latency per input (batch of one, median of repeated calls). A variant of one entry is written
+NAME:key=value,... (e.g. `seq2seq:attention=false`), so one architecture's options compare too. The table is returned as rows and
 drawn as one PNG chart.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from deepatlas import catalog, data as datasets
 from deepatlas.engine import run as runs
@@ -22,59 +24,74 @@ from deepatlas.engine.rundir import RunDir
 from deepatlas.errors import DeepAtlasError
 
 
-def _run_key(name: str, recipe, seed: int) -> str:
-    """Same entry, recipe and seed -> same key: a finished run with this key is reused."""
-    text = json.dumps({"name": name, "recipe": dataclasses.asdict(recipe), "seed": seed,
+def _run_key(name: str, recipe, overrides: dict, seed: int) -> str:
+    """Same entry, recipe, settings and seed -> same key: a finished run with this key is reused."""
+    text = json.dumps({"name": name, "recipe": dataclasses.asdict(recipe), "set": overrides, "seed": seed,
                        "version": runs.VERSION}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """"lstm" or "lstm:bidirectional=true,hidden=64" -> (entry name, --set pairs)."""
+    name, _, settings = text.partition(":")
+    pairs = {}
+    for pair in filter(None, settings.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DeepAtlasError(f"{text}: write variants as NAME:key=value,key=value")
+        pairs[key.strip()] = value.strip()
+    return name, pairs
+
+
 @torch.no_grad()
-def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int = 30) -> float:
-    """Median milliseconds of one forward pass on a single input."""
-    model.eval()
+def latency_ms(objective: torch.nn.Module, batch, repeats: int = 30) -> float:
+    """Median milliseconds of one validation step (forward and metrics, decoding where the task
+    decodes) on a batch holding a single input."""
+    objective.eval()
     for _ in range(3):  # warm-up
-        model(example)
+        objective.validation_step(batch)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model(example)
+        objective.validation_step(batch)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
 
 def compare(names: list[str], data: str | None = None, seed: int = 0, out: str | Path = "runs/compare") -> list[dict]:
-    entries = [catalog.get(n) for n in names]
+    """Each of `names` ("NAME" or "NAME:key=value,...") trained on `data` (or reused), measured."""
+    variants = [parse_variant(n) for n in names]
+    entries = [catalog.get(name) for name, _ in variants]
     tasks = {e.task for e in entries}
     if len(tasks) > 1:
         raise DeepAtlasError("compare needs entries of one task; got " +
                              ", ".join(f"{e.name} ({e.task})" for e in entries))
     rows = []
-    for entry in entries:
-        recipe = catalog.apply_overrides(entry.recipe, {"data": data} if data else {})
-        run = RunDir(Path(out) / f"{entry.name}-{_run_key(entry.name, recipe, seed)}")
+    for label, entry, (_, overrides) in zip(names, entries, variants):
+        model_over, recipe_over = catalog.split_overrides(entry, overrides)
+        recipe = catalog.apply_overrides(entry.recipe, {**recipe_over, **({"data": data} if data else {})})
+        run = RunDir(Path(out) / f"{entry.name}-{_run_key(entry.name, recipe, model_over, seed)}")
         finished = run.metrics.exists() and json.loads(run.metrics.read_text()).get("status") != "interrupted"
         if finished:
             metrics = json.loads(run.metrics.read_text())
         else:
-            metrics = runs.train(entry.name, data=data, seed=seed, out=run.path)
-        model = runs.load(run.path)
-        dataset = datasets.load(entry.task, recipe)
-        example = dataset.test[0][0][None]  # one input, batch of one
-        rows.append({"name": entry.name, "data": recipe.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
+            metrics = runs.train(entry.name, data=data, overrides=overrides, seed=seed, out=run.path)
+        objective = runs.load(run.path)
+        one = next(iter(DataLoader(datasets.load(entry.task, recipe).test, batch_size=1)))
+        rows.append({"name": label, "data": recipe.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
                      "params": metrics["params"], "train_seconds": metrics["seconds"],
-                     "latency_ms": round(latency_ms(model, example), 3), "run_dir": str(run.path), "reused": finished})
+                     "latency_ms": round(latency_ms(objective, one), 3), "run_dir": str(run.path), "reused": finished})
     return rows
 
 
-def chart(rows: list[dict], metric: str, path: str | Path) -> None:
+def chart(rows: list[dict], metric: str, path: str | Path, direction: str = "max") -> None:
     """Metric, parameters, training time and latency per entry, as four bar panels in one PNG."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [r["name"] for r in rows]
-    panels = [(f"test_{metric}", f"test {metric}", False), ("params", "parameters", True),
+    panels = [(f"test_{metric}", f"test {metric} ({'higher' if direction == 'max' else 'lower'} is better)", False), ("params", "parameters", True),
               ("train_seconds", "training seconds", False), ("latency_ms", "latency per input (ms)", False)]
     fig, axes = plt.subplots(1, 4, figsize=(4 * 4, 3.6))
     for ax, (key, title, log) in zip(axes, panels):
@@ -85,8 +102,10 @@ def chart(rows: list[dict], metric: str, path: str | Path) -> None:
         ax.tick_params(axis="x", rotation=45)
         if log:
             ax.set_yscale("log")
-        if key.startswith("test"):
+        if key.startswith("test") and direction == "max":  # accuracies: zoom on the differences
             ax.set_ylim(min(values) * 0.95, 1.0 if max(values) <= 1 else max(values) * 1.05)
+        elif key.startswith("test") and min(values) > 0:  # errors spanning decades
+            ax.set_yscale("log")
     fig.suptitle(f"deepatlas compare on {rows[0]['data']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

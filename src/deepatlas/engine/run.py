@@ -85,7 +85,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     try:
         summary = fit(objective, dataset.train, dataset.val, recipe, run, fabric=fabric, seed=seed,
                       train_transform=dataset.train_transform,
-                      monitor=_monitor(entry, recipe), max_time=max_time,
+                      monitor=monitor_for(entry, recipe), max_time=max_time,
                       resume=resume is not None, title=entry.name)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(str(run.path)) from None  # tell the user which run to resume
@@ -98,7 +98,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     return metrics
 
 
-def _monitor(entry: Entry, recipe: Recipe) -> tuple[str, str]:
+def monitor_for(entry: Entry, recipe: Recipe) -> tuple[str, str]:
     """The validation metric that picks the best epoch: that of the bar set on this data, if any."""
     bar = next((b for b in entry.bars if b.overrides.get("data", entry.recipe.data) == recipe.data), entry.bar)
     return bar.metric, bar.direction
