@@ -1,0 +1,1 @@
+"""Sequence models: recurrent networks, temporal convolutions, encoder-decoders, recursive networks."""
