@@ -11,7 +11,7 @@ import torch
 from conftest import fit_steps
 
 import deepatlas
-from deepatlas import data as datasets
+from deepatlas import cli, data as datasets
 from deepatlas.catalog import Recipe
 from deepatlas.data import pairs
 from deepatlas.engine.run import load
@@ -238,7 +238,7 @@ def test_tsv_is_split_80_10_10_and_encoded(tmp_path):
 SMALL = {"embed": "16", "hidden": "48", "attention_size": "24", "readout": "32"}
 
 
-def test_seq2seq_learns_to_reverse_strings(tmp_path):
+def test_seq2seq_learns_to_reverse_strings(tmp_path, capsys):
     """Reversing 3-6 letter strings: a model that ignores its input gets almost none right (1 in 6^3 at best)."""
     path = tmp_path / "reverse.tsv"
     path.write_text("".join(f"{s}\t{t}\n" for s, t in reverse_pairs(3000, 1)))
@@ -250,6 +250,10 @@ def test_seq2seq_learns_to_reverse_strings(tmp_path):
     out = pairs.predict(objective, spec, "abcfed")[0]
     assert (out["input"], out["predicted"]) == ("abcfed", "defcba")
     assert out["attention"]["target"] == [*"defcba", "<eos>"] and out["attention"]["source"] == list("abcfed")
+    # the same through the command line, with the attention heat map saved as PNG
+    code = cli.run(["predict", result["run_dir"], "abcfed", "--plot", str(tmp_path / "att.png")])
+    assert code == 0 and "defcba" in capsys.readouterr().out
+    assert (tmp_path / "att.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_predict_a_date_with_attention_weights(tmp_path):

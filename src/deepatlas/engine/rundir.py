@@ -138,8 +138,8 @@ def plot_attention(source: list[str], target: list[str], weights, out: Path, tit
 
     fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * len(source) + 1.5), max(3.0, 0.32 * len(target) + 1.2)))
     image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
-    ax.set_xticks(range(len(source)), [repr(t)[1:-1] or "␣" for t in source], fontsize=8)
-    ax.set_yticks(range(len(target)), [repr(t)[1:-1] for t in target], fontsize=8)
+    ax.set_xticks(range(len(source)), ["␣" if t == " " else t for t in source], fontsize=8)
+    ax.set_yticks(range(len(target)), ["␣" if t == " " else t for t in target], fontsize=8)
     ax.set(xlabel="source", ylabel="output", title=title)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
