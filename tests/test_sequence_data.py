@@ -1,5 +1,6 @@
 """The sequence data module: the synthetic tasks are what their papers define, the baselines the
 bars quote are right, users' CSV series load (or fail with one line), forecasting feeds back."""
+import json
 import math
 
 import numpy as np
@@ -120,6 +121,21 @@ def test_forecast_feeds_predictions_back_one_to_many(series_csv):
     ramp = torch.arange(8.0)[None, :, None]
     step = type("Step", (torch.nn.Module,), {"forward": lambda self, x: x[:, -1] + 1})()
     assert sequences.forecast(step, ramp, 3).tolist() == [[8.0, 9.0, 10.0]]
+
+
+def test_train_on_a_csv_series_and_forecast_from_the_command_line(series_csv, tmp_path, cli_run):
+    run = tmp_path / "run"
+    code, _, err = cli_run("train", "gru", "--data", series_csv, "--column", "load", "--set", "window=16",
+                           "--set", "hidden=16", "--set", "epochs=4", "--out", run)
+    assert code == 0, err
+    code, out, _ = cli_run("eval", run, "--data", series_csv, "--json")
+    assert code == 0 and json.loads(out)["mse"] < 0.5  # standardized units: a constant guess scores 1
+    code, out, _ = cli_run("predict", run, series_csv, "--json")
+    [row] = json.loads(out)
+    assert row["names"] == [f"{series_csv} [load]"] and len(row["details"][0]["values"]) == 10
+    assert all(8.5 < v < 11.5 for v in row["details"][0]["values"])  # the series lives in 10 ± 1
+    code, _, err = cli_run("train", "gru", "--data", series_csv, "--column", "load", "--target", "load")
+    assert code == 2 and "give one" in err
 
 
 def test_bench_runs_every_bar_with_its_overrides(monkeypatch):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import deepatlas
@@ -144,12 +145,12 @@ def predict(run_dir, inputs, out_file, as_json, plot_file):
     if len(classes) <= 4:  # every probability fits on the line
         table = Table("input", "predicted", *[f"p({c})" for c in classes])
         for name, label, probs in rows:
-            table.add_row(name, label, *[f"{p:.4f}" for p in probs])
+            table.add_row(escape(name), label, *[f"{p:.4f}" for p in probs])
     else:  # the top three classes
         table = Table("input", "predicted", "top classes")
         for name, label, probs in rows:
             top = sorted(zip(probs, classes), reverse=True)[:3]
-            table.add_row(name, label, "  ".join(f"{c} {p:.3f}" for p, c in top))
+            table.add_row(escape(name), label, "  ".join(f"{c} {p:.3f}" for p, c in top))
     out.print(table)
     if out_file:
         with out_file.open("w", newline="") as f:
@@ -164,7 +165,7 @@ def _print_outputs(results: list[dict], out_file: Path | None, plot_file: Path |
     rows = [(name, pred, details) for r in results for name, pred, details in zip(r["names"], r["predicted"], r["details"])]
     table = Table("input", "predicted")
     for name, pred, _ in rows:
-        table.add_row(name, pred)
+        table.add_row(escape(name), escape(pred))  # "[column]" is text, not rich markup
     out.print(table)
     if out_file:
         with out_file.open("w", newline="") as f:
