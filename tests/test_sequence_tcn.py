@@ -114,3 +114,10 @@ def test_tcn_learns_the_adding_problem():
     mse = objective.eval().validation_step((x_val, y_val))["mse"].item()
     baseline = F.mse_loss(torch.ones_like(y_val), y_val).item()  # ≈ 1/6
     assert mse < 0.2 * baseline
+
+
+def test_info_reports_the_receptive_field(cli_run):
+    code, out, _ = cli_run("info", "tcn")
+    cfg = tcn.Config()
+    expected = 1 + 2 * (cfg.kernel_size - 1) * (2 ** cfg.levels - 1)
+    assert code == 0 and f"receptive field (default config): {expected} steps" in out

@@ -71,6 +71,9 @@ def info(name, as_json):
     out.print(f"paper: {card['paper']}")
     out.print(f"\n{entry.summary}\n\n[bold]use it for[/bold] {entry.when_to_use}\n[bold]not for[/bold] {entry.when_not}")
     out.print(f"related: {', '.join(entry.related)}")
+    receptive_field = getattr(entry.build(entry.config()), "receptive_field", None)
+    if receptive_field is not None:  # convolutional sequence models see a bounded past
+        out.print(f"receptive field (default config): {receptive_field} steps")
     for b in entry.bars:
         out.print(f"bar (test split): {b.describe(entry.recipe.data)}")
     for title, obj in (("config (--set key=value)", entry.config()), ("recipe (--set key=value)", entry.recipe)):
