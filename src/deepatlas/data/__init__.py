@@ -1,7 +1,7 @@
 """Datasets: embedded ones (generated or shipped inside a dependency) and readers for users' files.
 
 Each task has a data module with the same four functions:
-    load(recipe, target)          -> object with train/val/test Datasets, a JSON `spec` that
+    load_for(recipe, target)      -> a `Splits`: train/val/test Datasets, a JSON `spec` that
                                      re-encodes new inputs the way training did, `dims` (the
                                      sizes a model config takes from its data) and
                                      `train_transform` (a batch augmentation, or None)
@@ -13,15 +13,30 @@ and, where a task's predictions are not class probabilities (translate, forecast
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
+from typing import Callable
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from deepatlas.errors import DeepAtlasError
 
 SPLIT_SEED = 0
 _MODULES = {"classification": "deepatlas.data.tabular", "image_classification": "deepatlas.data.images",
             "sequence": "deepatlas.data.sequences", "translation": "deepatlas.data.pairs", "tree": "deepatlas.data.trees"}
+
+
+@dataclass
+class Splits:
+    """What every `load_for` returns; each data module subclasses it to add its `dims` property."""
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    spec: dict
+    """plain JSON, saved in the run's config.json: re-encodes new inputs the way training did"""
+    train_transform: Callable | None = None
+    """a batch augmentation the loop applies on the batch's device, or None"""
 
 
 def module(task: str):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from deepatlas.data import split_indices
+from deepatlas.data import Splits, split_indices
 from deepatlas.errors import DeepAtlasError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -80,14 +80,7 @@ class Augment:
 
 # ---- the dataset --------------------------------------------------------------------------
 
-@dataclass
-class ImageData:
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
-    spec: dict
-    train_transform: Augment | None = None
-
+class ImageData(Splits):
     @property
     def dims(self) -> dict[str, int]:
         return {"in_channels": self.spec["channels"], "image_size": self.spec["image_size"],

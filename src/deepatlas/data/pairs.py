@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import datetime
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from deepatlas.data import SPLIT_SEED
+from deepatlas.data import SPLIT_SEED, Splits
 from deepatlas.errors import DeepAtlasError
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -174,14 +173,7 @@ def to_dataset(pairs: list[tuple[str, str]], spec: dict) -> TensorDataset:
     return TensorDataset(encode(list(sources), spec["src_vocab"]), encode(list(targets), spec["tgt_vocab"], wrap=True))
 
 
-@dataclass
-class PairData:
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
-    spec: dict
-    train_transform = None  # no augmentation
-
+class PairData(Splits):
     @property
     def dims(self) -> dict[str, int]:
         return {"src_vocab": len(self.spec["src_vocab"]), "tgt_vocab": len(self.spec["tgt_vocab"])}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from deepatlas.data import split_indices
+from deepatlas.data import Splits, split_indices
 from deepatlas.errors import DeepAtlasError
 
 SEED = 4
@@ -53,14 +52,7 @@ class OneHot(Dataset):
         return F.one_hot(self.tokens[i].long(), self.vocab).float(), self.y[i]
 
 
-@dataclass
-class SequenceData:
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    spec: dict
-    train_transform = None
-
+class SequenceData(Splits):
     @property
     def dims(self) -> dict:
         x, y = self.train[0]

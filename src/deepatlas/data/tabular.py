@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from deepatlas.data import split_indices
+from deepatlas.data import Splits, split_indices
 from deepatlas.errors import DeepAtlasError
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
@@ -45,13 +44,7 @@ EMBEDDED = {
 }
 
 
-@dataclass
-class TabularData:
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
-    spec: dict
-
+class TabularData(Splits):
     @property
     def in_features(self) -> int:
         return self.train.tensors[0].shape[1]
@@ -63,8 +56,6 @@ class TabularData:
     @property
     def dims(self) -> dict[str, int]:
         return {"in_features": self.in_features, "n_classes": self.n_classes}
-
-    train_transform = None  # no augmentation for tables
 
 
 # ---- reading CSV --------------------------------------------------------------------------

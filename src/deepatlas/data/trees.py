@@ -30,14 +30,13 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from deepatlas.data import split_indices
+from deepatlas.data import Splits, split_indices
 from deepatlas.errors import DeepAtlasError
 
 DIGITS = "0123456789"
@@ -230,14 +229,7 @@ def decode(x: torch.Tensor) -> Tree:
 
 # ---- datasets -----------------------------------------------------------------------------
 
-@dataclass
-class TreeData:
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
-    spec: dict
-    train_transform = None  # no augmentation
-
+class TreeData(Splits):
     @property
     def dims(self) -> dict[str, int]:
         return {"n_leaves": len(DIGITS), "n_ops": len(OPERATORS), "n_classes": len(self.spec["classes"])}
