@@ -1,1 +1,32 @@
-"""Objectives and metrics shared by several architectures."""
+"""Objectives and metrics shared by several architectures.
+
+An objective wraps a network (its `.model`, a plain nn.Module) and gives the loop
+`training_step(batch) -> (loss, logs)` and `validation_step(batch) -> logs`. Most measure a batch
+the same way in both; they subclass `Objective` and write only `measure`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Objective(nn.Module):
+    """`measure(batch) -> {"loss": ..., metric: ...}` (batch means) is all a subclass writes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model(*inputs)
+
+    def measure(self, batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def training_step(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
+        logs = self.measure(batch)
+        return logs["loss"], {k: v.detach() for k, v in logs.items()}
+
+    @torch.no_grad()
+    def validation_step(self, batch) -> dict[str, Tensor]:
+        return self.measure(batch)

@@ -12,30 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepatlas.tasks import Objective
 
-class Classification(nn.Module):
-    """Wraps a scorer `model(x) -> (B, K)`; `training_step` returns (loss, logs)."""
+
+class Classification(Objective):
+    """Wraps a scorer `model(x) -> (B, K)`; logs {"loss", "accuracy"}."""
 
     metric = "accuracy"
 
     def __init__(self, model: nn.Module, loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.loss = loss
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-    def training_step(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def measure(self, batch) -> dict[str, Tensor]:
         x, y = batch
         scores = self.model(x)                      # (B, K)
-        loss = self.loss(scores, y)
-        return loss, {"loss": loss.detach(), "accuracy": accuracy(scores, y)}
-
-    @torch.no_grad()
-    def validation_step(self, batch) -> dict[str, Tensor]:
-        x, y = batch
-        scores = self.model(x)
         return {"loss": self.loss(scores, y), "accuracy": accuracy(scores, y)}
 
     @torch.no_grad()

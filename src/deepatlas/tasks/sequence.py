@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from deepatlas.tasks import Objective
 
 
-class SequenceObjective(nn.Module):
+class SequenceObjective(Objective):
     """Logs {"loss", "mse"} for float targets and {"loss", "accuracy"} for class targets."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-    def _measure(self, batch) -> dict[str, Tensor]:
+    def measure(self, batch) -> dict[str, Tensor]:
         x, y = batch
         out = self.model(x)
         if y.is_floating_point():
@@ -32,14 +27,6 @@ class SequenceObjective(nn.Module):
         labels = y.reshape(-1)
         loss = F.cross_entropy(scores, labels)
         return {"loss": loss, "accuracy": (scores.argmax(-1) == labels).float().mean()}
-
-    def training_step(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
-        logs = self._measure(batch)
-        return logs["loss"], {k: v.detach() for k, v in logs.items()}
-
-    @torch.no_grad()
-    def validation_step(self, batch) -> dict[str, Tensor]:
-        return self._measure(batch)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:

@@ -19,20 +19,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.data.pairs import BOS, EOS, PAD, UNK  # noqa: F401  (re-exported for the models)
+from deepatlas.tasks import Objective
 
 
-class Translation(nn.Module):
+class Translation(Objective):
     """Wraps a network with the contract above; logs {"loss", "token_accuracy"} (+ "exact_match" in validation)."""
 
     metric = "exact_match"
 
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.label_smoothing = label_smoothing
-
-    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        return self.model(src, tgt_in)
 
     def _teacher_forced(self, src: Tensor, tgt: Tensor, smoothing: float) -> dict[str, Tensor]:
         tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]                 # (B, T-1): read BOS..c_n, predict c_1..EOS

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.tasks import Objective
 
 
 @dataclass
@@ -109,17 +110,10 @@ class RecursiveNN(nn.Module):
         return self.classifier(self.encode(x)[:, 0])                        # (B, K): the roots
 
 
-class TreeObjective(nn.Module):
+class TreeObjective(Objective):
     """Cross-entropy on every labelled node (or the roots only); logs root "accuracy" and "node_accuracy"."""
 
-    def __init__(self, model: RecursiveNN):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
-
-    def _measure(self, batch) -> dict[str, Tensor]:
+    def measure(self, batch) -> dict[str, Tensor]:
         x, y = batch                                                         # (B, N, 4), (B, N)
         logits = self.model.node_logits(x)                                   # (B, N, K)
         labelled = y >= 0                                                    # (B, N): padding and unlabelled nodes are -1
@@ -128,14 +122,6 @@ class TreeObjective(nn.Module):
         right = logits.argmax(-1) == y                                       # (B, N)
         return {"loss": loss, "accuracy": right[:, 0].float().mean(),
                 "node_accuracy": right[labelled].float().mean()}
-
-    def training_step(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
-        logs = self._measure(batch)
-        return logs["loss"], {k: v.detach() for k, v in logs.items()}
-
-    @torch.no_grad()
-    def validation_step(self, batch) -> dict[str, Tensor]:
-        return self._measure(batch)
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
