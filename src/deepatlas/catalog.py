@@ -68,8 +68,10 @@ class Recipe:
     """sgd momentum"""
     weight_decay: float = 0.0
     """decoupled weight decay (adamw) or L2 (sgd)"""
-    schedule: Literal["constant", "cosine"] = "cosine"
-    """learning-rate schedule over all steps"""
+    schedule: Literal["constant", "cosine", "inverse_sqrt"] = "cosine"
+    """learning-rate schedule over all steps; inverse_sqrt: lr·sqrt(warmup/step) after the warm-up (Vaswani et al.)"""
+    warmup: int = 0
+    """steps of linear learning-rate warm-up from 0 before the schedule (0: none)"""
     patience: int = 0
     """stop after this many epochs without a better validation metric (0: never)"""
     grad_clip: float = 0.0
@@ -83,7 +85,11 @@ class Recipe:
     rotate: float = 0.0
     """images: random rotation within ±this many degrees (0: off)"""
     window: int = 0
-    """time series: input window length for forecasting (0: the data's default)"""
+    """time series: input window length for forecasting; text: tokens of context (0: the data's default)"""
+    tokens: Literal["char", "bpe", "word"] = "char"
+    """text: characters, byte-pair subwords learned on the train split, or words (spelled out for char-aware models)"""
+    vocab: int = 0
+    """text: BPE vocabulary size, or the number of most frequent words kept (0: the data's default)"""
 
 
 @dataclass

@@ -63,9 +63,13 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def lr_factor(recipe: Recipe, step: int, total: int) -> float:
+    """The multiple of recipe.lr at optimizer step `step` (0-based) of `total`."""
+    warm = min(1.0, (step + 1) / recipe.warmup) if recipe.warmup else 1.0
     if recipe.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-    return 1.0
+        return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    if recipe.schedule == "inverse_sqrt":  # Vaswani et al. (3): peak lr at the end of the warm-up, then 1/sqrt(step)
+        return warm * min(1.0, math.sqrt(max(recipe.warmup, 1) / (step + 1)))
+    return warm
 
 
 def make_loader(fabric: Fabric, dataset: Dataset, batch_size: int, train: bool, seed: int) -> DataLoader:
@@ -79,19 +83,28 @@ def make_loader(fabric: Fabric, dataset: Dataset, batch_size: int, train: bool, 
 
 
 def evaluate_loader(fabric: Fabric, objective, loader) -> dict[str, float]:
-    """Mean of each validation value over all examples (all ranks)."""
+    """Mean of each validation value over all examples (all ranks).
+
+    A batch mean averages over the batch's examples, unless the logs also hold "NAME#n": the number
+    of things (tokens, queries) that batch's NAME averages over, which then weighs it instead. An
+    objective with `summarize(means) -> means` derives further values (a ratio of two means) last."""
     objective.eval()
     sums: dict[str, torch.Tensor] = {}
-    count = torch.zeros((), device=fabric.device)
     for batch in loader:
         n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(next(iter(batch.values())))
         with fabric.autocast():
             logs = objective.validation_step(batch)
         for k, v in logs.items():
-            sums[k] = sums.get(k, 0) + v.detach().float() * n
-        count += n
-    total = fabric.all_reduce(torch.stack([*sums.values(), count]), reduce_op="sum")
-    return {k: (total[i] / total[-1]).item() for i, k in enumerate(sums)}
+            if k.endswith("#n"):
+                continue
+            weight = torch.as_tensor(logs.get(f"{k}#n", n), device=fabric.device).float()
+            sums[k] = sums.get(k, 0) + v.detach().float() * weight
+            sums[f"{k}#n"] = sums.get(f"{k}#n", 0) + weight
+    total = fabric.all_reduce(torch.stack(list(sums.values())), reduce_op="sum")
+    totals = dict(zip(sums, total.tolist()))
+    means = {k: v / max(totals[f"{k}#n"], 1e-12) for k, v in totals.items() if not k.endswith("#n")}
+    summarize = getattr(objective, "summarize", None)
+    return summarize(means) if summarize is not None else means
 
 
 def _key(logs: dict, metric: str, direction: str) -> list[float]:

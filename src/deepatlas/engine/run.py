@@ -72,6 +72,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         config = build_config(entry, model_over, dataset.dims)
     torch.manual_seed(seed)  # the initial weights are part of the seeded run
     objective = entry.objective(entry.build(config))
+    train_set = objective.prepare(dataset) or dataset.train
 
     fabric = make_fabric(scaling or Scaling())
     if resume is None:  # rank 0 names the directory; the other ranks must agree on it
@@ -83,7 +84,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
                                     "recipe": dataclasses.asdict(recipe), "data": dataset.spec})
     fabric.barrier()
     try:
-        summary = fit(objective, dataset.train, dataset.val, recipe, run, fabric=fabric, seed=seed,
+        summary = fit(objective, train_set, dataset.val, recipe, run, fabric=fabric, seed=seed,
                       train_transform=dataset.train_transform,
                       monitor=monitor_for(entry, recipe), max_time=max_time,
                       resume=resume is not None, title=entry.name)

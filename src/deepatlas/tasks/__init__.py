@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 
 class Objective(nn.Module):
@@ -22,6 +23,12 @@ class Objective(nn.Module):
 
     def measure(self, batch) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def prepare(self, data) -> Dataset | None:
+        """Called once before training with the data's `Splits`. An objective that needs statistics of
+        the training data (unigram counts, co-occurrence counts) computes them here into buffers, which
+        are saved with the weights; it may return the Dataset to train on instead of `data.train`."""
+        return None
 
     def training_step(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         logs = self.measure(batch)

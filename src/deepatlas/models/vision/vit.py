@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.nn.attention import EncoderBlock
+from deepatlas.nn.attention import Block
 from deepatlas.nn.patch import PatchEmbed
 from deepatlas.tasks.classification import Classification
 
@@ -71,7 +71,7 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, n_patches + 1, cfg.dim)) if cfg.pos_embed else None  # E_pos
         self.dropout = nn.Dropout(cfg.dropout)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
-        self.blocks = nn.ModuleList(EncoderBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, rate)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, rate)
                                     for rate in rates)
         self.norm = nn.LayerNorm(cfg.dim)
         if cfg.head_hidden:
