@@ -24,7 +24,8 @@ from deepatlas.errors import DeepAtlasError
 
 SPLIT_SEED = 0
 _MODULES = {"classification": "deepatlas.data.tabular", "image_classification": "deepatlas.data.images",
-            "sequence": "deepatlas.data.sequences", "translation": "deepatlas.data.pairs", "tree": "deepatlas.data.trees"}
+            "sequence": "deepatlas.data.sequences", "translation": "deepatlas.data.pairs", "tree": "deepatlas.data.trees",
+            "language_model": "deepatlas.data.text", "embedding": "deepatlas.data.words"}
 
 
 @dataclass

@@ -171,7 +171,8 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
                 state.step += 1
                 n_batches += 1
                 for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    if not k.endswith("#n"):  # counts only weigh evaluation means
+                        sums[k] = sums.get(k, 0.0) + float(v)
                 if main:
                     log.write(state.step, state.epoch, {"train/step_loss": loss.item()})
                     progress.step(state.step, f"epoch {state.epoch + 1}/{recipe.epochs} loss {loss.item():.4f}")

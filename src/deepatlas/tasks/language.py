@@ -1,0 +1,48 @@
+"""Language modelling: the next-token objective and its yardstick.
+
+A language model maps token ids x (B, T) to logits (B, T, V) for the next token at every position and
+is trained to minimize the cross-entropy -ln p(y_t | x_≤t) (nats per token, padding ignored). Every
+text batch also carries a bigram model's -ln p(y_t | x_t) for the same tokens (data/text.py), so each
+evaluation reports the model against that baseline on exactly the same held-out tokens:
+
+    ce_vs_bigram = CE_model / CE_bigram,   perplexity = exp(CE),   perplexity_vs_bigram = exp(CE_model - CE_bigram)
+"""
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from deepatlas.data.text import PAD
+from deepatlas.tasks import Objective
+
+
+def token_means(name: str, nll: Tensor, real: Tensor) -> dict[str, Tensor]:
+    """{name: mean of nll over the real tokens, name#n: their count}, so evaluation weighs by tokens."""
+    n = real.sum()
+    return {name: (nll * real).sum() / n.clamp(min=1), f"{name}#n": n}
+
+
+def with_ratios(means: dict[str, float]) -> dict[str, float]:
+    """Add perplexity and the ratios to the bigram to mean cross-entropies (nats per token)."""
+    ce, bigram = means["cross_entropy"], means["bigram_cross_entropy"]
+    return {**means, "ce_vs_bigram": ce / bigram, "perplexity": math.exp(min(ce, 50.0)),
+            "bigram_perplexity": math.exp(min(bigram, 50.0)), "perplexity_vs_bigram": math.exp(min(ce - bigram, 50.0))}
+
+
+class NextToken(Objective):
+    """Next-token cross-entropy for a model x (B, T) -> logits (B, T, V); batches are (x, y, baseline)."""
+
+    metric = "ce_vs_bigram"
+
+    def measure(self, batch) -> dict[str, Tensor]:
+        x, y, baseline = batch
+        logits = self.model(x)                                             # (B, T, V)
+        real = y != PAD
+        nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)  # (B, T)
+        logs = token_means("cross_entropy", nll, real)
+        return {"loss": logs["cross_entropy"], **logs, **token_means("bigram_cross_entropy", baseline, real)}
+
+    def summarize(self, means: dict[str, float]) -> dict[str, float]:
+        return with_ratios(means)
