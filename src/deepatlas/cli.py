@@ -131,13 +131,19 @@ def eval_(run_dir, data, as_json):
 
 @app.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
+@click.option("--neighbours", "words", multiple=True, metavar="WORD",
+              help="embedding runs: list the nearest words of WORD (repeatable)")
 @click.option("--out", "out_file", type=click.Path(path_type=Path), help="also write predictions to this CSV")
 @click.option("--json", "as_json", is_flag=True, help="print predictions as JSON")
 @click.option("--plot", "plot_file", type=click.Path(path_type=Path),
               help="save the attention heat map to this PNG (models with attention; one file per input, numbered)")
-def predict(run_dir, inputs, out_file, as_json, plot_file):
-    """Predict for each input: a CSV of rows, an image or folder, a series CSV, or a text to translate."""
+def predict(run_dir, inputs, words, out_file, as_json, plot_file):
+    """Predict for each input: a CSV of rows, an image or folder, a series CSV, a text to translate or to
+    continue, a sentence to classify, or (--neighbours) a word's nearest neighbours."""
+    inputs = (*inputs, *words)
+    if not inputs:
+        raise DeepAtlasError("give INPUTS to predict for (or --neighbours WORD for an embedding run)")
     results = [deepatlas.predict(run_dir, p) for p in inputs]
     if as_json:
         return _json([{"input": str(p), **r} for p, r in zip(inputs, results)])
@@ -166,6 +172,10 @@ def _print_outputs(results: list[dict], out_file: Path | None, plot_file: Path |
     """Non-class predictions (a translation, a forecast, a value): input -> output, and attention maps."""
     from deepatlas.engine.rundir import plot_attention
     rows = [(name, pred, details) for r in results for name, pred, details in zip(r["names"], r["predicted"], r["details"])]
+    if all("continuation" in d for _, _, d in rows):  # generated text reads best as text
+        for name, _, d in rows:
+            out.print(f"[bold]{escape(name)}[/bold]{escape(d['continuation'])}\n")
+        return
     table = Table("input", "predicted")
     for name, pred, _ in rows:
         table.add_row(escape(name), escape(pred))  # "[column]" is text, not rich markup
