@@ -1,0 +1,1 @@
+"""Language models: the transformer, GPT, BERT, word embeddings (word2vec, GloVe, FastText), ELMo."""

@@ -1,0 +1,258 @@
+"""The Transformer: an encoder-decoder built from attention alone.
+
+A. Vaswani, N. Shazeer, N. Parmar, J. Uszkoreit, L. Jones, A. N. Gomez, L. Kaiser, I. Polosukhin,
+2017. "Attention Is All You Need." NeurIPS 2017, arXiv:1706.03762.
+
+No recurrence: an encoder of N layers (self-attention + position-wise MLP) turns the source into
+states the decoder attends to; a decoder of N layers (causal self-attention, cross-attention over
+the encoder's states, MLP) is a conditional language model of the target, trained on all positions
+at once. Order comes only from the sinusoidal positions added to the token embeddings:
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V                       (1)
+    MultiHead(Q, K, V) = Concat(head_1..head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+    PE(pos, 2i) = sin(pos / 10000^(2i/d_model)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model))
+    x_0 = sqrt(d_model) E[token] + PE(pos)
+    sublayer: LN(x + Dropout(f(x)))   (post-norm, the paper's)   or   x + Dropout(f(LN(x)))   (pre-norm)
+    lrate = d_model^-0.5 min(step^-0.5, step warmup^-1.5)                       (3)
+
+The mask M is -inf where a query may not look: the source's padding (encoder self-attention and the
+decoder's cross-attention) and, in the decoder's self-attention, every later position (the causal
+mask), so the decoder trained in parallel is the same function as the one run step by step. The
+loss is the cross-entropy with label smoothing ε_ls: the target distribution puts 1 - ε_ls on the
+true token and spreads ε_ls over the vocabulary. The decoder's input embedding and its output
+projection share one matrix (the paper also shares it with the source embedding, which needs a
+joint vocabulary). Decoding is greedy or a beam search ranking finished outputs by
+log p / lp(Y) with Wu et al.'s length penalty lp(Y) = ((5 + |Y|) / 6)^α.
+
+Here the learning-rate schedule (3) is the engine's `inverse_sqrt` schedule: linear warm-up to the
+recipe's peak lr over `warmup` steps, then ∝ 1/sqrt(step).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.nn.attention import Block, MultiHeadAttention, padding_mask, sinusoidal_positions
+from deepatlas.tasks.translation import BOS, EOS, PAD, Translation
+
+POSITIONS = 256  # rows of the precomputed sinusoid table; longer sequences compute theirs when met
+
+
+@dataclass
+class Config:
+    src_vocab: int = 64
+    """source vocabulary size, special tokens included (set from the data)"""
+    tgt_vocab: int = 16
+    """target vocabulary size, special tokens included (set from the data)"""
+    d_model: int = 64
+    """width of every token state (the paper's base model: 512)"""
+    heads: int = 4
+    """attention heads h per attention layer; d_k = d_v = d_model / h (base: 8)"""
+    enc_layers: int = 2
+    """encoder layers N (base: 6)"""
+    dec_layers: int = 2
+    """decoder layers N (base: 6)"""
+    d_ff: int = 128
+    """hidden width of the position-wise feed-forward network, ReLU (base: 2048)"""
+    dropout: float = 0.0
+    """P_drop on embeddings + positions, sublayer outputs, attention weights, the MLP's hidden layer (base: 0.1)"""
+    norm_first: bool = False
+    """pre-norm x + f(LN(x)) with a final LayerNorm on encoder and decoder; false: the paper's post-norm LN(x + f(x))"""
+    tie_embeddings: bool = True
+    """the decoder's output projection reuses its input embedding matrix (the paper's weight sharing)"""
+    label_smoothing: float = 0.1
+    """ε_ls: training targets put 1 - ε_ls on the true token and spread ε_ls over the vocabulary"""
+    beam: int = 4
+    """default beam width for predict (1: greedy); validation always decodes greedily"""
+    length_penalty: float = 0.6
+    """α of the length penalty ((5 + |Y|) / 6)^α dividing log p when the beam ranks finished outputs (0: raw log p)"""
+
+
+def attention_weights(attn: MultiHeadAttention, x: Tensor, memory: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(Q K^T / sqrt(d_k)) of a cross-attention layer, averaged over its heads: (B, T, S).
+
+    The layer itself calls a fused kernel that returns no weights; this recomputes them from its W^Q, W^K."""
+    B, T, C = x.shape
+    hs = C // attn.heads
+    w_q, w_k, _ = attn.qkv.weight.split(C)
+    b_q, b_k = attn.qkv.bias.split(C)[:2] if attn.qkv.bias is not None else (None, None)
+    q = F.linear(x, w_q, b_q).view(B, T, attn.heads, hs).transpose(1, 2)        # (B, nh, T, hs)
+    k = F.linear(memory, w_k, b_k).view(B, -1, attn.heads, hs).transpose(1, 2)  # (B, nh, S, hs)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)                             # (B, nh, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1).mean(1)                                            # (B, T, S)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder with the Translation contract: forward (teacher forcing) and decode (free-running)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.beam = cfg.beam
+        d = cfg.d_model
+        self.src_embed = nn.Embedding(cfg.src_vocab, d)
+        self.tgt_embed = nn.Embedding(cfg.tgt_vocab, d)
+        for embed in (self.src_embed, self.tgt_embed):  # N(0, 1/d): sqrt(d) E[token] has unit-variance entries
+            nn.init.normal_(embed.weight, std=d ** -0.5)
+        self.register_buffer("pe", sinusoidal_positions(POSITIONS, d), persistent=False)  # (POSITIONS, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        ratio = (cfg.d_ff + 0.5) / d  # Block's MLP is int(d * ratio) wide: exactly d_ff
+        self.encoder = nn.ModuleList(Block(d, cfg.heads, ratio, cfg.dropout, norm_first=cfg.norm_first,
+                                           activation="relu") for _ in range(cfg.enc_layers))
+        self.decoder = nn.ModuleList(Block(d, cfg.heads, ratio, cfg.dropout, norm_first=cfg.norm_first,
+                                           cross=True, activation="relu") for _ in range(cfg.dec_layers))
+        # post-norm layers already end in a LayerNorm; pre-norm ones leave the residual stream unnormalized
+        self.enc_norm = nn.LayerNorm(d) if cfg.norm_first else nn.Identity()
+        self.dec_norm = nn.LayerNorm(d) if cfg.norm_first else nn.Identity()
+        self.out = nn.Linear(d, cfg.tgt_vocab)
+        if cfg.tie_embeddings:
+            self.out.weight = self.tgt_embed.weight  # one (V, d) matrix: embeds the input, scores the output
+
+    def embed(self, table: nn.Embedding, ids: Tensor) -> Tensor:
+        """x_0 = sqrt(d_model) E[ids] + PE: (B, T) -> (B, T, d)."""
+        T = ids.shape[1]
+        pe = self.pe[:T] if T <= len(self.pe) else sinusoidal_positions(T, self.cfg.d_model).to(self.pe)
+        return self.drop(table(ids) * math.sqrt(self.cfg.d_model) + pe)
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src (B, S) -> encoder states (B, S, d) and the mask of real source tokens (B, 1, 1, S)."""
+        mask = padding_mask(src != PAD)                  # no query looks at the source's padding
+        x = self.embed(self.src_embed, src)
+        for block in self.encoder:
+            x = block(x, mask=mask)
+        return self.enc_norm(x), mask
+
+    def decoder_states(self, tgt_in: Tensor, memory: Tensor, memory_mask: Tensor) -> Tensor:
+        """tgt_in (B, T), memory (B, S, d) -> the top decoder states (B, T, d); position t sees tgt_in[:, :t+1]."""
+        x = self.embed(self.tgt_embed, tgt_in)
+        for block in self.decoder:
+            x = block(x, causal=True, memory=memory, memory_mask=memory_mask)
+        return self.dec_norm(x)
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """src (B, S), tgt_in (B, T) = BOS + target[:-1] -> logits (B, T, V)."""
+        memory, mask = self.encode(src)
+        return self.out(self.decoder_states(tgt_in, memory, mask))
+
+    # ---- decoding ------------------------------------------------------------------------------
+
+    def decode(self, src: Tensor, max_len: int, beam: int = 1) -> tuple[Tensor, Tensor | None]:
+        """Free-running decoding: tokens (B, T') ending in EOS then PAD, attention (B, T', S)."""
+        return self.greedy(src, max_len) if beam <= 1 else self.beam_search(src, max_len, beam)
+
+    @staticmethod
+    def log_probs(logits: Tensor) -> Tensor:
+        """Log-probabilities of the next token; PAD and BOS are never outputs."""
+        return logits.index_fill(-1, torch.tensor([PAD, BOS], device=logits.device), float("-inf")).log_softmax(-1)
+
+    def next_log_probs(self, prefix: Tensor, memory: Tensor, memory_mask: Tensor) -> Tensor:
+        """log p(next token | prefix (N, t), source) for every row: (N, V). The prefix is re-read whole at each
+        step (no key/value cache): for outputs of a few dozen tokens that costs little and keeps one code path."""
+        return self.log_probs(self.out(self.decoder_states(prefix, memory, memory_mask)[:, -1]))
+
+    @torch.no_grad()
+    def cross_attention(self, tokens: Tensor, memory: Tensor, memory_mask: Tensor) -> Tensor:
+        """The last decoder layer's cross-attention weights over the source, averaged over heads, for decoded
+        `tokens` (B, T'): (B, T', S), zero after EOS. One teacher-forced pass over BOS + tokens gives what each
+        step saw when it chose its token, since the decoder's self-attention is causal."""
+        last = self.decoder[-1].cross_attn
+        seen = {}
+
+        def keep_input(module, args) -> None:  # a pre-hook that returns None leaves the call unchanged
+            seen["x"] = args[0]
+
+        hook = last.register_forward_pre_hook(keep_input)
+        try:
+            tgt_in = torch.cat([torch.full_like(tokens[:, :1], BOS), tokens[:, :-1]], 1)  # (B, T')
+            self.decoder_states(tgt_in, memory, memory_mask)
+        finally:
+            hook.remove()
+        weights = attention_weights(last, seen["x"], memory, memory_mask)  # (B, T', S)
+        return weights.masked_fill((tokens == PAD)[..., None], 0.0)
+
+    @torch.no_grad()
+    def greedy(self, src: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+        """Feed back the most probable token at every step, all sentences at once, until each has said EOS."""
+        memory, mask = self.encode(src)
+        out = torch.full((len(src), 1), BOS, dtype=torch.long, device=src.device)  # (B, 1 + t)
+        done = torch.zeros(len(src), dtype=torch.bool, device=src.device)
+        for _ in range(max_len):
+            y = self.next_log_probs(out, memory, mask).argmax(-1).masked_fill(done, PAD)  # (B,); PAD once finished
+            out = torch.cat([out, y[:, None]], 1)
+            done = done | (y == EOS)
+            if done.all():
+                break
+        tokens = out[:, 1:]                                                       # (B, T')
+        return tokens, self.cross_attention(tokens, memory, mask)
+
+    @torch.no_grad()
+    def beam_search(self, src: Tensor, max_len: int, width: int) -> tuple[Tensor, Tensor]:
+        """The best of `width` hypotheses by log p / ((5 + |Y|) / 6)^α: tokens (B, T'), attention (B, T', S)."""
+        tokens, log_p, lengths = self.hypotheses(src, max_len, width)
+        score = log_p / ((5 + lengths) / 6) ** self.cfg.length_penalty           # (B, K)
+        best = tokens[torch.arange(len(src), device=src.device), score.argmax(-1)]  # (B, T')
+        memory, mask = self.encode(src)
+        return best, self.cross_attention(best, memory, mask)
+
+    @torch.no_grad()
+    def hypotheses(self, src: Tensor, max_len: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Beam search over all sentences and beams at once: at every step each sentence keeps the `width`
+        most probable continuations of its hypotheses. A finished hypothesis (it said EOS) goes on only with
+        PAD at no cost, so it competes with the live ones on its final log p. Returns tokens (B, K, T'),
+        log p (B, K) and lengths with EOS (B, K)."""
+        B, K, V, device = len(src), width, self.cfg.tgt_vocab, src.device
+        memory, mask = self.encode(src)
+        memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # (B·K, S, d), (B·K, 1, 1, S)
+        log_p = torch.full((B, K), float("-inf"), device=device)
+        log_p[:, 0] = 0.0                             # one live hypothesis at the start: no duplicate beams
+        done = torch.zeros(B, K, dtype=torch.bool, device=device)
+        lengths = torch.zeros(B, K, device=device)
+        pad_only = torch.full((V,), float("-inf"), device=device)
+        pad_only[PAD] = 0.0                           # what a finished hypothesis may append
+        out = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)  # (B·K, 1 + t)
+        for _ in range(max_len):
+            step = self.next_log_probs(out, memory, mask).view(B, K, V)
+            step = torch.where(done[..., None], pad_only, step)
+            log_p, flat = (log_p[..., None] + step).view(B, K * V).topk(K, -1)   # (B, K) best continuations
+            parent, y = flat // V, flat % V                                       # which hypothesis, which token
+            was_done = done.gather(1, parent)
+            lengths = lengths.gather(1, parent) + (~was_done).float()
+            done = was_done | (y == EOS)
+            rows = (torch.arange(B, device=device)[:, None] * K + parent).flatten()  # (B·K) parent rows
+            out = torch.cat([out[rows], y.view(-1, 1)], 1)
+            if done.all():
+                break
+        return out[:, 1:].view(B, K, -1), log_p, lengths
+
+
+def objective(model: Transformer) -> Translation:
+    """Cross-entropy of the next target token with the model's label smoothing."""
+    return Translation(model, label_smoothing=model.cfg.label_smoothing)
+
+
+register(Entry(
+    name="transformer", title="Transformer (encoder-decoder)", family="language", year=2017,
+    paper=Paper("A. Vaswani, N. Shazeer, N. Parmar, J. Uszkoreit, L. Jones, A. N. Gomez, L. Kaiser, I. Polosukhin",
+                "Attention Is All You Need", "arXiv:1706.03762"),
+    summary="Encoder and decoder stacks of multi-head self-attention and position-wise MLPs, with sinusoidal "
+            "positions and cross-attention from decoder to encoder: sequence to sequence with no recurrence, "
+            "trained on all positions in parallel.",
+    when_to_use="Mapping one sequence to another (translation, normalization, summarization, code to code) with "
+                "enough data: trains faster than an RNN encoder-decoder because every position is computed at "
+                "once, and attends directly to any source position however far.",
+    when_not="Tiny data (an RNN seq2seq or a rule may do as well with less tuning); very long inputs, where "
+             "attention's cost grows with the square of the length; tasks that only continue text (a "
+             "decoder-only model such as GPT) or only classify it (an encoder such as BERT).",
+    related=["seq2seq", "gpt", "bert", "vit"],
+    config=Config, build=Transformer, objective=objective, task="translation",
+    recipe=Recipe(data="dates", epochs=3, batch_size=128, lr=2e-3, schedule="inverse_sqrt", warmup=300,
+                  grad_clip=1.0),
+    bar=Bar("exact_match", 0.98, "max", 180),
+))
