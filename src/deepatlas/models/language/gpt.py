@@ -127,9 +127,10 @@ class GPTObjective(NextToken):
 
 register(Entry(
     name="gpt", title="GPT (generative pre-trained transformer, GPT-2 layout)", family="language", year=2018,
-    paper=Paper("A. Radford, K. Narasimhan, T. Salimans, I. Sutskever (GPT-2: A. Radford, J. Wu, R. Child, "
+    paper=Paper("A. Radford, K. Narasimhan, T. Salimans, I. Sutskever",
+                "Improving Language Understanding by Generative Pre-Training (GPT-2: A. Radford, J. Wu, R. Child, "
                 "D. Luan, D. Amodei, I. Sutskever, Language Models are Unsupervised Multitask Learners, 2019)",
-                "Improving Language Understanding by Generative Pre-Training", "OpenAI technical report, 2018"),
+                "OpenAI technical reports, 2018 and 2019 (no arXiv id)"),
     summary="A decoder-only transformer: causal self-attention over learned token and position embeddings, "
             "trained to predict the next token everywhere at once; samples text one token at a time.",
     when_to_use="Generating or continuing text and code; a language model to pre-train once and prompt or "
