@@ -147,3 +147,21 @@ def test_warmup_schedules():
     assert lr_factor(recipe, 399, 1000) == pytest.approx(0.5)  # sqrt(100 / 400)
     cosine = Recipe(schedule="cosine", warmup=10)
     assert lr_factor(cosine, 4, 100) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 4 / 100)))
+
+
+def test_predict_continues_a_word_prompt_with_a_space():
+    data = text.load("planted-semantics", "word", 8)
+    spec = data.spec
+    cat = spec["vocab"].index("cat")
+
+    class Repeats(nn.Module):  # continues any prompt with "cat cat"
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def generate(self, idx, steps, temperature=1.0, top_k=0):
+            return torch.cat([idx, torch.full((1, steps), cat)], 1)
+
+    objective = NextToken(Repeats())
+    row = text.predict(objective, spec, "the dog", new_tokens=2)[0]
+    assert row["predicted"] == "the dog cat cat"

@@ -54,6 +54,27 @@ def test_forward_lm_is_causal_and_backward_lm_anticausal():
     assert not torch.allclose(b[:, :t + 1], b_later[:, :t + 1], atol=1e-3)       # backward reads the future
 
 
+def test_encoder_and_softmax_are_shared_the_lstms_separate():
+    model = small_model()
+    words = torch.randint(0, 12, (2, 6))
+    for direction in (0, 1):  # the loss of one direction alone
+        model.zero_grad()
+        model(words)[direction].square().mean().backward()
+        grads = {name: p.grad is not None and p.grad.abs().sum() > 0 for name, p in model.named_parameters()}
+        own, other = ("fwd", "bwd") if direction == 0 else ("bwd", "fwd")
+        assert all(g for n, g in grads.items() if n.startswith(("chars.", "softmax.", own + ".")))
+        assert not any(g for n, g in grads.items() if n.startswith(other + "."))
+
+
+def test_second_lstm_layer_is_residual():
+    model = small_model()
+    x = torch.randn(2, 6, 16)
+    (h1, h2), _ = model.fwd(x)
+    lstm2_alone, _ = model.fwd.lstms[1](h1)
+    assert torch.allclose(h2, lstm2_alone + h1, atol=1e-6)           # h_2 = LSTM_2(h_1) + h_1
+    assert torch.allclose(h1, model.fwd.lstms[0](x)[0], atol=1e-6)
+
+
 def test_char_cnn_depends_on_the_spelling_only():
     model = small_model()
     with torch.no_grad():
@@ -131,6 +152,24 @@ def test_downstream_head_learns_the_mix_with_the_bilm_frozen():
     assert (head(words).argmax(1) == labels).float().mean() > 0.9
 
 
+def test_objective_scores_both_directions_against_the_bigram():
+    model = small_model()
+    objective = BiLM(model).eval()
+    x = torch.randint(5, 12, (3, 7))
+    y = torch.cat([x[:, 1:], torch.randint(5, 12, (3, 1))], 1)
+    baseline = torch.rand(3, 7) + 2
+    logs = objective.validation_step((x, y, baseline))
+    f, b = model(x)
+    ce_f = torch.nn.functional.cross_entropy(f.flatten(0, 1), y.flatten())           # predicts x_{t+1}
+    ce_b = torch.nn.functional.cross_entropy(b[:, 1:].flatten(0, 1), x[:, :-1].flatten())  # predicts x_{t-1}
+    assert torch.isclose(logs["forward_cross_entropy"], ce_f) and torch.isclose(logs["backward_cross_entropy"], ce_b)
+    assert torch.isclose(logs["loss"], (ce_f + ce_b) / 2)
+    assert torch.isclose(logs["cross_entropy"], (21 * ce_f + 18 * ce_b) / 39)
+    assert logs["cross_entropy#n"] == 39 and logs["bigram_cross_entropy#n"] == 21
+    means = objective.summarize({"cross_entropy": 4.0, "bigram_cross_entropy": 4.5})
+    assert math.isclose(means["perplexity_vs_bigram"], math.exp(-0.5)) and math.isclose(means["perplexity"], math.exp(4))
+
+
 def planted_windows(n: int, T: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """LM windows of a stream of sentences "the A eats F ." with food F fixed by animal A (6 of each).
     A bigram model must guess F from "eats" (and A from "eats", reading backwards): ln 6 per sentence each
@@ -154,7 +193,7 @@ def test_learns_what_a_bigram_model_cannot():
     objective = BiLM(model)
     objective.prepare(SimpleNamespace(spec={"vocab": words}))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(200):
+    for step in range(120):
         batch = planted_windows(32, 20, seed=step)
         loss, _ = objective.training_step(batch)
         opt.zero_grad()

@@ -339,5 +339,7 @@ def predict(objective, spec: dict, text: str, new_tokens: int | None = None, tem
     steps = new_tokens or (200 if spec["tokens"] == "char" else 60)
     torch.manual_seed(0)
     out = model.generate(torch.tensor([ids], device=device), steps, temperature=temperature, top_k=top_k)
-    return [{"input": text, "predicted": text + decode(spec, out[0, len(ids):].tolist()),
-             "continuation": decode(spec, out[0, len(ids):].tolist())}]
+    continuation = decode(spec, out[0, len(ids):].tolist())
+    if spec["tokens"] == "word":  # words are joined by spaces, the prompt's last one too
+        continuation = " " + continuation
+    return [{"input": text, "predicted": text + continuation, "continuation": continuation}]
