@@ -105,19 +105,33 @@ def stdlib_corpus() -> dict[str, str]:
     return {s: "\n\n".join(docs) for s, docs in parts.items()}
 
 
-def read_corpus(path: str) -> dict[str, str]:
-    """A user's .txt file or folder of .txt files, split 80/10/10 by paragraph in reading order."""
+def read_text(path: str | Path) -> str:
+    """The text of a .txt file, or of every .txt file under a folder (sorted), read as UTF-8 (a BOM is
+    dropped); one clear error for a missing path, a folder without .txt files, bad bytes or no text."""
     p = Path(path)
-    files = sorted(p.rglob("*.txt")) if p.is_dir() else [p]
-    if not files:
-        raise DeepAtlasError(f"{path}: no .txt files in this folder")
-    paragraphs = []
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
+        if not files:
+            raise DeepAtlasError(f"{path}: no .txt files in this folder")
+    elif p.is_file():
+        files = [p]
+    else:
+        raise DeepAtlasError(f"{path}: no such file or folder")
+    texts = []
     for f in files:
         try:
-            text = f.read_text(encoding="utf-8")
+            texts.append(f.read_text(encoding="utf-8-sig"))
         except UnicodeDecodeError as err:
             raise DeepAtlasError(f"{f}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-        paragraphs += [q.strip() for q in re.split(r"\n\s*\n", text) if q.strip()]
+    text = "\n\n".join(texts)
+    if not text.strip():
+        raise DeepAtlasError(f"{path}: the {'files are' if p.is_dir() else 'file is'} empty")
+    return text
+
+
+def read_corpus(path: str) -> dict[str, str]:
+    """A user's .txt file or folder of .txt files, split 80/10/10 by paragraph in reading order."""
+    paragraphs = [q.strip() for q in re.split(r"\n\s*\n", read_text(path)) if q.strip()]
     if len(paragraphs) < 10 and sum(map(len, paragraphs)) < 1000:
         raise DeepAtlasError(f"{path}: too little text to split into train/val/test (need 10 paragraphs or 1,000 characters)")
     if len(paragraphs) < 10:  # a few long paragraphs: split the lines instead

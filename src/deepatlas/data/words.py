@@ -169,29 +169,6 @@ def _stdlib(keep: int) -> WordData:
     return sentence_splits("stdlib-text", {k: sentences_of(v) for k, v in docs.items()}, keep or DEFAULT_VOCAB)
 
 
-def read_text(path: str | Path) -> str:
-    """The text of a .txt file, or of every .txt file under a folder (sorted); one clear error if none."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise DeepAtlasError(f"{path}: a folder with no .txt files")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise DeepAtlasError(f"{path}: no such file or folder")
-    texts = []
-    for f in files:
-        try:
-            texts.append(f.read_text(encoding="utf-8-sig"))
-        except UnicodeDecodeError as err:
-            raise DeepAtlasError(f"{f}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    text = "\n\n".join(texts)
-    if not words_of(text):
-        raise DeepAtlasError(f"{path}: no words (the {'files are' if path.is_dir() else 'file is'} empty)")
-    return text
-
-
 def split_sentences(sentences: list[list[str]], where: str) -> dict[str, list[list[str]]]:
     """A fixed 80/10/10 train/val/test split of sentences (the split seed, whatever the run's seed)."""
     if len(sentences) < 10:
@@ -201,6 +178,15 @@ def split_sentences(sentences: list[list[str]], where: str) -> dict[str, list[li
     n = max(1, len(sentences) // 10)
     picked = {"test": order[:n], "val": order[n:2 * n], "train": order[2 * n:]}
     return {name: [sentences[i] for i in sorted(idx)] for name, idx in picked.items()}
+
+
+def read_text(path: str | Path) -> str:
+    """A user's .txt file or folder (the language models' reader), with at least one word in it."""
+    from deepatlas.data import text
+    content = text.read_text(path)
+    if not words_of(content):
+        raise DeepAtlasError(f"{path}: no words in it")
+    return content
 
 
 def _users(source: str, keep: int) -> WordData:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,6 +30,18 @@ def with_ratios(means: dict[str, float]) -> dict[str, float]:
     ce, bigram = means["cross_entropy"], means["bigram_cross_entropy"]
     return {**means, "ce_vs_bigram": ce / bigram, "perplexity": math.exp(min(ce, 50.0)),
             "bigram_perplexity": math.exp(min(bigram, 50.0)), "perplexity_vs_bigram": math.exp(min(ce - bigram, 50.0))}
+
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int = 0) -> Tensor:
+    """One token per row from next-token logits (B, V) -> (B, 1): softmax(logits / temperature), among the
+    top_k likeliest only when top_k > 0; temperature <= 0 takes the argmax (greedy)."""
+    if temperature <= 0:
+        return logits.argmax(-1, keepdim=True)
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, -1).values[:, -1:]                        # (B, 1) the k-th largest logit
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1)
 
 
 class NextToken(Objective):

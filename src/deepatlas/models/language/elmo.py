@@ -44,7 +44,7 @@ from deepatlas.data.text import PAD
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.recurrent import Recurrent
 from deepatlas.tasks import Objective
-from deepatlas.tasks.language import token_means, with_ratios
+from deepatlas.tasks.language import sample_next, token_means, with_ratios
 
 # character ids of a spelling: 0 pads, 1 and 2 mark the word's start and end, byte b is b + 3
 CHAR_PAD, BOW, EOW, N_CHARS = 0, 1, 2, 259
@@ -251,11 +251,7 @@ class ELMo(nn.Module):
         state, x = None, idx
         for _ in range(new_tokens):
             outs, state = self.fwd(self.tokens(x), state)          # the context once, then one token a step
-            logits = self.softmax(outs[-1][:, -1]) / max(temperature, 1e-6)  # (B, V)
-            if top_k > 0:
-                kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            x = torch.multinomial(logits.softmax(-1), 1)           # (B, 1)
+            x = sample_next(self.softmax(outs[-1][:, -1]), temperature, top_k)  # (B, 1)
             idx = torch.cat([idx, x], 1)
         return idx
 

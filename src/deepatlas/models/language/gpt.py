@@ -32,7 +32,7 @@ from torch.utils.data import Dataset, Subset
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
 from deepatlas.nn.attention import Block
-from deepatlas.tasks.language import NextToken
+from deepatlas.tasks.language import NextToken, sample_next
 
 
 @dataclass
@@ -102,15 +102,7 @@ class GPT(nn.Module):
         temperature <= 0 picks the argmax (greedy); top_k > 0 samples among the k likeliest tokens only."""
         for _ in range(new_tokens):  # autoregressive: each token depends on the ones drawn before it
             logits = self(idx[:, -self.block_size:])[:, -1]         # (B, V) at the last position
-            if temperature <= 0:
-                nxt = logits.argmax(-1, keepdim=True)               # (B, 1)
-            else:
-                logits = logits / temperature
-                if 0 < top_k < logits.shape[-1]:
-                    kth = logits.topk(top_k, -1).values[:, -1:]     # (B, 1) the k-th largest logit
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(logits.softmax(-1), 1)      # (B, 1)
-            idx = torch.cat([idx, nxt], 1)                          # (B, T + 1)
+            idx = torch.cat([idx, sample_next(logits, temperature, top_k)], 1)  # (B, T + 1)
         return idx
 
 
