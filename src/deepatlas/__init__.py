@@ -7,8 +7,8 @@
 """
 from deepatlas.catalog import Entry, entries, get
 from deepatlas.engine.loop import Scaling
-from deepatlas.engine.run import VERSION as __version__, create_model, evaluate, load, predict, train
+from deepatlas.engine.run import VERSION as __version__, create_model, evaluate, load, predict, sample, train
 from deepatlas.errors import DeepAtlasError
 
-__all__ = ["__version__", "create_model", "train", "evaluate", "load", "predict", "entries", "get", "Entry", "Scaling",
+__all__ = ["__version__", "create_model", "train", "evaluate", "load", "predict", "sample", "entries", "get", "Entry", "Scaling",
            "DeepAtlasError"]

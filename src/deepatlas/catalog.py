@@ -82,6 +82,8 @@ class Recipe:
     """images: random crop after zero-padding by this many pixels (0: off)"""
     flip: bool = False
     """images: random horizontal flips (not for digits)"""
+    binarize: bool = False
+    """images for generative models: threshold pixels at 0.5 (the binary view, for Bernoulli models)"""
     rotate: float = 0.0
     """images: random rotation within ±this many degrees (0: off)"""
     window: int = 0

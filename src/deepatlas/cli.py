@@ -168,6 +168,22 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file):
             w.writerows([[name, label, *probs] for name, label, probs in rows])
 
 
+@app.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-n", "n", type=int, help="how many samples (default 64; with --interpolate, rows: default 8)")
+@click.option("--out", "out_file", type=click.Path(path_type=Path),
+              help="PNG file (images, toy2d) or folder of WAV files (audio); default inside RUN_DIR")
+@click.option("--interpolate", is_flag=True, help="decode lines between pairs of test images' latent codes (VAE)")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same samples)")
+def sample(run_dir, n, out_file, interpolate, seed):
+    """Generate from a trained generative model: a PNG grid of images, a scatter over a toy density, or WAV files."""
+    result = deepatlas.sample(run_dir, n=n, out=out_file, interpolate=interpolate, seed=seed)
+    files = result["files"]
+    what = "interpolation rows" if interpolate else "samples"
+    shown = files[0] if len(files) == 1 else f"{len(files)} files in {Path(files[0]).parent}"
+    out.print(f"{result['n']} {what} -> {shown}")
+
+
 def _print_outputs(results: list[dict], out_file: Path | None, plot_file: Path | None) -> None:
     """Non-class predictions (a translation, a forecast, a value): input -> output, and attention maps."""
     from deepatlas.engine.rundir import plot_attention

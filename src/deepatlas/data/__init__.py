@@ -10,6 +10,8 @@ Each task has a data module with the same four functions:
     EMBEDDED                      -> the dataset names that need no file
 and, where a task's predictions are not class probabilities (translate, forecast, evaluate),
     predict(objective, spec, text) -> [{"input", "predicted", ...}] for each input in `text`
+and, for generative models (task "generation"),
+    write_samples(spec, samples, out) -> the files written (a PNG grid, a scatter, WAV files)
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from deepatlas.errors import DeepAtlasError
 SPLIT_SEED = 0
 _MODULES = {"classification": "deepatlas.data.tabular", "image_classification": "deepatlas.data.images",
             "sequence": "deepatlas.data.sequences", "translation": "deepatlas.data.pairs", "tree": "deepatlas.data.trees",
-            "language_model": "deepatlas.data.text", "embedding": "deepatlas.data.words"}
+            "language_model": "deepatlas.data.text", "embedding": "deepatlas.data.words",
+            "generation": "deepatlas.data.generative"}
 
 
 @dataclass

@@ -57,9 +57,39 @@ class LoopState:
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
+    """`params`: parameters, or param groups (dicts) whose own "lr", "betas"... override the recipe's.
+    Each group remembers its peak lr as "base_lr", which the schedule scales."""
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+    return optimizer
+
+
+def make_optimizers(objective, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer over all parameters, or one per entry of the objective's `optimizer_groups()`
+    ({name: parameters or param groups}: a GAN's discriminator and generator)."""
+    groups = objective.optimizer_groups() if hasattr(objective, "optimizer_groups") else {"model": objective.parameters()}
+    return {name: make_optimizer(params, recipe) for name, params in groups.items()}
+
+
+class Optimize:
+    """`optimize(name, loss)`: one update of optimizer `name` from `loss` (zero grads, backward, clip, step).
+    Objectives with `manual_optimization = True` get it in `training_step(batch, optimize)` and call it
+    themselves, in the order their algorithm needs (a GAN: discriminator, then generator)."""
+
+    def __init__(self, fabric: Fabric, model, optimizers: dict, grad_clip: float):
+        self.fabric, self.model, self.optimizers, self.grad_clip = fabric, model, optimizers, grad_clip
+
+    def __call__(self, name: str, loss: torch.Tensor) -> None:
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        self.fabric.backward(loss)
+        if self.grad_clip > 0:
+            self.fabric.clip_gradients(self.model, optimizer, max_norm=self.grad_clip)
+        optimizer.step()
 
 
 def lr_factor(recipe: Recipe, step: int, total: int) -> float:
@@ -87,11 +117,16 @@ def evaluate_loader(fabric: Fabric, objective, loader) -> dict[str, float]:
 
     A batch mean averages over the batch's examples, unless the logs also hold "NAME#n": the number
     of things (tokens, queries) that batch's NAME averages over, which then weighs it instead. An
-    objective with `summarize(means) -> means` derives further values (a ratio of two means) last."""
+    objective with `summarize(means) -> means` derives further values (a ratio of two means) last. A generative
+    objective's `sample_metrics(real)` scores its samples against the split's whole input tensor (single device)."""
     objective.eval()
     sums: dict[str, torch.Tensor] = {}
+    sample_metrics = getattr(objective, "sample_metrics", None)  # generative models: scores of their samples
+    real = []
     for batch in loader:
         n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(next(iter(batch.values())))
+        if sample_metrics is not None:
+            real.append(batch[0])
         with fabric.autocast():
             logs = objective.validation_step(batch)
         for k, v in logs.items():
@@ -103,6 +138,8 @@ def evaluate_loader(fabric: Fabric, objective, loader) -> dict[str, float]:
     total = fabric.all_reduce(torch.stack(list(sums.values())), reduce_op="sum")
     totals = dict(zip(sums, total.tolist()))
     means = {k: v / max(totals[f"{k}#n"], 1e-12) for k, v in totals.items() if not k.endswith("#n")}
+    if sample_metrics is not None and real:
+        means.update(sample_metrics(torch.cat(real)))
     summarize = getattr(objective, "summarize", None)
     return summarize(means) if summarize is not None else means
 
@@ -126,8 +163,12 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
     """
     metric, direction = monitor
     fabric.seed_everything(seed, verbose=False)
-    optimizer = make_optimizer(objective.parameters(), recipe)
-    model, optimizer = fabric.setup(objective, optimizer)
+    names = list(make_optimizers(objective, recipe).items())
+    model, *optimizers = fabric.setup(objective, *(o for _, o in names))
+    optimizers = dict(zip((n for n, _ in names), optimizers))
+    manual = getattr(objective, "manual_optimization", False)
+    optimize = Optimize(fabric, model, optimizers, recipe.grad_clip)
+    saved = {"model": model, **{"optimizer" if n == "model" else f"optimizer_{n}": o for n, o in optimizers.items()}}
     model.mark_forward_method("training_step")   # route through DDP's forward so gradients sync
     model.mark_forward_method("validation_step")
     train_loader = make_loader(fabric, train_set, recipe.batch_size, True, seed)
@@ -136,7 +177,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
 
     state = LoopState()
     if resume:
-        extra = fabric.load(run.checkpoint, {"model": model, "optimizer": optimizer})
+        extra = fabric.load(run.checkpoint, saved)
         state = LoopState(**extra["loop"])
     main = fabric.global_rank == 0
     log = CSVLog(run.log, keep_until_step=state.step if resume else -1) if main else None
@@ -155,26 +196,26 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
             for batch in train_loader:
                 if train_transform is not None:
                     batch = train_transform(batch)
-                for group in optimizer.param_groups:
-                    group["lr"] = recipe.lr * lr_factor(recipe, state.step, total_steps)
+                factor = lr_factor(recipe, state.step, total_steps)
+                for optimizer in optimizers.values():
+                    for group in optimizer.param_groups:
+                        group["lr"] = group.get("base_lr", recipe.lr) * factor
                 with fabric.autocast():  # --precision applies to the step, not only to forward()
-                    loss, logs = model.training_step(batch)
+                    loss, logs = model.training_step(batch, optimize) if manual else model.training_step(batch)
                 finite = fabric.all_reduce(torch.isfinite(loss.detach()).float(), reduce_op="min")
                 if finite.item() < 1:
                     status = f"stopped: non-finite loss at step {state.step}"
                     break
-                optimizer.zero_grad(set_to_none=True)
-                fabric.backward(loss)
-                if recipe.grad_clip > 0:
-                    fabric.clip_gradients(model, optimizer, max_norm=recipe.grad_clip)
-                optimizer.step()
+                if not manual:
+                    optimize("model", loss)
                 state.step += 1
                 n_batches += 1
                 for k, v in logs.items():
                     if not k.endswith("#n"):  # counts only weigh evaluation means
                         sums[k] = sums.get(k, 0.0) + float(v)
-                if main:
-                    log.write(state.step, state.epoch, {"train/step_loss": loss.item()})
+                if main:  # every loss per step: a GAN's two players each get a curve
+                    log.write(state.step, state.epoch, {"train/step_loss": loss.item(), **{
+                        f"train/step_{k}": float(v) for k, v in logs.items() if k.endswith("_loss")}})
                     progress.step(state.step, f"epoch {state.epoch + 1}/{recipe.epochs} loss {loss.item():.4f}")
                 if max_time is not None and time.perf_counter() - started > max_time:
                     status = "stopped: time budget reached"
@@ -194,11 +235,12 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
                 state.bad_epochs += 1
             if recipe.patience and state.bad_epochs >= recipe.patience and status == "completed":
                 status = f"stopped early: no better val {metric} for {recipe.patience} epochs"
-            fabric.save(run.checkpoint, {"model": model, "optimizer": optimizer, "loop": vars(state)})
+            fabric.save(run.checkpoint, {**saved, "loop": vars(state)})
             if main:
                 train_means = {f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()}
                 log.write(state.step, state.epoch, {**train_means, **{f"val/{k}": v for k, v in val_logs.items()},
-                                                     "train/lr": optimizer.param_groups[0]["lr"]})
+                                                     "train/lr": recipe.lr * lr_factor(recipe, max(state.step - 1, 0),
+                                                                                       total_steps)})
                 log.flush()
                 shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train_means, **{f"val/{k}": v for k, v in val_logs.items()}}.items())
                 progress.epoch(f"epoch {state.epoch}/{recipe.epochs}  {shown}")

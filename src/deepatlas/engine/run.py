@@ -72,6 +72,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         config = build_config(entry, model_over, dataset.dims)
     torch.manual_seed(seed)  # the initial weights are part of the seeded run
     objective = entry.objective(entry.build(config))
+    objective.data_spec = dataset.spec  # what the data is: generative metrics pick their scores by it
     train_set = objective.prepare(dataset) or dataset.train
 
     fabric = make_fabric(scaling or Scaling())
@@ -126,6 +127,7 @@ def load(run_dir: str | Path) -> torch.nn.Module:
     if not run.model.exists():
         raise DeepAtlasError(f"{run.path}: no model.safetensors (did the run finish? resume it with --resume)")
     objective = entry.objective(entry.build(config))
+    objective.data_spec = saved["data"]
     return load_weights(objective, run.model).eval()
 
 
@@ -157,8 +159,45 @@ def predict(run_dir: str | Path, path: str | Path) -> dict:
         rows = module.predict(objective, saved["data"], str(path))
         return {"names": [r["input"] for r in rows], "predicted": [r["predicted"] for r in rows],
                 "details": [{k: v for k, v in r.items() if k not in ("input", "predicted")} for r in rows]}
+    if not hasattr(objective, "predict"):
+        raise DeepAtlasError(f"{entry.name} generates rather than predicts: try `deepatlas sample {run.path}`")
     x, names = module.read_inputs(saved["data"], str(path))
     probs = objective.predict(x)
     classes = saved["data"]["classes"]
     return {"classes": classes, "names": names, "probabilities": probs.tolist(),
             "predicted": [classes[i] for i in probs.argmax(-1).tolist()]}
+
+
+INTERPOLATION_STEPS = 10
+
+
+@torch.no_grad()
+def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = None, interpolate: bool = False,
+           seed: int = 0) -> dict:
+    """Draw `n` samples (default 64) from a trained generative run and write them where people look at them:
+    a PNG grid (images), a scatter over the true density (toy2d) or WAV files (audio). With `interpolate`,
+    a grid whose rows decode the line between the latent codes of two test images (`n` rows, default 8).
+    Returns {"files": [...], "n": n}."""
+    run, saved, entry, _ = _read(run_dir)
+    objective = load(run_dir)
+    if not hasattr(objective, "sample"):
+        raise DeepAtlasError(f"{entry.name} is not a generative model: there is nothing to sample")
+    n = n if n is not None else (8 if interpolate else 64)
+    if n < 1:
+        raise DeepAtlasError(f"-n {n}: ask for at least one sample")
+    spec, module = saved["data"], datasets.module(entry.task)
+    torch.manual_seed(seed)
+    if interpolate:
+        if not hasattr(objective, "interpolate"):
+            raise DeepAtlasError(f"{entry.name} has no latent space to interpolate in")
+        test = datasets.load(entry.task, Recipe(**saved["recipe"]), saved.get("target")).test
+        ends = torch.stack([test[i][0] for i in torch.randperm(len(test))[:2 * n].tolist()])
+        if len(ends) < 2 * n:
+            raise DeepAtlasError(f"-n {n}: the test split has only {len(test)} examples, enough for {len(test) // 2} rows")
+        grid = objective.interpolate(ends[:n], ends[n:], INTERPOLATION_STEPS)  # (n, steps, *shape)
+        files = module.write_samples(spec, grid.flatten(0, 1), Path(out or run.path / "interpolation.png"),
+                                     columns=INTERPOLATION_STEPS)
+    else:
+        default = run.path / ("samples" if spec.get("kind") == "audio" else "samples.png")
+        files = module.write_samples(spec, objective.sample(n), Path(out or default))
+    return {"files": [str(f) for f in files], "n": n}

@@ -110,8 +110,9 @@ def plot_curves(log: Path, out: Path, title: str = "") -> None:
         ys.append(float(row["value"]))
     metrics = sorted(n for n in series if not n.endswith("loss") and "/" in n and n != "train/lr")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, style in (("train/step_loss", dict(alpha=0.35, lw=0.8)), ("train/loss", dict(marker=".")),
-                        ("val/loss", dict(marker="."))):
+    steps = sorted(n for n in series if n.startswith("train/step_"))  # step_loss, and each player's loss (GANs)
+    for name, style in ([(n, dict(alpha=0.35, lw=0.8)) for n in steps]
+                        + [("train/loss", dict(marker=".")), ("val/loss", dict(marker="."))]):
         if name in series:
             axes[0].plot(*series[name], label=name, **style)
     axes[0].set(xlabel="step", ylabel="loss", title="loss")
