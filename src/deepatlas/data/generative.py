@@ -30,8 +30,9 @@ EMBEDDED = {"digits", "tones", *toy2d.NAMES}
 class GenerativeData(Splits):
     @property
     def dims(self) -> dict:
-        """`data_shape`: one example's shape, (C, H, W), (2,) or (T,)."""
-        return {"data_shape": list(self.spec["shape"])}
+        """`data_shape`: one example's shape, (C, H, W), (2,) or (T,); images also give `n_classes` (their labels)."""
+        classes = {"n_classes": len(self.spec["classes"])} if "classes" in self.spec else {}
+        return {"data_shape": list(self.spec["shape"]), **classes}
 
 
 # ---- images -------------------------------------------------------------------------------
