@@ -1,0 +1,194 @@
+"""The generative family's shared pieces: data views, toy densities, audio files, sample metrics, writers,
+and the loop's manual optimization (two optimizers stepped by the objective, resumed exactly)."""
+import math
+import wave
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from deepatlas import data
+from deepatlas.catalog import Recipe
+from deepatlas.data import audio, generative, toy2d
+from deepatlas.engine.checkpoint import load_state
+from deepatlas.engine.loop import Scaling, fit, make_fabric
+from deepatlas.engine.rundir import RunDir
+from deepatlas.errors import DeepAtlasError
+from deepatlas.tasks import generative as metrics
+
+
+def load(name, **recipe):
+    return data.load("generation", Recipe(data=name, **recipe))
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+def test_digits_views_and_fixed_split():
+    grey = load("digits")
+    assert grey.dims == {"data_shape": [1, 8, 8], "n_classes": 10}
+    x = grey.train.tensors[0]
+    assert 0 <= x.min() and x.max() <= 1 and len(x.unique()) > 2
+    binary = load("digits", binarize=True, image_size=16)
+    assert binary.dims["data_shape"] == [1, 16, 16]
+    assert set(binary.test.tensors[0].unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(grey.test.tensors[1], binary.test.tensors[1]), "every view splits the same images"
+
+
+@pytest.mark.parametrize("name", toy2d.NAMES)
+def test_toy_densities_are_normalized_and_sampled_from(name):
+    d = toy2d.density(name)
+    side = torch.linspace(-7, 7, 701)
+    grid = torch.cartesian_prod(side, side)
+    mass = d.log_prob(grid).exp().sum() * (side[1] - side[0]) ** 2
+    assert mass == pytest.approx(1.0, abs=0.02)  # a density: it integrates to one
+    x, _ = toy2d.splits(name)["test"]
+    assert torch.isfinite(d.log_prob(x)).all()
+    far = torch.tensor([[6.5, 6.5]])
+    assert d.log_prob(x).mean() > d.log_prob(far) + 10
+
+
+def test_mode_scores_count_covered_modes_and_quality():
+    d = toy2d.density("8gaussians")
+    x, _ = d.sample(2500, torch.Generator().manual_seed(0))
+    assert toy2d.mode_scores(x, d) == {"modes": 8.0, "high_quality": pytest.approx(0.99, abs=0.01)}
+    collapsed = d.atoms[3] + 0.01 * torch.randn(2500, 2)
+    assert toy2d.mode_scores(collapsed, d) == {"modes": 1.0, "high_quality": 1.0}
+    assert toy2d.mode_scores(x * 1.2, d)["high_quality"] == 0.0  # off the ring: no sample is good
+
+
+def test_tones_are_fixed_windows_in_range():
+    a, b = load("tones"), load("tones", window=1000)
+    assert a.dims["data_shape"] == [generative.DEFAULT_WINDOW] and b.dims["data_shape"] == [1000]
+    x = b.train.tensors[0]
+    assert x.abs().max() <= 1 and x.abs().max() > 0.25
+    assert torch.equal(x, load("tones", window=1000).train.tensors[0]), "seeded"
+    assert len(b.train) > len(b.val) > 0 and len(b.val) == len(b.test)
+
+
+def test_user_image_folders_flat_or_by_class(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (10, 10), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    flat = load(str(tmp_path))
+    assert flat.dims == {"data_shape": [1, 10, 10], "n_classes": 1}
+    assert len(flat.train) + len(flat.val) + len(flat.test) == 6
+    assert load(str(tmp_path), image_size=8).dims["data_shape"] == [1, 8, 8]
+    Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "odd.png")
+    with pytest.raises(DeepAtlasError, match="odd.png: size 12x12"):
+        load(str(tmp_path))
+    with pytest.raises(DeepAtlasError, match="unknown dataset"):
+        load("no-such-data")
+
+
+def test_wav_folder_round_trip_and_split_by_time(tmp_path):
+    t = np.arange(16000) / 16000
+    audio.write_wav(tmp_path / "a.wav", 0.5 * np.sin(2 * np.pi * 440 * t), rate=16000)
+    x = audio.read_wav(tmp_path / "a.wav")  # resampled to 8 kHz
+    assert len(x) == 8000 and np.abs(x).max() == pytest.approx(0.5, abs=0.01)
+    with wave.open(str(tmp_path / "b.wav"), "wb") as f:  # 8-bit stereo
+        f.setnchannels(2)
+        f.setsampwidth(1)
+        f.setframerate(8000)
+        f.writeframes(bytes([128, 128, 255, 255] * 4000))
+    assert np.allclose(audio.read_wav(tmp_path / "b.wav")[1::2], 127 / 128)
+    splits = load(str(tmp_path), window=400)  # two files: each split 60/20/20 in time
+    assert [len(s) for s in (splits.train, splits.val, splits.test)] == [2 * 12, 2 * 4, 2 * 4]
+    (tmp_path / "c.wav").write_bytes(b"RIFF nonsense")
+    with pytest.raises(DeepAtlasError, match="c.wav: not a readable PCM WAV"):
+        load(str(tmp_path), window=400)
+
+
+# ---- metrics ------------------------------------------------------------------------------
+
+def test_frechet_distance_of_gaussians_matches_the_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200_000, 2, generator=g, dtype=torch.float64)
+    b = torch.randn(200_000, 2, generator=g, dtype=torch.float64) * torch.tensor([2.0, 0.5]) + torch.tensor([1.0, 0])
+    # |Δμ|² + Σ (σa − σb)² for diagonal covariances: 1 + (1 − 2)² + (1 − 0.5)²
+    assert metrics.frechet_distance(a, b) == pytest.approx(2.25, rel=0.02)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_digits_fd_is_zero_for_the_real_set_and_large_for_noise():
+    real = load("digits").test.tensors[0]
+    same = metrics.digits_scores(real, real)
+    assert same["digits_fd"] == pytest.approx(0.0, abs=1e-3)
+    assert same["class_coverage"] == 10 and same["class_entropy"] > 0.98 * math.log(10)
+    noise = metrics.digits_scores(torch.rand_like(real), real)
+    assert noise["digits_fd"] > 10 * same["fd_real_halves"] and noise["class_coverage"] < 10
+    assert metrics.judge_features(real)[1].argmax(-1).eq(load("digits").test.tensors[1]).float().mean() > 0.95
+
+
+def test_independent_pixel_baseline_by_hand():
+    train = torch.tensor([[0, 1], [0, 0], [1, 1]])
+    table = metrics.pixel_log_probs(train, 2)  # add-one: pixel 0 is 1 w.p. 2/5, pixel 1 w.p. 3/5
+    nll = metrics.pixel_baseline_nll(torch.tensor([[1, 1]]), table)
+    assert nll.item() == pytest.approx(-math.log(2 / 5) - math.log(3 / 5))
+    assert metrics.bits_per_dim(nll, 2).item() == pytest.approx(nll.item() / (2 * math.log(2)))
+
+
+# ---- writing samples ----------------------------------------------------------------------
+
+def test_sample_writers(tmp_path):
+    grid = generative.image_grid(torch.rand(5, 3, 8, 8), columns=3, cell=16)
+    assert grid.shape == (2 * 18, 3 * 18, 3) and grid.dtype == np.uint8
+    spec = load("digits").spec
+    [png] = generative.write_samples(spec, torch.rand(7, 1, 8, 8), tmp_path / "g.png")
+    assert Image.open(png).size[0] > 0
+    [scatter] = generative.write_samples(load("8gaussians").spec, torch.randn(100, 2), tmp_path / "s.png")
+    assert scatter.stat().st_size > 1000
+    wavs = generative.write_samples(load("tones").spec, torch.rand(3, 800) - 0.5, tmp_path / "w")
+    assert [len(audio.read_wav(w)) for w in wavs] == [800] * 3
+
+
+# ---- the loop's manual optimization -------------------------------------------------------
+
+class TwoPlayers(metrics.Generative):
+    """A fixed discriminator-ish and a generator mean, each stepped by its own optimizer."""
+    manual_optimization = True
+
+    def __init__(self):
+        super().__init__(nn.Module())
+        self.critic, self.mean = nn.Linear(2, 1), nn.Parameter(torch.zeros(2))
+
+    def optimizer_groups(self):
+        return {"discriminator": self.critic.parameters(), "generator": [{"params": [self.mean], "lr": 0.05}]}
+
+    def training_step(self, batch, optimize):
+        d_loss = self.critic(batch[0]).square().mean()
+        optimize("discriminator", d_loss)
+        g_loss = (self.mean - batch[0]).square().sum(-1).mean()
+        optimize("generator", g_loss)
+        return d_loss + g_loss, {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+    @torch.no_grad()
+    def validation_step(self, batch):
+        return {"loss": (self.mean - batch[0]).square().sum(-1).mean()}
+
+    def sample(self, n):
+        return self.mean + toy2d.density("8gaussians").sigma * torch.randn(n, 2)
+
+
+def test_manual_optimization_steps_each_player_and_resumes_exactly(tmp_path):
+    points = load("25gaussians")
+    recipe = Recipe(data="25gaussians", epochs=2, batch_size=2000, lr=1e-2)
+    runs = {}
+    for name in ("a", "b"):
+        torch.manual_seed(0)
+        objective = TwoPlayers()
+        objective.data_spec = points.spec
+        run = RunDir(tmp_path / name).create()
+        summary = fit(objective, points.train, points.val, recipe, run, fabric=make_fabric(Scaling()),
+                      monitor=("modes", "max"))
+        runs[name] = objective
+    assert summary["status"] == "completed" and summary["steps"] == 20
+    assert "modes" in summary["val"] and "high_quality" in summary["val"]  # the sample metrics joined validation
+    assert torch.equal(runs["a"].mean, runs["b"].mean)
+    assert runs["a"].mean.norm() < 0.5, "the generator's mean moved to the data's (0, 0)"
+    state = load_state(tmp_path / "a" / "checkpoint.safetensors")
+    assert {"optimizer_discriminator", "optimizer_generator"} <= set(state)
+    assert state["optimizer_generator"]["param_groups"][0]["base_lr"] == 0.05  # its own lr, scheduled
+    log = (tmp_path / "a" / "log.csv").read_text()
+    assert "train/step_d_loss" in log and "train/step_g_loss" in log
