@@ -192,3 +192,25 @@ def test_manual_optimization_steps_each_player_and_resumes_exactly(tmp_path):
     assert state["optimizer_generator"]["param_groups"][0]["base_lr"] == 0.05  # its own lr, scheduled
     log = (tmp_path / "a" / "log.csv").read_text()
     assert "train/step_d_loss" in log and "train/step_g_loss" in log
+
+
+# ---- the sample verb ----------------------------------------------------------------------
+
+def test_sample_verb_writes_a_grid_and_an_interpolation(tmp_path, cli_run):
+    import deepatlas
+    deepatlas.train("vae", out=tmp_path / "vae", overrides={"epochs": "1"})
+    code, out, _ = cli_run("sample", tmp_path / "vae", "-n", "12", "--out", tmp_path / "grid.png")
+    assert code == 0 and "12 samples" in out
+    assert Image.open(tmp_path / "grid.png").size == (4 * 50, 3 * 50)  # 12 images of 8 px scaled to 48, in 4 x 3
+    code, out, _ = cli_run("sample", tmp_path / "vae", "--interpolate", "-n", "3")
+    assert code == 0 and Image.open(tmp_path / "vae" / "interpolation.png").size == (10 * 50, 3 * 50)
+    a = deepatlas.sample(tmp_path / "vae", n=4, out=tmp_path / "a.png", seed=5)
+    deepatlas.sample(tmp_path / "vae", n=4, out=tmp_path / "b.png", seed=5)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes() and a["n"] == 4, "seeded"
+    code, _, err = cli_run("predict", tmp_path / "vae", tmp_path / "a.png")
+    assert code != 0 and "deepatlas sample" in err
+
+
+def test_sample_refuses_runs_that_do_not_generate(mlp_run, cli_run):
+    code, _, err = cli_run("sample", mlp_run)
+    assert code != 0 and "not a generative model" in err
