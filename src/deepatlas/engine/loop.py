@@ -112,13 +112,14 @@ def make_loader(fabric: Fabric, dataset: Dataset, batch_size: int, train: bool, 
     return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
 
-def evaluate_loader(fabric: Fabric, objective, loader) -> dict[str, float]:
+def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = None) -> dict[str, float]:
     """Mean of each validation value over all examples (all ranks).
 
     A batch mean averages over the batch's examples, unless the logs also hold "NAME#n": the number
     of things (tokens, queries) that batch's NAME averages over, which then weighs it instead. An
-    objective with `summarize(means) -> means` derives further values (a ratio of two means) last. A generative
-    objective's `sample_metrics(real)` scores its samples against the split's whole input tensor (single device)."""
+    objective with `summarize(means) -> means` derives further values (a ratio of two means). A generative
+    objective's `sample_metrics(real)` scores its samples against the split's whole input tensor (single device);
+    during training only when the `monitor`ed metric is not already among the batch means."""
     objective.eval()
     sums: dict[str, torch.Tensor] = {}
     sample_metrics = getattr(objective, "sample_metrics", None)  # generative models: scores of their samples
@@ -138,10 +139,11 @@ def evaluate_loader(fabric: Fabric, objective, loader) -> dict[str, float]:
     total = fabric.all_reduce(torch.stack(list(sums.values())), reduce_op="sum")
     totals = dict(zip(sums, total.tolist()))
     means = {k: v / max(totals[f"{k}#n"], 1e-12) for k, v in totals.items() if not k.endswith("#n")}
-    if sample_metrics is not None and real:
-        means.update(sample_metrics(torch.cat(real)))
     summarize = getattr(objective, "summarize", None)
-    return summarize(means) if summarize is not None else means
+    means = summarize(means) if summarize is not None else means
+    if sample_metrics is not None and real and monitor not in means:  # per epoch only if they pick the best epoch
+        means.update(sample_metrics(torch.cat(real)))
+    return means
 
 
 def _key(logs: dict, metric: str, direction: str) -> list[float]:
@@ -223,7 +225,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
             if status.startswith("stopped: non-finite"):
                 break  # keep the last good checkpoint untouched
 
-            val_logs = evaluate_loader(fabric, model, val_loader)
+            val_logs = evaluate_loader(fabric, model, val_loader, monitor=metric)
             state.epoch += 1
             state.elapsed = time.perf_counter() - started
             key = _key(val_logs, metric, direction)
