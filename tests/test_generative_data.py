@@ -213,4 +213,4 @@ def test_sample_verb_writes_a_grid_and_an_interpolation(tmp_path, cli_run):
 
 def test_sample_refuses_runs_that_do_not_generate(mlp_run, cli_run):
     code, _, err = cli_run("sample", mlp_run)
-    assert code != 0 and "not a generative model" in err
+    assert code != 0 and "mlp has no sampler" in err

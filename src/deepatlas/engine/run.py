@@ -181,7 +181,7 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
     run, saved, entry, _ = _read(run_dir)
     objective = load(run_dir)
     if not hasattr(objective, "sample"):
-        raise DeepAtlasError(f"{entry.name} is not a generative model: there is nothing to sample")
+        raise DeepAtlasError(f"{entry.name} has no sampler: there is nothing to sample (vae, gan, pixelcnn... do)")
     n = n if n is not None else (8 if interpolate else 64)
     if n < 1:
         raise DeepAtlasError(f"-n {n}: ask for at least one sample")
