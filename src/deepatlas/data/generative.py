@@ -150,7 +150,7 @@ def image_grid(x: Tensor, columns: int, cell: int = 48) -> np.ndarray:
     x = x.clamp(0, 1).repeat_interleave(scale, -2).repeat_interleave(scale, -1)
     rows = -(-n // columns)
     x = torch.cat([x, torch.ones(rows * columns - n, *x.shape[1:])])
-    x = torch.nn.functional.pad(x, (1, 1, 1, 1), value=1.0)  # white gutters
+    x = torch.nn.functional.pad(x, (1, 1, 1, 1), value=0.5)  # grey gutters: neither ink nor paper
     grid = x.view(rows, columns, c, *x.shape[-2:]).permute(0, 3, 1, 4, 2).reshape(rows * x.shape[-2],
                                                                                   columns * x.shape[-1], c)
     return (grid * 255).round().byte().numpy()
