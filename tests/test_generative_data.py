@@ -214,3 +214,22 @@ def test_sample_verb_writes_a_grid_and_an_interpolation(tmp_path, cli_run):
 def test_sample_refuses_runs_that_do_not_generate(mlp_run, cli_run):
     code, _, err = cli_run("sample", mlp_run)
     assert code != 0 and "mlp has no sampler" in err
+
+
+def test_bench_shares_one_run_between_bars_with_equal_overrides(monkeypatch):
+    from deepatlas import catalog
+    from deepatlas.engine import bench
+    from deepatlas.engine import run as runs
+    calls = []
+
+    def fake_train(name, overrides, seed, out, max_time):
+        calls.append(overrides)
+        return {"test": {"modes": 8.0, "high_quality": 0.8, "digits_fd": 30.0}, "params": 1, "status": "completed"}
+
+    monkeypatch.setattr(runs, "train", fake_train)
+    results = bench.bench("gan")
+    assert [r["metric"] for r in results] == ["modes", "high_quality", "digits_fd"]
+    assert len(calls) == 2 and calls[0] == {} and calls[1]["data"] == "digits", "one run for the two ring bars"
+    assert results[0]["seconds"] == results[1]["seconds"] and all(r["passed"] for r in results)
+    assert all("metrics" not in r for r in results)
+    assert catalog.get("gan").bars[1].overrides == {}

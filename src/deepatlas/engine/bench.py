@@ -15,12 +15,12 @@ def bench_bar(name: str, bar: Bar, seed: int = 0, out: str | None = None) -> dic
         start = time.perf_counter()
         metrics = runs.train(name, overrides=dict(bar.overrides), seed=seed, out=out or tmp, max_time=bar.budget_s)
         seconds = time.perf_counter() - start
-    return _measure(metrics, bar, seconds)
+    return _measure(name, metrics, bar, seconds)
 
 
-def _measure(metrics: dict, bar: Bar, seconds: float) -> dict:
+def _measure(name: str, metrics: dict, bar: Bar, seconds: float) -> dict:
     value = metrics["test"][bar.metric]
-    return {"name": metrics["name"], "overrides": dict(bar.overrides), "metric": bar.metric, "value": round(value, 4),
+    return {"name": name, "overrides": dict(bar.overrides), "metric": bar.metric, "value": round(value, 4),
             "goal": bar.goal, "direction": bar.direction, "passed": bool(bar.met_by(value) and seconds <= bar.budget_s),
             "seconds": round(seconds, 2), "budget_s": bar.budget_s, "params": metrics["params"],
             "status": metrics["status"], "metrics": metrics}
@@ -32,7 +32,7 @@ def bench(name: str, seed: int = 0) -> list[dict]:
     results: list[dict] = []
     for bar in catalog.get(name).bars:
         twin = next((r for r in results if r["overrides"] == bar.overrides), None)
-        results.append(bench_bar(name, bar, seed) if twin is None else _measure(twin["metrics"], bar, twin["seconds"]))
+        results.append(bench_bar(name, bar, seed) if twin is None else _measure(name, twin["metrics"], bar, twin["seconds"]))
     for r in results:
         r.pop("metrics", None)
     return results
