@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 import deepatlas
 from deepatlas import catalog, data
+from deepatlas.tasks.classification import Classification
 
 ENTRIES = [e.name for e in catalog.entries()]
 
@@ -58,7 +59,7 @@ def test_builds_runs_and_learns_a_fixed_batch(name):
     model = deepatlas.create_model(name, **{k: v for k, v in dataset.dims.items() if k in fields})
     objective = entry.objective(model).train()
     train_set = objective.prepare(dataset) or dataset.train  # e.g. GloVe trains on co-occurrence counts
-    batch = next(iter(DataLoader(train_set, batch_size=64)))
+    batch = next(iter(DataLoader(train_set, batch_size=64, collate_fn=getattr(train_set, "collate", None))))
     if getattr(objective, "manual_optimization", False):  # it steps its own optimizers (a GAN's two players)
         optimizers = {k: torch.optim.Adam(p, lr=1e-3) for k, p in objective.optimizer_groups().items()}
         stepped = []
@@ -74,7 +75,7 @@ def test_builds_runs_and_learns_a_fixed_batch(name):
         loss, _ = objective.training_step(batch, optimize)
         assert torch.isfinite(loss) and set(stepped) == set(optimizers)
         return  # whether it learns is its own test's business: adversarial losses do not simply fall
-    if "n_classes" in fields and "n_classes" in dataset.dims:  # a classifier on labelled data: a score per class
+    if isinstance(objective, Classification):  # a classifier: one score per class
         scores = model(batch[0])
         assert scores.shape == (64, dataset.dims["n_classes"])
         assert torch.isfinite(scores).all()

@@ -206,3 +206,13 @@ SMALL = {  # narrow, shallow versions that train in seconds on 16x16 digits
 def test_short_training_beats_chance(name, tmp_path):
     result = deepatlas.train(name, out=tmp_path / name, overrides=SMALL[name])
     assert result["test"]["accuracy"] > 0.6  # chance is 0.10
+
+
+def test_resnet_feature_maps_are_the_stage_outputs():
+    from deepatlas.models.vision.resnet import Config, ResNet
+    net = ResNet(Config(in_channels=3, image_size=64, depth="resnet18", width=0.25)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    maps = net.feature_maps(x)
+    assert [m.shape[1:] for m in maps] == [(16, 16, 16), (32, 8, 8), (64, 4, 4), (128, 2, 2)]
+    assert [m.shape[1] for m in maps] == net.stage_channels
+    assert torch.allclose(maps[-1], net.stages(net.stem(x)))

@@ -28,7 +28,8 @@ SPLIT_SEED = 0
 _MODULES = {"classification": "deepatlas.data.tabular", "image_classification": "deepatlas.data.images",
             "sequence": "deepatlas.data.sequences", "translation": "deepatlas.data.pairs", "tree": "deepatlas.data.trees",
             "language_model": "deepatlas.data.text", "embedding": "deepatlas.data.words",
-            "generation": "deepatlas.data.generative"}
+            "generation": "deepatlas.data.generative", "detection": "deepatlas.data.detection",
+            "segmentation": "deepatlas.data.segmentation"}
 
 
 @dataclass

@@ -108,7 +108,8 @@ def make_loader(fabric: Fabric, dataset: Dataset, batch_size: int, train: bool, 
         sampler = DistributedSampler(dataset, fabric.world_size, fabric.global_rank, shuffle=train, seed=seed)
     else:
         sampler = RandomSampler(dataset) if train else None
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                        collate_fn=getattr(dataset, "collate", None))  # e.g. detection: a list of targets
     return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
 
@@ -119,11 +120,15 @@ def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = Non
     of things (tokens, queries) that batch's NAME averages over, which then weighs it instead. An
     objective with `summarize(means) -> means` derives further values (a ratio of two means). A generative
     objective's `sample_metrics(real)` scores its samples against the split's whole input tensor (single device);
-    during training only when the `monitor`ed metric is not already among the batch means."""
+    during training only when the `monitor`ed metric is not already among the batch means. An objective with
+    `reset_metrics()` / `compute_metrics() -> dict` accumulates what its validation_step sees (predictions and
+    targets for mAP) and adds the split's metrics at the end (single device)."""
     objective.eval()
     sums: dict[str, torch.Tensor] = {}
     sample_metrics = getattr(objective, "sample_metrics", None)  # generative models: scores of their samples
     real = []
+    if hasattr(objective, "compute_metrics"):  # metrics of the whole split (mAP, mean IoU), accumulated per batch
+        objective.reset_metrics()
     for batch in loader:
         n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(next(iter(batch.values())))
         if sample_metrics is not None:
@@ -139,6 +144,8 @@ def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = Non
     total = fabric.all_reduce(torch.stack(list(sums.values())), reduce_op="sum")
     totals = dict(zip(sums, total.tolist()))
     means = {k: v / max(totals[f"{k}#n"], 1e-12) for k, v in totals.items() if not k.endswith("#n")}
+    if hasattr(objective, "compute_metrics"):
+        means.update(objective.compute_metrics())
     summarize = getattr(objective, "summarize", None)
     means = summarize(means) if summarize is not None else means
     if sample_metrics is not None and real and monitor not in means:  # per epoch only if they pick the best epoch

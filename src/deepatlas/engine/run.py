@@ -143,7 +143,8 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test") 
     else:
         examples = datasets.module(entry.task).read_labeled(saved["data"], data)
     fabric = make_fabric(Scaling(devices=1))
-    loader = fabric.setup_dataloaders(DataLoader(examples, batch_size=512), use_distributed_sampler=False)
+    loader = fabric.setup_dataloaders(DataLoader(examples, batch_size=512, collate_fn=getattr(examples, "collate", None)),
+                                      use_distributed_sampler=False)
     return evaluate_loader(fabric, fabric.setup_module(objective), loader)
 
 

@@ -151,19 +151,32 @@ class ResNet(nn.Module):
         else:
             self.stem = nn.Sequential(conv3x3(cfg.in_channels, stem_width), nn.BatchNorm2d(stem_width), nn.ReLU())
 
-        layers, c = [], stem_width
+        layers, c, self.stage_channels = [], stem_width, []
         for i, (n, w) in enumerate(zip(blocks, widths)):
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1  # each stage after the first halves H and W
                 layers.append(block(c, w, stride, cfg.preact))
                 c = w * block.expansion
+            self.stage_channels.append(c)
         self.stages = nn.Sequential(*layers)
+        self.stage_ends = [sum(blocks[:i + 1]) for i in range(len(blocks))]  # block count at each stage's end
         # v2 ends with the BN-ReLU that no block applied to the last sum
         self.final = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU()) if cfg.preact else nn.Identity()
         self.head = classifier_head(c, cfg.n_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):  # He initialization, as in the paper
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        """Every stage's output, finest first: the backbone of dense predictors (detection, segmentation).
+        With the ImageNet stem their strides are 4, 8, 16, 32; with the small-image stem 1, 2, 4 (channels in
+        `stage_channels`). Pre-activation stages are returned before the final BN-ReLU."""
+        x, maps = self.stem(x), []
+        for i, block in enumerate(self.stages, start=1):
+            x = block(x)
+            if i in self.stage_ends:
+                maps.append(x)             # (B, stage_channels[k], H / stride_k, W / stride_k)
+        return maps
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)                   # (B, C_0, H, W), or (B, C_0, H/4, W/4) with the ImageNet stem

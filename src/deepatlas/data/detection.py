@@ -1,0 +1,547 @@
+"""Detection data: embedded `shapes` scenes, COCO-format folders and YOLO txt folders.
+
+An item is (image, target): image float (3, S, S) in [0, 1]; target {"boxes": float (n, 4) as
+(x1, y1, x2, y2) in pixels of the S×S image, "labels": long (n,) in [0, K), "masks": uint8 (n, S, S)}.
+A batch is (images (B, 3, S, S), a list of B targets): the Dataset's `collate`, which the loop uses.
+
+Users' data (every image is resized to S×S, its boxes and masks scaled with it; S = `image_size`, 64 by default):
+    COCO   a folder with the images (beside the JSON or in `images/`) and one annotations JSON (`images`,
+           `annotations` with `bbox` [x, y, w, h], `category_id` and `segmentation` as polygons or RLE, plain
+           or compressed, and `categories`), at the top or in `annotations/`. JSON files whose names hold
+           `train`, `val` (and `test`) give the split; otherwise a fixed 60/20/20 split by image (seed 0).
+           Crowd annotations (`iscrowd` 1) are left out, as COCO's evaluation ignores them; an annotation
+           without a segmentation gets its filled box as mask.
+    YOLO   `images/` and `labels/` (one `class cx cy w h` line per object, normalized to [0, 1], a missing
+           label file meaning no object), optional `classes.txt`; `images/train`, `images/val`... give the
+           split. YOLO has no masks: each mask is the filled box.
+`write_coco` writes a dataset back as a COCO-format folder (PNG images, polygons or RLE).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from deepatlas.data import SPLIT_SEED, Splits, images, shapes
+from deepatlas.errors import DeepAtlasError
+
+EMBEDDED = {"shapes"}
+DEFAULT_SIZE = shapes.DEFAULT_SIZE
+BOX_TOLERANCE = 1.0  # pixels a COCO box may overhang the image (rounding in annotation tools); clipped
+
+
+# ---- the dataset --------------------------------------------------------------------------
+
+def collate(batch: list[tuple[Tensor, dict]]) -> tuple[Tensor, list[dict]]:
+    """[(image (3, S, S), target)] -> (images (B, 3, S, S), [target]): targets differ in size, so stay a list."""
+    return torch.stack([image for image, _ in batch]), [target for _, target in batch]
+
+
+class DetectionDataset(Dataset):
+    """Images (N, 3, S, S) in [0, 1] and one target dict per image."""
+    collate = staticmethod(collate)
+
+    def __init__(self, images: Tensor, targets: list[dict[str, Tensor]]):
+        self.images, self.targets = images, targets
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.images[i], self.targets[i]
+
+
+class DetectionData(Splits):
+    @property
+    def dims(self) -> dict[str, int]:
+        return {"in_channels": 3, "image_size": self.spec["image_size"], "n_classes": len(self.spec["classes"])}
+
+
+def empty_target(size: int) -> dict[str, Tensor]:
+    return {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+            "masks": torch.zeros(0, size, size, dtype=torch.uint8)}
+
+
+class Flip:
+    """A batch transform: each image flipped left-right with probability 1/2, its boxes and masks with it."""
+
+    def __call__(self, batch):
+        x, targets = batch
+        flip = torch.rand(len(x), device=x.device) < 0.5  # (B,)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        width = x.shape[-1]
+        out = []
+        for f, t in zip(flip.tolist(), targets):  # targets are a list: one small dict per image
+            if f:
+                t = {**t, "boxes": torch.stack([width - t["boxes"][:, 2], t["boxes"][:, 1],
+                                                width - t["boxes"][:, 0], t["boxes"][:, 3]], -1),
+                     "masks": t["masks"].flip(-1)}
+            out.append(t)
+        return x, out
+
+
+# ---- masks: polygons and RLE --------------------------------------------------------------
+
+def polygons_to_mask(polygons: list[Tensor], height: int, width: int) -> Tensor:
+    """Polygons, each (V, 2) of (x, y) in pixels -> (height, width) bool: the pixels whose centre lies inside
+    any of them (even-odd rule per polygon, a ray to +x from each centre; the union over polygons, as in COCO)."""
+    if not polygons:
+        return torch.zeros(height, width, dtype=torch.bool)
+    start = torch.cat(polygons)  # (E, 2): every edge of every polygon
+    end = torch.cat([p.roll(-1, 0) for p in polygons])  # (E, 2)
+    owner = torch.cat([torch.full((len(p),), i) for i, p in enumerate(polygons)])  # (E,) polygon of each edge
+    py = torch.arange(height, dtype=start.dtype) + 0.5  # (H,) row centres
+    px = torch.arange(width, dtype=start.dtype) + 0.5  # (W,)
+    y0, y1 = start[:, 1, None], end[:, 1, None]  # (E, 1)
+    spans = (y0 > py) != (y1 > py)  # (E, H): the edge crosses the row's centre line (half-open: no double count)
+    t = (py - y0) / torch.where(y1 == y0, torch.ones_like(y0), y1 - y0)  # (E, H)
+    x_cross = start[:, 0, None] + t * (end[:, 0, None] - start[:, 0, None])  # (E, H): where it crosses
+    crossings = spans[:, :, None] & (px < x_cross[:, :, None])  # (E, H, W)
+    per_polygon = torch.zeros(len(polygons), height, width, dtype=torch.long).index_add_(0, owner, crossings.long())
+    return (per_polygon % 2 == 1).any(0)
+
+
+def mask_to_polygons(mask: Tensor) -> list[list[float]]:
+    """(H, W) mask -> COCO polygons that rasterize back to it exactly: one rectangle per horizontal run of
+    pixels, [x0, y, x1, y, x1, y+1, x0, y+1] on pixel edges (runs found by differencing each padded row)."""
+    m = F.pad(mask.bool().to(torch.int8), (1, 1))  # (H, W + 2): a zero at both ends of every row
+    change = m[:, 1:] - m[:, :-1]  # (H, W + 1): +1 where a run starts, -1 just past where it ends
+    rows, x0 = (change == 1).nonzero(as_tuple=True)
+    _, x1 = (change == -1).nonzero(as_tuple=True)  # same row-major order: the k-th start meets the k-th end
+    y0, y1, x0, x1 = rows.float(), rows.float() + 1, x0.float(), x1.float()
+    return torch.stack([x0, y0, x1, y0, x1, y1, x0, y1], 1).tolist()
+
+
+def rle_encode(mask: Tensor, compressed: bool = False) -> dict:
+    """(H, W) mask -> COCO RLE {"size": [H, W], "counts": run lengths}: column-major runs, starting with zeros;
+    `compressed` gives COCO's string form (deltas against the count two back, 5-bit groups, chars from '0')."""
+    h, w = mask.shape
+    flat = mask.bool().t().flatten().to(torch.int8)  # column-major, as COCO stores masks
+    edges = (flat[1:] != flat[:-1]).nonzero().squeeze(1) + 1  # where a new run starts
+    bounds = torch.cat([torch.zeros(1, dtype=torch.long), edges, torch.tensor([h * w])])
+    counts = bounds[1:] - bounds[:-1]
+    if len(flat) and flat[0] == 1:
+        counts = torch.cat([torch.zeros(1, dtype=torch.long), counts])  # runs start with zeros
+    if not compressed:
+        return {"size": [h, w], "counts": counts.tolist()}
+    return {"size": [h, w], "counts": _compress(counts)}
+
+
+def _compress(counts: Tensor) -> str:
+    x = counts.clone()
+    x[3:] -= counts[1:-2]  # counts past the third are stored as differences to the count two before
+    shifts = 5 * torch.arange(8)  # up to 8 groups of 5 bits for 32-bit counts
+    groups = (x[:, None] >> shifts) & 0x1F  # (M, 8): 5-bit groups, least significant first
+    rest = x[:, None] >> (shifts + 5)  # (M, 8): what is left after each group (arithmetic shift keeps the sign)
+    more = torch.where(groups & 0x10 != 0, rest != -1, rest != 0)  # (M, 8): another group must follow
+    used = torch.cat([torch.ones(len(x), 1, dtype=torch.bool), more[:, :-1]], 1).long().cumprod(1).bool()  # (M, 8)
+    chars = (groups | (more.long() << 5)) + 48  # continuation bit 0x20, then the offset into printable chars
+    return bytes(chars[used].tolist()).decode("ascii")
+
+
+def _decompress(text: str) -> Tensor:
+    codes = torch.tensor(list(text.encode("ascii")), dtype=torch.long) - 48  # (L,)
+    if len(codes) == 0:
+        return codes
+    if codes.min() < 0 or codes.max() > 63:
+        raise ValueError("characters outside COCO's RLE alphabet")
+    last = codes & 0x20 == 0  # (L,): a group without the continuation bit ends a number
+    if not last[-1]:
+        raise ValueError("truncated")
+    number = torch.cat([torch.zeros(1, dtype=torch.long), last.long().cumsum(0)[:-1]])  # (L,) number of each group
+    first = torch.cat([torch.ones(1, dtype=torch.bool), last[:-1]])
+    start = torch.arange(len(codes))[first]  # (M,) where each number begins
+    position = torch.arange(len(codes)) - start[number]  # (L,) the group's place within its number
+    x = torch.zeros(len(start), dtype=torch.long).index_add_(0, number, (codes & 0x1F) << (5 * position))
+    ends = torch.arange(len(codes))[last]  # (M,) each number's final group
+    negative = codes[ends] & 0x10 != 0
+    x = torch.where(negative, x | (-1 << (5 * (position[ends] + 1))), x)  # sign-extend
+    counts = x.clone()  # undo the deltas: from the fourth on, each count adds the one two before it
+    counts[1::2] = x[1::2].cumsum(0)  # the odd chain: c1, c3 = x3 + c1, ...
+    counts[2::2] = x[2::2].cumsum(0)  # the even chain from c2: c2, c4 = x4 + c2, ...
+    return counts
+
+
+def rle_decode(counts: list[int] | str, height: int, width: int) -> Tensor:
+    """COCO RLE (a counts list, or the compressed string) -> (height, width) bool mask. ValueError if malformed."""
+    counts = _decompress(counts) if isinstance(counts, str) else torch.as_tensor(counts, dtype=torch.long)
+    if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != height * width:
+        raise ValueError(f"run lengths do not add up to {height}x{width} pixels")
+    values = torch.arange(len(counts)) % 2 == 1  # runs alternate, zeros first
+    flat = values.repeat_interleave(counts)  # (H·W,) column-major
+    return flat.view(width, height).t()
+
+
+# ---- reading images -----------------------------------------------------------------------
+
+def _load_image(path: Path, size: int) -> tuple[Tensor, tuple[int, int]]:
+    """An image file -> ((3, size, size) in [0, 1], its original (height, width))."""
+    x = images._to_tensor(images._open_image(path, "RGB"))  # (3, h, w)
+    return images.resize(x[None], size)[0].clamp(0, 1), (x.shape[1], x.shape[2])
+
+
+def read_images(spec: dict, path: str) -> tuple[Tensor, list[str]]:
+    """An image file, or a folder of images (or its `images/` sub-folder) -> ((N, 3, S, S), file names)."""
+    p = Path(path)
+    if not p.exists():
+        raise DeepAtlasError(f"{path}: no such file or folder")
+    if p.is_dir():
+        files = images._image_files(p) or (images._image_files(p / "images") if (p / "images").is_dir() else [])
+    else:
+        files = [p]
+    if not files:
+        raise DeepAtlasError(f"{path}: no images in this folder")
+    return torch.stack([_load_image(f, spec["image_size"])[0] for f in files]), [str(f) for f in files]
+
+
+def _resize_mask(mask: Tensor, size: int) -> Tensor:
+    if mask.shape == (size, size):
+        return mask
+    return F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest-exact")[0, 0] > 0.5
+
+
+def _box_masks(boxes: Tensor, size: int) -> Tensor:
+    """(n, 4) boxes -> (n, S, S) uint8: the pixels whose centre lies in each box."""
+    c = torch.arange(size, dtype=torch.float32) + 0.5
+    inside_x = (c >= boxes[:, 0, None]) & (c < boxes[:, 2, None])  # (n, S)
+    inside_y = (c >= boxes[:, 1, None]) & (c < boxes[:, 3, None])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).to(torch.uint8)
+
+
+# ---- COCO ---------------------------------------------------------------------------------
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DeepAtlasError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DeepAtlasError(f"{path}: cannot read ({err.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise DeepAtlasError(f"{path}: expected a COCO object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DeepAtlasError(f"{path}: no {key!r} list (COCO format: images, annotations, categories)")
+    return data
+
+
+def _coco_files(root: Path) -> dict[str, Path] | None:
+    """The annotation files of a COCO folder: {"all": path} or {"train": ..., "val": ..., ("test": ...)};
+    None when the folder holds no JSON file."""
+    found = sorted(root.glob("*.json")) + (sorted((root / "annotations").glob("*.json"))
+                                           if (root / "annotations").is_dir() else [])
+    if not found:
+        return None
+    splits = {}
+    for part in ("train", "val", "test"):
+        named = [f for f in found if part in f.stem.lower()]
+        if len(named) > 1:
+            raise DeepAtlasError(f"{root}: several {part} annotation files ({', '.join(f.name for f in named)})")
+        if named:
+            splits[part] = named[0]
+    if splits:
+        if "train" not in splits or "val" not in splits:
+            raise DeepAtlasError(f"{root}: split annotation files need both a train and a val file "
+                                 f"(found {', '.join(f.name for f in splits.values())})")
+        return splits
+    if len(found) > 1:
+        raise DeepAtlasError(f"{root}: several annotation files ({', '.join(f.name for f in found)}); "
+                             "keep one, or name them train/val/test")
+    return {"all": found[0]}
+
+
+def _find_image(root: Path, json_path: Path, name: str) -> Path:
+    for folder in (root, root / "images", json_path.parent, json_path.parent.parent / "images"):
+        if (folder / name).is_file():
+            return folder / name
+    raise DeepAtlasError(f"{json_path}: image {name!r} not found (looked beside the JSON and in images/)")
+
+
+def _number(value, path: Path, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DeepAtlasError(f"{path}: {what}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _annotation_mask(ann: dict, box: Tensor, height: int, width: int, size: int, where: str) -> Tensor:
+    """One annotation's segmentation (polygons, RLE or none) -> (S, S) bool, in the resized image."""
+    seg = ann.get("segmentation")
+    if not seg:
+        return _box_masks(box[None], size)[0].bool()
+    try:
+        if isinstance(seg, list):  # polygons: [[x1, y1, x2, y2, ...], ...] in original pixels
+            scale = torch.tensor([size / width, size / height], dtype=torch.float64)
+            polygons = []
+            for poly in seg:
+                if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                    raise ValueError("each polygon must be a flat list of at least 3 (x, y) points")
+                polygons.append(torch.tensor(poly, dtype=torch.float64).view(-1, 2) * scale)  # (V, 2)
+            return polygons_to_mask(polygons, size, size)
+        if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+            if list(seg["size"]) != [height, width]:
+                raise ValueError(f"RLE size {seg['size']} is not the image's [{height}, {width}]")
+            return _resize_mask(rle_decode(seg["counts"], height, width), size)
+        raise ValueError("expected a list of polygons or an RLE object with size and counts")
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise DeepAtlasError(f"{where}: bad segmentation ({err})") from None
+
+
+def read_coco(json_path: Path, root: Path, size: int, classes: list[str] | None = None
+              ) -> tuple[DetectionDataset, list[str]]:
+    """One COCO annotations file -> (dataset at side `size`, class names). Categories become 0..K-1 by id;
+    with `classes` given (a trained run's), each category is found there by name instead."""
+    data = _load_json(json_path)
+    categories = {}
+    for cat in data["categories"]:
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise DeepAtlasError(f"{json_path}: every category needs an id and a name")
+        categories[cat["id"]] = str(cat["name"])
+    if classes is None:
+        names = [categories[k] for k in sorted(categories)]
+        label_of = {k: i for i, k in enumerate(sorted(categories))}
+    else:
+        unknown = sorted(set(categories.values()) - set(classes))
+        if unknown:
+            raise DeepAtlasError(f"{json_path}: categor{'ies' if len(unknown) > 1 else 'y'} "
+                                 f"{', '.join(unknown)} not in the run's classes ({', '.join(classes)})")
+        names, label_of = classes, {k: classes.index(v) for k, v in categories.items()}
+    by_image: dict = {}
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            raise DeepAtlasError(f"{json_path}: an annotation without image_id")
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    known = {img.get("id") for img in data["images"] if isinstance(img, dict)}
+    orphans = [k for k in by_image if k not in known]
+    if orphans:
+        raise DeepAtlasError(f"{json_path}: annotations refer to image id {orphans[0]!r}, which is not in images")
+    pictures, targets = [], []
+    for img in data["images"]:
+        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
+            raise DeepAtlasError(f"{json_path}: every image needs an id and a file_name")
+        file = _find_image(root, json_path, img["file_name"])
+        picture, (height, width) = _load_image(file, size)
+        if (img.get("height", height), img.get("width", width)) != (height, width):
+            raise DeepAtlasError(f"{file}: the image is {width}x{height}, but {json_path.name} says "
+                                 f"{img.get('width')}x{img.get('height')}")
+        boxes, labels, masks = [], [], []
+        for ann in by_image.get(img["id"], []):
+            if ann.get("iscrowd", 0):
+                continue
+            where = f"{json_path}: annotation {ann.get('id', '?')} ({img['file_name']})"
+            if ann.get("category_id") not in label_of:
+                raise DeepAtlasError(f"{where}: category_id {ann.get('category_id')!r} is not in categories")
+            bbox = ann.get("bbox")
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise DeepAtlasError(f"{where}: bbox must be [x, y, width, height]")
+            x, y, w, h = (_number(v, json_path, where) for v in bbox)
+            if w <= 0 or h <= 0:
+                raise DeepAtlasError(f"{where}: empty box {bbox}")
+            if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or \
+                    y + h > height + BOX_TOLERANCE:
+                raise DeepAtlasError(f"{where}: box {bbox} lies outside the {width}x{height} image")
+            box = torch.tensor([max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)], dtype=torch.float64)
+            box = (box * torch.tensor([size / width, size / height] * 2, dtype=torch.float64)).float()
+            boxes.append(box)
+            labels.append(label_of[ann["category_id"]])
+            masks.append(_annotation_mask(ann, box, height, width, size, where))
+        pictures.append(picture)
+        targets.append({"boxes": torch.stack(boxes), "labels": torch.tensor(labels, dtype=torch.long),
+                        "masks": torch.stack(masks).to(torch.uint8)} if boxes else empty_target(size))
+    if not pictures:
+        raise DeepAtlasError(f"{json_path}: no images listed")
+    return DetectionDataset(torch.stack(pictures), targets), names
+
+
+def write_coco(folder: str | Path, dataset, classes: list[str], masks: str = "polygon") -> Path:
+    """Write a detection dataset as a COCO-format folder: `images/NNNNN.png` and `annotations.json`.
+    `masks`: "polygon" (exact, one rectangle per pixel run), "rle" (counts lists) or "compressed" (RLE strings).
+    Category ids are 1..K in `classes` order. Returns the annotations file."""
+    from PIL import Image
+    if masks not in ("polygon", "rle", "compressed"):
+        raise ValueError(f"masks must be polygon, rle or compressed, not {masks!r}")
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    records, annotations = [], []
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        name = f"{i:05d}.png"
+        pixels = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()  # (H, W, 3)
+        Image.fromarray(np.ascontiguousarray(pixels)).save(folder / "images" / name)
+        height, width = image.shape[1:]
+        records.append({"id": i + 1, "file_name": name, "height": height, "width": width})
+        for box, label, mask in zip(target["boxes"].tolist(), target["labels"].tolist(), target["masks"]):
+            if masks == "polygon":
+                segmentation = mask_to_polygons(mask)
+            else:
+                segmentation = rle_encode(mask, compressed=masks == "compressed")
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": label + 1,
+                                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                                "area": int(mask.sum()), "iscrowd": 0, "segmentation": segmentation})
+    coco = {"images": records, "annotations": annotations,
+            "categories": [{"id": k + 1, "name": name} for k, name in enumerate(classes)]}
+    path = folder / "annotations.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(coco))
+    os.replace(partial, path)  # never a half-written annotations file
+    return path
+
+
+# ---- YOLO ---------------------------------------------------------------------------------
+
+def _yolo_classes(root: Path) -> list[str] | None:
+    for path in (root / "classes.txt", root / "labels" / "classes.txt"):
+        if path.is_file():
+            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            if not names:
+                raise DeepAtlasError(f"{path}: no class names")
+            return names
+    return None
+
+
+def _read_yolo_labels(path: Path, size: int, n_classes: int | None) -> tuple[Tensor, Tensor]:
+    """One YOLO label file -> (boxes (n, 4) in pixels of the S×S image, labels (n,))."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            if len(parts) != 5:
+                raise ValueError
+            values = [float(v) for v in parts[1:]]
+            label = int(parts[0])
+        except ValueError:
+            raise DeepAtlasError(f"{path}: line {number}: expected 'class cx cy w h', got {line.strip()!r}") from None
+        if label < 0 or (n_classes is not None and label >= n_classes):
+            raise DeepAtlasError(f"{path}: line {number}: class {label} is not in classes.txt (0..{n_classes - 1})"
+                                 if n_classes else f"{path}: line {number}: negative class {label}")
+        rows.append([label, *values])
+    if not rows:
+        return torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+    table = torch.tensor(rows, dtype=torch.float64)  # (n, 5)
+    cxcy, wh = table[:, 1:3], table[:, 3:5]
+    corners = torch.cat([cxcy - wh / 2, cxcy + wh / 2], 1)  # (n, 4) normalized (x1, y1, x2, y2)
+    bad = (wh <= 0).any(1) | (corners < -1e-3).any(1) | (corners > 1 + 1e-3).any(1)
+    if bad.any():
+        number = [i for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()][int(bad.nonzero()[0])]
+        raise DeepAtlasError(f"{path}: line {number}: box outside the image (cx cy w h are fractions in [0, 1])")
+    return (corners.clamp(0, 1) * size).float(), table[:, 0].long()
+
+
+def _read_yolo_split(image_dir: Path, label_dir: Path, size: int, n_classes: int | None) -> tuple[Tensor, list]:
+    files = images._image_files(image_dir)
+    if not files:
+        raise DeepAtlasError(f"{image_dir}: no images ({', '.join(sorted(images.IMAGE_SUFFIXES))})")
+    pictures, targets = [], []
+    for file in files:
+        pictures.append(_load_image(file, size)[0])
+        label_file = label_dir / f"{file.stem}.txt"
+        if label_file.is_file():
+            boxes, labels = _read_yolo_labels(label_file, size, n_classes)
+            targets.append({"boxes": boxes, "labels": labels, "masks": _box_masks(boxes, size)})
+        else:  # YOLO's convention: no label file, no object
+            targets.append(empty_target(size))
+    return torch.stack(pictures), targets
+
+
+def read_yolo(root: Path, size: int) -> tuple[dict[str, DetectionDataset], list[str]]:
+    """A YOLO folder -> ({"all": dataset} or {"train", "val", ("test")}: datasets, class names)."""
+    classes = _yolo_classes(root)
+    n_classes = None if classes is None else len(classes)
+    parts = [p for p in ("train", "val", "test") if (root / "images" / p).is_dir()]
+    if parts:
+        loaded = {p: _read_yolo_split(root / "images" / p, root / "labels" / p, size, n_classes) for p in parts}
+    else:
+        loaded = {"all": _read_yolo_split(root / "images", root / "labels", size, n_classes)}
+    if classes is None:
+        top = max((int(t["labels"].max()) for _, ts in loaded.values() for t in ts if len(t["labels"])), default=0)
+        classes = [str(k) for k in range(top + 1)]
+    return {p: DetectionDataset(*v) for p, v in loaded.items()}, classes
+
+
+# ---- splits and the data module API -------------------------------------------------------
+
+def _split(dataset: DetectionDataset, source: str) -> tuple[DetectionDataset, ...]:
+    """A fixed 60/20/20 split by image (seed 0)."""
+    n = len(dataset)
+    if n < 3:
+        raise DeepAtlasError(f"{source}: {n} image(s); a 60/20/20 split needs at least 3")
+    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_val = n_test = max(1, round(0.2 * n))
+    parts = np.split(order, [n - n_val - n_test, n - n_test])
+    return tuple(DetectionDataset(dataset.images[p], [dataset.targets[i] for i in p]) for p in parts)
+
+
+def _from_shapes(source: str, size: int) -> tuple[tuple[DetectionDataset, ...], list[str]]:
+    scenes = shapes.splits(source, size)
+    return tuple(DetectionDataset(scenes[p].images, scenes[p].targets()) for p in ("train", "val", "test")), \
+        list(shapes.CLASSES)
+
+
+def _from_folder(root: Path, size: int) -> tuple[tuple[DetectionDataset, ...], list[str]]:
+    files = _coco_files(root)
+    if files is None:
+        if (root / "images").is_dir() and (root / "labels").is_dir():
+            parts, classes = read_yolo(root, size)
+        else:
+            raise DeepAtlasError(f"{root}: expected a COCO-format folder (images and an annotations JSON) "
+                                 "or a YOLO folder (images/ and labels/)")
+    else:
+        parts, classes = {}, None
+        for part, path in files.items():
+            parts[part], names = read_coco(path, root, size, classes)
+            classes = classes or names
+    if "all" in parts:
+        return _split(parts["all"], str(root)), classes
+    return (parts["train"], parts["val"], parts.get("test", parts["val"])), classes  # no test file: val tests
+
+
+def load(source: str, image_size: int = 0, flip: bool = False) -> DetectionData:
+    """`shapes`, `shapes-N`, a COCO-format folder or a YOLO folder, at side `image_size` (0: 64)."""
+    size = image_size or DEFAULT_SIZE
+    if shapes.train_count(source) is not None:
+        (train, val, test), classes = _from_shapes(source, size)
+    elif Path(source).is_dir():
+        (train, val, test), classes = _from_folder(Path(source), size)
+    elif Path(source).exists():
+        raise DeepAtlasError(f"{source}: expected a folder (COCO-format, or YOLO images/ and labels/)")
+    else:
+        raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor shapes or shapes-N")
+    spec = {"kind": "detection", "source": source, "classes": classes, "image_size": size}
+    return DetectionData(train, val, test, spec, Flip() if flip else None)
+
+
+def load_for(recipe, target: str | None = None) -> DetectionData:
+    return load(recipe.data, recipe.image_size, recipe.flip)
+
+
+def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:
+    """An image file or a folder of images -> ((N, 3, S, S) in [0, 1], a name per image), for predict."""
+    return read_images(spec, path)
+
+
+def read_labeled(spec: dict, path: str) -> DetectionDataset:
+    """A COCO-format folder (its test file when it has split files) or a YOLO folder, in the run's classes."""
+    root, size = Path(path), spec["image_size"]
+    if not root.is_dir():
+        raise DeepAtlasError(f"{path}: expected a COCO-format folder (images and an annotations JSON)")
+    files = _coco_files(root)
+    if files is not None:
+        return read_coco(files.get("test", files.get("val", files.get("all"))), root, size, spec["classes"])[0]
+    if (root / "images").is_dir() and (root / "labels").is_dir():
+        parts, classes = read_yolo(root, size)
+        if not set(classes) <= set(spec["classes"]):
+            raise DeepAtlasError(f"{path}: classes {', '.join(classes)} differ from the run's "
+                                 f"({', '.join(spec['classes'])})")
+        dataset = parts.get("test", parts.get("val", parts.get("all")))
+        remap = torch.tensor([spec["classes"].index(c) for c in classes])
+        dataset.targets = [{**t, "labels": remap[t["labels"]]} for t in dataset.targets]
+        return dataset
+    raise DeepAtlasError(f"{path}: expected a COCO-format folder (images and an annotations JSON) "
+                         "or a YOLO folder (images/ and labels/)")

@@ -1,0 +1,309 @@
+"""Detection and segmentation: their yardsticks (COCO mAP, mean IoU) and base objectives.
+
+Detection is scored as the COCO benchmark scores it (T.-Y. Lin et al. 2014, "Microsoft COCO: Common
+Objects in Context", arXiv:1405.0312; the reference code is pycocotools' `COCOeval`):
+
+    for each class c and IoU threshold t in 0.50:0.05:0.95
+        take every detection of class c (at most 100 per image, the top scores), highest score first;
+        each matches the still-unmatched ground truth of class c in its own image with the highest
+        IoU >= t (a true positive), or matches nothing (a false positive: a duplicate is one);
+        precision p(r) and recall r after each detection, p made monotone: p_interp(r) = max_{r' >= r} p(r')
+        AP_c(t) = 1/101 * sum_{r in 0:0.01:1} p_interp(r)     (0 past the highest recall reached)
+    mAP = mean over t and over the classes that have ground truth; "map_50" at t = 0.5, "map_75" at 0.75.
+
+Mask AP is the same with the IoU of binary masks (pixels) in place of the IoU of boxes.
+
+Semantic segmentation is scored by the pixel confusion matrix C (C[i, j] = pixels of true class i
+predicted as j): IoU_k = C[k, k] / (row_k + col_k - C[k, k]) = TP / (TP + FP + FN), mean IU over the
+classes (J. Long, E. Shelhamer, T. Darrell 2015, "Fully Convolutional Networks for Semantic
+Segmentation", arXiv:1411.4038, section 5), and pixel accuracy = trace(C) / sum(C).
+
+Formats, per image. Predictions {"boxes": (m, 4) float xyxy pixels, "scores": (m,), "labels": (m,) long,
+and for mask AP "masks": (m, H, W) float probabilities (kept where >= 0.5) or bool}; targets {"boxes":
+(n, 4), "labels": (n,), and for mask AP "masks": (n, H, W) uint8 or bool}.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deepatlas.tasks import Objective
+
+# Bit-identical to pycocotools' thresholds (np.linspace): a recall of exactly 0.35 then falls on the same side
+# of the 0.35 recall threshold as in the reference (np.linspace's 0.35 is 0.35000000000000003).
+IOU_THRESHOLDS = torch.from_numpy(np.linspace(0.5, 0.95, 10))       # (T,) float64, 0.50:0.05:0.95
+RECALL_POINTS = torch.from_numpy(np.linspace(0.0, 1.0, 101))        # (R,) float64, 0:0.01:1
+MASK_THRESHOLD = 0.5                                                 # a float mask's pixels >= 0.5 are inside
+
+
+def _box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise IoU of boxes a (m, 4) and b (n, 4), xyxy -> (m, n) float64."""
+    a, b = a.double(), b.double()
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)     # (m,)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)     # (n,)
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])                         # (m, n, 2)
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])                     # (m, n, 2)
+    inter = (bottom_right - top_left).clamp(min=0).prod(-1)                          # (m, n)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(inter))
+
+
+def _binary(masks: Tensor) -> Tensor:
+    """(m, H, W) probabilities, 0/1 integers or bools -> (m, H*W) float 0/1."""
+    inside = masks if masks.dtype == torch.bool else masks >= MASK_THRESHOLD
+    return inside.flatten(1).float()
+
+
+def _mask_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise IoU of masks a (m, H, W) and b (n, H, W) -> (m, n) float64 (pixel counts, exact below 2^24)."""
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"predicted masks are {tuple(a.shape[1:])} but target masks are {tuple(b.shape[1:])}")
+    a, b = _binary(a), _binary(b.to(a.device))                                       # (m, HW), (n, HW)
+    inter = (a @ b.T).double()                                                       # (m, n) pixels in both
+    union = a.sum(1).double()[:, None] + b.sum(1).double()[None, :] - inter          # (m, n)
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter)).cpu()
+
+
+def _greedy_match(iou: Tensor, det_labels: Tensor, gt_labels: Tensor, thresholds: Tensor) -> Tensor:
+    """pycocotools' greedy assignment in one image, all thresholds at once.
+
+    iou (m, n) float64 with detections in decreasing score order; returns matched (T, m) bool: whether
+    detection d is a true positive at threshold t. Detection d, in turn, takes the unmatched ground truth
+    of its class with the highest IoU >= t (on a tie, the later one, as the reference does)."""
+    m, n = iou.shape
+    matched = torch.zeros(len(thresholds), m, dtype=torch.bool)
+    if m == 0 or n == 0:
+        return matched
+    iou = torch.where(det_labels[:, None] == gt_labels[None, :], iou, -1.0)         # (m, n) other classes never match
+    taken = torch.zeros(len(thresholds), n, dtype=torch.bool)                        # (T, n) ground truth already matched
+    rows = torch.arange(len(thresholds))
+    for d in range(m):  # sequential by nature: a match removes that ground truth from later detections
+        free = (iou[d][None, :] >= thresholds[:, None]) & ~taken                     # (T, n) candidates at each t
+        best = n - 1 - torch.where(free, iou[d], -1.0).flip(1).argmax(1)             # (T,) last of the highest IoU
+        hit = free.any(1)                                                            # (T,)
+        taken[rows[hit], best[hit]] = True
+        matched[:, d] = hit
+    return matched
+
+
+def _average_precision(scores: Tensor, matched: Tensor, n_gt: int) -> tuple[Tensor, Tensor]:
+    """One class over the whole split: detections' scores (D,) in image order, matched (T, D), n_gt > 0.
+    Returns (AP (T,), recall reached (T,))."""
+    T = matched.shape[0]
+    if scores.numel() == 0:
+        return torch.zeros(T, dtype=torch.float64), torch.zeros(T, dtype=torch.float64)
+    order = torch.sort(scores, descending=True, stable=True).indices                 # (D,) across images, ties in order
+    tp = matched[:, order].double().cumsum(1)                                        # (T, D) true positives so far
+    fp = (~matched[:, order]).double().cumsum(1)                                     # (T, D) false positives so far
+    recall = tp / n_gt                                                               # (T, D) non-decreasing
+    precision = tp / (tp + fp)                                                       # (T, D)
+    envelope = precision.flip(1).cummax(1).values.flip(1)                            # (T, D) max over recall >= r
+    points = RECALL_POINTS.expand(T, -1).contiguous()                                # (T, R)
+    first = torch.searchsorted(recall.contiguous(), points, side="left")             # (T, R) first index with recall >= r
+    reached = first < recall.shape[1]
+    sampled = envelope.gather(1, first.clamp(max=recall.shape[1] - 1)) * reached     # (T, R) 0 past the last recall
+    return sampled.mean(1), recall[:, -1]
+
+
+class MeanAveragePrecision:
+    """COCO-style box (and mask) mAP, accumulated over batches.
+
+    `update(predictions, targets)` matches each image's detections at once (the greedy assignment only
+    depends on its own image), keeping per detection its score, class and (T,) true-positive flags;
+    `compute()` ranks each class's detections over the whole split and returns floats:
+    {"map", "map_50", "map_75", "mar_100"} for iou_type "bbox", the same prefixed "mask_" for "segm"
+    (both for ("bbox", "segm")). "mar_100" is the recall reached, averaged like the AP. With no ground
+    truth at all, every value is -1 (as pycocotools).
+
+    `max_detections` keeps each image's top-scoring detections. pycocotools caps per image *and class*;
+    the two agree whenever a model outputs at most `max_detections` per image, as detectors do.
+    Crowd regions and area ranges are not modelled: this is COCOeval's "all" area at 100 detections.
+    """
+
+    def __init__(self, iou_type: str | Sequence[str] = "bbox", max_detections: int = 100):
+        self.iou_types = (iou_type,) if isinstance(iou_type, str) else tuple(iou_type)
+        unknown = set(self.iou_types) - {"bbox", "segm"}
+        if unknown or not self.iou_types:
+            raise ValueError(f"iou_type must be 'bbox', 'segm' or both, got {iou_type!r}")
+        self.max_detections = max_detections
+        self.reset()
+
+    def reset(self) -> None:
+        self._scores: list[Tensor] = []                                              # per image (m,)
+        self._labels: list[Tensor] = []                                              # per image (m,)
+        self._matched: dict[str, list[Tensor]] = {kind: [] for kind in self.iou_types}  # per image (T, m)
+        self._gt_labels: list[Tensor] = []                                           # per image (n,)
+
+    @torch.no_grad()
+    def update(self, predictions: list[dict], targets: list[dict]) -> None:
+        if len(predictions) != len(targets):
+            raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
+        for pred, target in zip(predictions, targets):
+            scores = pred["scores"].detach().double().cpu()
+            keep = torch.sort(scores, descending=True, stable=True).indices[: self.max_detections]  # (m,)
+            labels, gt_labels = pred["labels"].detach().cpu().long()[keep], target["labels"].detach().cpu().long()
+            self._scores.append(scores[keep])
+            self._labels.append(labels)
+            self._gt_labels.append(gt_labels)
+            for kind in self.iou_types:
+                if kind == "bbox":
+                    iou = _box_iou(pred["boxes"].detach().cpu()[keep], target["boxes"].detach().cpu())
+                else:
+                    if "masks" not in pred or "masks" not in target:
+                        raise KeyError("mask AP needs 'masks' in both predictions and targets")
+                    iou = _mask_iou(pred["masks"].detach()[keep.to(pred["masks"].device)], target["masks"].detach())
+                self._matched[kind].append(_greedy_match(iou, labels, gt_labels, IOU_THRESHOLDS))
+
+    def compute(self) -> dict[str, float]:
+        scores = torch.cat(self._scores) if self._scores else torch.zeros(0, dtype=torch.float64)
+        labels = torch.cat(self._labels) if self._labels else torch.zeros(0, dtype=torch.long)
+        gt_labels = torch.cat(self._gt_labels) if self._gt_labels else torch.zeros(0, dtype=torch.long)
+        classes, n_gt = gt_labels.unique(return_counts=True)                          # classes with ground truth
+        out = {}
+        for kind in self.iou_types:
+            prefix = "" if kind == "bbox" else "mask_"
+            if len(classes) == 0:
+                out.update({f"{prefix}{k}": -1.0 for k in ("map", "map_50", "map_75", "mar_100")})
+                continue
+            matched = torch.cat(self._matched[kind], 1)                                # (T, D)
+            ap, recall = zip(*(_average_precision(scores[labels == c], matched[:, labels == c], int(n))
+                               for c, n in zip(classes.tolist(), n_gt.tolist())))
+            ap, recall = torch.stack(ap), torch.stack(recall)                          # (K, T) each
+            out.update({f"{prefix}map": ap.mean().item(), f"{prefix}map_50": ap[:, 0].mean().item(),
+                        f"{prefix}map_75": ap[:, 5].mean().item(), f"{prefix}mar_100": recall.mean().item()})
+        return out
+
+
+def class_iou(confusion: Tensor) -> Tensor:
+    """IoU of each class, TP / (TP + FP + FN), from a confusion matrix (K, K) with rows = truth and
+    columns = prediction -> (K,) float64; NaN for a class absent from both truth and prediction."""
+    confusion = confusion.double()
+    tp = confusion.diagonal()                                                        # (K,)
+    union = confusion.sum(0) + confusion.sum(1) - tp                                 # (K,) TP + FP + FN
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+def mean_iou(confusion: Tensor) -> Tensor:
+    """Mean IU over the classes present in the truth or the prediction; every class counts, background
+    included (as FCN reports it). A scalar float64 tensor."""
+    return class_iou(confusion).nanmean()
+
+
+class ConfusionMatrix:
+    """Pixel confusion matrix (K, K) accumulated over batches with one bincount per batch.
+
+    `update(pred_labels (B, H, W), target (B, H, W))`: pixels whose target is outside [0, K) (e.g. 255,
+    the "void" label of PASCAL VOC) are ignored. `compute()` -> {"miou": mean IU over the classes present
+    in target or prediction, background (class 0) included, "pixel_accuracy"}."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.matrix: Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, pred_labels: Tensor, target: Tensor) -> None:
+        K = self.num_classes
+        pred_labels, target = pred_labels.flatten().long(), target.flatten().long()  # (B*H*W,)
+        valid = (target >= 0) & (target < K)
+        index = target[valid] * K + pred_labels[valid].clamp(0, K - 1)             # row = truth, column = prediction
+        counts = torch.bincount(index, minlength=K * K).view(K, K)                  # (K, K)
+        self.matrix = counts if self.matrix is None else self.matrix + counts.to(self.matrix.device)
+
+    def compute(self) -> dict[str, float]:
+        if self.matrix is None:
+            return {"miou": float("nan"), "pixel_accuracy": float("nan")}
+        total = self.matrix.sum().clamp(min=1)
+        return {"miou": mean_iou(self.matrix).item(), "pixel_accuracy": (self.matrix.trace() / total).item()}
+
+
+class Detection(Objective):
+    """Base objective of a detector; batches are (images (B, 3, H, W), targets: list of B dicts).
+
+    A subclass (the detector's own objective, in its model file) writes
+    `loss(images, targets) -> {"loss": total, ...parts}`, the training loss of its architecture (YOLO's
+    sum-squared terms, the RPN and head losses of Faster R-CNN, DETR's matched set loss); validation logs
+    that loss too. The wrapped model must have `detect(images) -> list of B prediction dicts`
+    ({"boxes", "scores", "labels"} and "masks" for instance segmentation, see the module docstring),
+    post-processing included (score threshold, NMS where the architecture uses it). Validation feeds
+    those predictions to a MeanAveragePrecision, whose whole-split values the engine adds at the end of
+    every evaluation (through `reset_metrics` / `compute_metrics`)."""
+
+    metric = "map_50"
+
+    def __init__(self, model: nn.Module, iou_type: str | Sequence[str] = "bbox", max_detections: int = 100):
+        super().__init__(model)
+        self.average_precision = MeanAveragePrecision(iou_type, max_detections)
+
+    def loss(self, images: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+        raise NotImplementedError("a detector's objective implements loss(images, targets) -> {'loss': ...}")
+
+    def measure(self, batch) -> dict[str, Tensor]:
+        images, targets = batch
+        return self.loss(images, targets)
+
+    @torch.no_grad()
+    def validation_step(self, batch) -> dict[str, Tensor]:
+        images, targets = batch
+        logs = self.measure(batch)
+        self.average_precision.update(self.model.detect(images), targets)
+        return logs
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> list[dict]:
+        return self.model.detect(images)
+
+    def reset_metrics(self) -> None:
+        self.average_precision.reset()
+
+    def compute_metrics(self) -> dict[str, float]:
+        return self.average_precision.compute()
+
+
+class Segmentation(Objective):
+    """Per-pixel cross-entropy for a model images (B, C, H, W) -> logits (B, K, H, W); batches are
+    (images, target (B, H, W) long). Target pixels equal to `ignore_index` count in neither the loss nor
+    the metrics. Logs {"loss", "pixel_accuracy"} per batch; the engine adds the split's "miou" and
+    "pixel_accuracy" from the accumulated confusion matrix (background included in the mean)."""
+
+    metric = "miou"
+
+    def __init__(self, model: nn.Module, num_classes: int | None = None, ignore_index: int = 255):
+        super().__init__(model)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.confusion: ConfusionMatrix | None = None
+
+    def measure(self, batch, logits: Tensor | None = None) -> dict[str, Tensor]:
+        images, target = batch
+        logits = self.model(images) if logits is None else logits                    # (B, K, H, W)
+        loss = F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+        valid = target != self.ignore_index                                          # (B, H, W)
+        correct = ((logits.argmax(1) == target) & valid).sum()
+        return {"loss": loss, "pixel_accuracy": correct / valid.sum().clamp(min=1)}
+
+    @torch.no_grad()
+    def validation_step(self, batch) -> dict[str, Tensor]:
+        images, target = batch
+        logits = self.model(images)                                                  # (B, K, H, W)
+        if self.confusion is None:
+            self.confusion = ConfusionMatrix(self.num_classes or logits.shape[1])
+        self.confusion.update(logits.argmax(1), target)
+        return self.measure(batch, logits)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Tensor:
+        """Class of each pixel (B, H, W)."""
+        return self.model(images).argmax(1)
+
+    def reset_metrics(self) -> None:
+        if self.confusion is not None:
+            self.confusion.reset()
+
+    def compute_metrics(self) -> dict[str, float]:
+        return self.confusion.compute() if self.confusion is not None else {}
