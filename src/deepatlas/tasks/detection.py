@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepatlas.nn.boxes import box_iou
 from deepatlas.tasks import Objective
 
 # Bit-identical to pycocotools' thresholds (np.linspace): a recall of exactly 0.35 then falls on the same side
@@ -38,18 +39,6 @@ from deepatlas.tasks import Objective
 IOU_THRESHOLDS = torch.from_numpy(np.linspace(0.5, 0.95, 10))       # (T,) float64, 0.50:0.05:0.95
 RECALL_POINTS = torch.from_numpy(np.linspace(0.0, 1.0, 101))        # (R,) float64, 0:0.01:1
 MASK_THRESHOLD = 0.5                                                 # a float mask's pixels >= 0.5 are inside
-
-
-def _box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise IoU of boxes a (m, 4) and b (n, 4), xyxy -> (m, n) float64."""
-    a, b = a.double(), b.double()
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)     # (m,)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)     # (n,)
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])                         # (m, n, 2)
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])                     # (m, n, 2)
-    inter = (bottom_right - top_left).clamp(min=0).prod(-1)                          # (m, n)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(inter))
 
 
 def _binary(masks: Tensor) -> Tensor:
@@ -151,7 +140,7 @@ class MeanAveragePrecision:
             self._gt_labels.append(gt_labels)
             for kind in self.iou_types:
                 if kind == "bbox":
-                    iou = _box_iou(pred["boxes"].detach().cpu()[keep], target["boxes"].detach().cpu())
+                    iou = box_iou(pred["boxes"].detach().cpu()[keep].double(), target["boxes"].detach().cpu().double())
                 else:
                     if "masks" not in pred or "masks" not in target:
                         raise KeyError("mask AP needs 'masks' in both predictions and targets")
