@@ -14,6 +14,7 @@ from rich.table import Table
 
 import deepatlas
 from deepatlas import catalog
+from deepatlas.data.draw import numbered
 from deepatlas.errors import DeepAtlasError
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # piped: do not cut names
@@ -134,7 +135,8 @@ def eval_(run_dir, data, as_json):
 @click.argument("inputs", nargs=-1)
 @click.option("--neighbours", "words", multiple=True, metavar="WORD",
               help="embedding runs: list the nearest words of WORD (repeatable)")
-@click.option("--out", "out_file", type=click.Path(path_type=Path), help="also write predictions to this CSV")
+@click.option("--out", "out_file", type=click.Path(path_type=Path),
+              help="also write predictions to this CSV; detection/segmentation: draw them into this PNG")
 @click.option("--json", "as_json", is_flag=True, help="print predictions as JSON")
 @click.option("--plot", "plot_file", type=click.Path(path_type=Path),
               help="save the attention heat map to this PNG (models with attention; one file per input, numbered)")
@@ -144,7 +146,13 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file):
     inputs = (*inputs, *words)
     if not inputs:
         raise DeepAtlasError("give INPUTS to predict for (or --neighbours WORD for an embedding run)")
-    results = [deepatlas.predict(run_dir, p) for p in inputs]
+    drawn = out_file is not None and out_file.suffix.lower() == ".png"  # annotated images, not a CSV
+    results = [deepatlas.predict(run_dir, p, out=numbered(out_file, i, len(inputs)) if drawn else None)
+               for i, p in enumerate(inputs)]
+    if drawn:
+        several = len(inputs) > 1 or len(results[0]["names"]) > 1
+        out.print(f"drawn: {out_file}" + (" (numbered: one file per image)" if several else ""), highlight=False)
+        out_file = None
     if as_json:
         return _json([{"input": str(p), **r} for p, r in zip(inputs, results)])
     if "classes" not in results[0]:

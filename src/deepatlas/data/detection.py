@@ -545,3 +545,39 @@ def read_labeled(spec: dict, path: str) -> DetectionDataset:
         return dataset
     raise DeepAtlasError(f"{path}: expected a COCO-format folder (images and an annotations JSON) "
                          "or a YOLO folder (images/ and labels/)")
+
+
+# ---- predictions, shown ---------------------------------------------------------------------
+
+SHOW_THRESHOLD = 0.5
+
+
+def predict(objective, spec: dict, path: str, out: Path | None = None) -> list[dict]:
+    """Detections (score ≥ 0.5) for each image in `path`: {"input", "predicted" (a line of text),
+    "detections": [{"class", "score", "box": [x1, y1, x2, y2] in the run's image_size pixels}]}; with `out`,
+    each image with its boxes is saved there as a PNG (numbered when there are several)."""
+    from deepatlas.data import draw
+    x, names = read_inputs(spec, path)
+    device = next(objective.parameters()).device
+    found = objective.predict(x.to(device))
+    rows = []
+    for i, (name, det) in enumerate(zip(names, found)):
+        det = {k: v[det["scores"] >= SHOW_THRESHOLD].cpu() for k, v in det.items()}
+        items = [{"class": spec["classes"][label], "score": round(score, 4), "box": [round(v, 1) for v in box]}
+                 for box, label, score in zip(det["boxes"].tolist(), det["labels"].tolist(), det["scores"].tolist())]
+        text = "; ".join(f"{d['class']} {d['score']:.2f} at ({', '.join(f'{v:.0f}' for v in d['box'])})"
+                         for d in items)
+        rows.append({"input": name, "predicted": text or "nothing above 0.5", "detections": items})
+        if out is not None:
+            draw.save_boxes(draw.numbered(Path(out), i, len(names)), x[i], det, spec["classes"])
+    return rows
+
+
+def plot_predictions(objective, spec: dict, dataset, path: Path) -> None:
+    """predictions.png for the run directory: 8 validation images, predicted boxes over dashed truth."""
+    from deepatlas.data import draw
+    images, targets = collate([dataset[i] for i in range(min(len(dataset), 8))])
+    device = next(objective.parameters()).device
+    found = [{k: v[d["scores"] >= SHOW_THRESHOLD].cpu() for k, v in d.items()}
+             for d in objective.predict(images.to(device))]
+    draw.prediction_grid(path, images, found, spec["classes"], targets, "detection")

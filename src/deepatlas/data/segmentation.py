@@ -151,3 +151,36 @@ def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:
 def read_labeled(spec: dict, path: str) -> TensorDataset:
     """A folder of images/ and masks/ labelled with the run's class ids, to evaluate on."""
     return read_folder(Path(path), spec["image_size"], spec["classes"])[0]
+
+
+# ---- predictions, shown ---------------------------------------------------------------------
+
+def predict(objective, spec: dict, path: str, out: Path | None = None) -> list[dict]:
+    """The label map of each image in `path`: {"input", "predicted" (each class's share of the pixels),
+    "shares"}; with `out`, an overlay PNG per image and its label map (`<out>-mask.png`, one byte per pixel:
+    the class id) are saved (numbered when there are several)."""
+    from deepatlas.data import draw
+    x, names = read_inputs(spec, path)
+    device = next(objective.parameters()).device
+    labels = objective.predict(x.to(device)).cpu()                               # (N, H, W)
+    counts = torch.nn.functional.one_hot(labels.flatten(1), len(spec["classes"])).sum(1).float()  # (N, K)
+    shares = counts / counts.sum(-1, keepdim=True)
+    rows = []
+    for i, name in enumerate(names):
+        found = {c: round(float(s), 4) for c, s in zip(spec["classes"], shares[i]) if s > 0}
+        text = ", ".join(f"{c} {s:.0%}" for c, s in sorted(found.items(), key=lambda kv: -kv[1]))
+        row = {"input": name, "predicted": text, "shares": found}
+        if out is not None:
+            target = draw.numbered(Path(out), i, len(names))
+            row["mask"] = str(draw.save_segmentation(target, x[i], labels[i], spec["classes"]))
+        rows.append(row)
+    return rows
+
+
+def plot_predictions(objective, spec: dict, dataset, path: Path) -> None:
+    """predictions.png for the run directory: 8 validation images, predicted label maps next to the truth."""
+    from deepatlas.data import draw
+    images, truth = (torch.stack(t) for t in zip(*[dataset[i] for i in range(min(len(dataset), 8))]))
+    device = next(objective.parameters()).device
+    labels = objective.predict(images.to(device)).cpu()
+    draw.prediction_grid(path, images, list(labels), spec["classes"], list(truth), "segmentation")

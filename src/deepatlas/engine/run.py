@@ -7,6 +7,7 @@ hands them to the loop, then measures the held-out splits with `evaluate` — th
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import torch
@@ -93,6 +94,10 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         raise KeyboardInterrupt(str(run.path)) from None  # tell the user which run to resume
     if fabric.global_rank != 0:
         return {"run_dir": str(run.path), **summary}
+    plot_predictions = getattr(datasets.module(entry.task), "plot_predictions", None)
+    if plot_predictions is not None:  # dense predictions are judged by eye too: a grid of validation images
+        best = load(run.path)
+        plot_predictions(best, dataset.spec, dataset.val, run.path / "predictions.png")
     metrics = {"run_dir": str(run.path), "name": entry.name, **summary,
                "params": count_params(objective), "test": evaluate(run.path, split="test"),
                "val": evaluate(run.path, split="val")}
@@ -148,16 +153,20 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test") 
     return evaluate_loader(fabric, fabric.setup_module(objective), loader)
 
 
-def predict(run_dir: str | Path, path: str | Path) -> dict:
+def predict(run_dir: str | Path, path: str | Path, out: str | Path | None = None) -> dict:
     """Predictions for the inputs in `path`. Classifiers (rows of a CSV, an image, a folder of images)
     give {"classes", "names", "probabilities", "predicted"}; other tasks (translate a sentence, forecast
-    a series, evaluate an expression: `path` may then be the input text itself) give
-    {"names", "predicted", "details"}, with e.g. attention weights in "details"."""
+    a series, evaluate an expression, detect objects: `path` may then be the input text itself) give
+    {"names", "predicted", "details"}, with e.g. attention weights or boxes in "details". Detection and
+    segmentation runs also draw their predictions into the PNG `out` (numbered when there are several)."""
     run, saved, entry, _ = _read(run_dir)
     objective = load(run_dir)
     module = datasets.module(entry.task)
+    draws = hasattr(module, "predict") and "out" in inspect.signature(module.predict).parameters
+    if out is not None and not draws:
+        raise DeepAtlasError("--out PNG: only detection and segmentation runs draw their predictions")
     if hasattr(module, "predict"):
-        rows = module.predict(objective, saved["data"], str(path))
+        rows = module.predict(objective, saved["data"], str(path), **({"out": Path(out)} if out else {}))
         return {"names": [r["input"] for r in rows], "predicted": [r["predicted"] for r in rows],
                 "details": [{k: v for k, v in r.items() if k not in ("input", "predicted")} for r in rows]}
     if not hasattr(objective, "predict"):
