@@ -52,3 +52,20 @@ def test_runs_leave_a_grid_of_validation_predictions(tmp_path):
         module = detection if task == "detection" else segmentation
         module.plot_predictions(Fixed(answer), splits.spec, splits.val, tmp_path / f"{task}.png")
         assert Image.open(tmp_path / f"{task}.png").size[0] >= 800
+
+
+def test_eval_and_predict_on_a_coco_folder(tmp_path, cli_run):
+    import deepatlas
+    from deepatlas.data.detection import DetectionDataset, write_coco
+    deepatlas.train("yolo", out=tmp_path / "run", overrides={"data": "shapes-64", "epochs": "1"})
+    assert (tmp_path / "run" / "predictions.png").exists()
+    test = data.load("detection", Recipe(data="shapes")).test
+    scenes = [test[i] for i in range(6)]
+    write_coco(tmp_path / "coco", DetectionDataset(torch.stack([x for x, _ in scenes]), [t for _, t in scenes]),
+               data.load("detection", Recipe(data="shapes")).spec["classes"], masks="rle")
+    code, out, _ = cli_run("eval", tmp_path / "run", "--data", tmp_path / "coco", "--json")
+    assert code == 0 and 0 <= __import__("json").loads(out)["map_50"] <= 1
+    code, out, _ = cli_run("predict", tmp_path / "run", tmp_path / "coco" / "images", "--out", tmp_path / "a.png")
+    assert code == 0 and "drawn" in out and (tmp_path / "a-1.png").exists() and (tmp_path / "a-6.png").exists()
+    code, _, _ = cli_run("predict", tmp_path / "run", tmp_path / "coco" / "images", "--out", tmp_path / "p.csv")
+    assert code == 0 and (tmp_path / "p.csv").read_text().startswith("input,predicted")

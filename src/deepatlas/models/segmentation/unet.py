@@ -112,6 +112,7 @@ register(Entry(
              "images whose context exceeds the receptive field, where attention or dilated networks help.",
     related=["fcn", "resnet", "autoencoder", "pixelcnn"],
     config=Config, build=UNet, objective=Segmentation, task="segmentation",
-    recipe=Recipe(data="shapes", epochs=16, batch_size=32, lr=3e-3, weight_decay=1e-4, flip=True),
+    # 24 epochs: test mIoU 0.888 in 233 s on a quiet 2-core CPU (16 epochs: 0.811 in 147 s, under the bar)
+    recipe=Recipe(data="shapes", epochs=24, batch_size=32, lr=3e-3, weight_decay=1e-4, flip=True),
     bar=Bar("miou", 0.85, "max", 300),
 ))
