@@ -8,11 +8,10 @@ from deepatlas.models.detection.faster_rcnn import (
     Config,
     FasterRCNN,
     FasterRCNNLoss,
-    nms_per_image,
     rank_within,
     sample,
 )
-from deepatlas.nn.boxes import batched_nms, decode_boxes
+from deepatlas.nn.boxes import batched_nms, decode_boxes, nms_per_image
 from deepatlas.tasks.detection import MeanAveragePrecision
 
 

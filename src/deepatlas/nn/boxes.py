@@ -129,6 +129,25 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
 
 # ---- box coding against anchors / proposals --------------------------------------------------------------
 
+
+def nms_per_image(boxes: Tensor, valid: Tensor, iou_threshold: float, labels: Tensor | None = None) -> Tensor:
+    """Greedy NMS in every image at once: boxes (B, k, 4), each row sorted by decreasing score, valid (B, k) bool
+    -> kept (B, k) bool; with labels (B, k), per class. The result of batched_nms grouped by image (and
+    class), without its (B k)^2 IoU matrix: only each image's own k x k. Box j is kept iff no kept higher-scoring
+    box of its image overlaps it above the threshold. Iterating keep <- valid and not any_{i<j}(keep_i and
+    overlap_ij) from keep = valid settles on exactly that greedy answer (after t rounds the first t boxes are
+    final, and the fixed point is unique), usually in a few rounds instead of one step per kept box."""
+    overlap = torch.vmap(box_iou)(boxes, boxes) > iou_threshold                     # (B, k, k)
+    if labels is not None:
+        overlap &= labels[:, :, None] == labels[:, None, :]                           # classes never suppress each other
+    overlap = overlap.triu(1) & valid[:, :, None]                                     # only an earlier valid box suppresses
+    keep = valid
+    while True:
+        kept = valid & ~(overlap & keep[:, :, None]).any(1)                           # (B, k)
+        if torch.equal(kept, keep):
+            return keep
+        keep = kept
+
 def encode_boxes(boxes: Tensor, anchors: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> Tensor:
     """Regression targets of boxes (..., 4) against anchors (..., 4) (broadcast), both (x1, y1, x2, y2):
     deltas (..., 4) = (wx (x - xa)/wa, wy (y - ya)/ha, ww log(w/wa), wh log(h/ha)), (x, y) box centres."""

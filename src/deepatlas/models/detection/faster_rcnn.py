@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
 from deepatlas.models.vision.resnet import Config as ResNetConfig
 from deepatlas.models.vision.resnet import Depth, ResNet
-from deepatlas.nn.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, make_anchors, roi_align
+from deepatlas.nn.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, make_anchors, nms_per_image, roi_align
 from deepatlas.tasks.detection import Detection
 
 HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # the released code's head target scaling (its BBOX_NORMALIZE_STDS 0.1, 0.2)
@@ -123,25 +123,6 @@ def sample(positive: Tensor, negative: Tensor, group: Tensor, n_groups: int, per
     neg_rank = rank_within(group, torch.where(negative, noise, -1.0), n_groups)
     negative = negative & (neg_rank < (per_group - n_pos)[group])
     return positive, negative
-
-
-def nms_per_image(boxes: Tensor, valid: Tensor, iou_threshold: float, labels: Tensor | None = None) -> Tensor:
-    """Greedy NMS in every image at once: boxes (B, k, 4), each row sorted by decreasing score, valid (B, k) bool
-    -> kept (B, k) bool; with labels (B, k), per class. The result of nn.boxes.batched_nms grouped by image (and
-    class), without its (B k)^2 IoU matrix: only each image's own k x k. Box j is kept iff no kept higher-scoring
-    box of its image overlaps it above the threshold. Iterating keep <- valid and not any_{i<j}(keep_i and
-    overlap_ij) from keep = valid settles on exactly that greedy answer (after t rounds the first t boxes are
-    final, and the fixed point is unique), usually in a few rounds instead of one step per kept box."""
-    overlap = torch.vmap(box_iou)(boxes, boxes) > iou_threshold                     # (B, k, k)
-    if labels is not None:
-        overlap &= labels[:, :, None] == labels[:, None, :]                           # classes never suppress each other
-    overlap = overlap.triu(1) & valid[:, :, None]                                     # only an earlier valid box suppresses
-    keep = valid
-    while True:
-        kept = valid & ~(overlap & keep[:, :, None]).any(1)                           # (B, k)
-        if torch.equal(kept, keep):
-            return keep
-        keep = kept
 
 
 def match(iou: Tensor) -> tuple[Tensor, Tensor, Tensor]:
