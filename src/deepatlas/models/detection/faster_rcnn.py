@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.models.vision.resnet import Config as ResNetConfig
-from deepatlas.models.vision.resnet import Depth, ResNet
+from deepatlas.models.vision import resnet
+from deepatlas.models.vision.resnet import Depth
 from deepatlas.nn.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, make_anchors, nms_per_image, roi_align
 from deepatlas.tasks.detection import Detection
 
@@ -202,10 +202,7 @@ class FasterRCNN(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(ResNetConfig(in_channels=cfg.in_channels, image_size=cfg.image_size, n_classes=1,
-                                            depth=cfg.depth, width=cfg.width))
-        self.backbone.stages = self.backbone.stages[:self.backbone.stage_ends[cfg.feature_stage]]  # drop deeper stages
-        self.backbone.head = nn.Identity()                                 # no classifier
+        self.backbone = resnet.backbone(cfg.in_channels, cfg.depth, cfg.width, stages=cfg.feature_stage + 1)
         channels = self.backbone.stage_channels[cfg.feature_stage]
         self.rpn = RegionProposalNetwork(channels, cfg.rpn_channels, len(cfg.anchor_sizes) * len(cfg.anchor_ratios))
         self.box_head = BoxHead(channels * cfg.roi_size ** 2, cfg.hidden, cfg.n_classes)

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.models.vision.resnet import Config as ResNetConfig
-from deepatlas.models.vision.resnet import Depth, ResNet
+from deepatlas.models.vision import resnet
+from deepatlas.models.vision.resnet import Depth
 from deepatlas.nn.boxes import batched_nms, box_area, clip_boxes
 from deepatlas.tasks.detection import Detection
 
@@ -86,11 +86,7 @@ class YOLO(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(ResNetConfig(in_channels=cfg.in_channels, image_size=cfg.image_size,
-                                            depth=cfg.depth, width=cfg.width))
-        # keep the stem and the stages up to the grid's: the deeper ones and the classifier would go unused
-        self.backbone.stages = self.backbone.stages[: self.backbone.stage_ends[cfg.stage]]
-        del self.backbone.head, self.backbone.final
+        self.backbone = resnet.backbone(cfg.in_channels, cfg.depth, cfg.width, stages=cfg.stage + 1)  # up to the grid's
         c = self.backbone.stage_channels[cfg.stage]
         self.grid = cfg.image_size // (4 * 2 ** cfg.stage)        # S (ImageNet stem: strides 4, 8, 16, 32)
         self.per_cell = cfg.boxes_per_cell * 5 + cfg.n_classes    # nb (x, y, √w, √h, confidence) + K

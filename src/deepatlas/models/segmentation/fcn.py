@@ -105,10 +105,7 @@ class FCN(nn.Module):
         super().__init__()
         self.skips = cfg.skips
         K = cfg.n_classes
-        # image_size=64 only picks the ImageNet stem (strides 4..32); the backbone is convolutional: any size fits
-        self.backbone = resnet.ResNet(resnet.Config(in_channels=cfg.in_channels, image_size=64, n_classes=K,
-                                                    depth=cfg.depth, width=cfg.width))
-        self.backbone.head = nn.Identity()                         # no fully connected layer anywhere
+        self.backbone = resnet.backbone(cfg.in_channels, cfg.depth, cfg.width)  # no fully connected layer anywhere
         c4, c8, c16, c32 = self.backbone.stage_channels
         self.final_stride = 4 if cfg.skips == 3 else 8
         self.dropout = nn.Dropout2d(cfg.dropout)

@@ -184,6 +184,17 @@ class ResNet(nn.Module):
         return self.head(x)                # (B, K)
 
 
+def backbone(in_channels: int, depth: Depth = "resnet18", width: float = 1.0, stages: int | None = None) -> ResNet:
+    """A ResNet as the feature extractor of a dense predictor (detection, segmentation): the ImageNet stem
+    (strides 4, 8, 16, 32 at any image size), no classifier, and only the first `stages` stages (all by default).
+    Read it with `feature_maps`."""
+    net = ResNet(Config(in_channels=in_channels, image_size=64, n_classes=1, depth=depth, width=width))
+    net.head = nn.Identity()
+    if stages is not None:  # deeper stages would go unused
+        net.stages = net.stages[:net.stage_ends[stages - 1]]
+    return net
+
+
 register(Entry(
     name="resnet", title="ResNet (residual network)", family="vision", year=2015,
     paper=Paper("K. He, X. Zhang, S. Ren, J. Sun", "Deep Residual Learning for Image Recognition "
