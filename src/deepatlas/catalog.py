@@ -92,6 +92,8 @@ class Recipe:
     """text: characters, byte-pair subwords learned on the train split, or words (spelled out for char-aware models)"""
     vocab: int = 0
     """text: BPE vocabulary size, or the number of most frequent words kept (0: the data's default)"""
+    stop_at: float | None = None
+    """rl and evolution: stop once the validation episodes' metric reaches this (None: use the whole budget)"""
 
 
 @dataclass

@@ -87,7 +87,7 @@ def info(name, as_json):
 
 @app.command()
 @click.argument("name", required=False)
-@click.option("--data", help="embedded dataset name or a path to your file")
+@click.option("--data", "--env", "data", help="embedded dataset name or a path to your file; rl: an environment id")
 @click.option("--target", help="label column of a CSV file")
 @click.option("--column", help="value column of a CSV time series (forecasting)")
 @click.option("--max-time", type=float, help="stop training after this many seconds")
@@ -112,7 +112,8 @@ def train(name, data, target, column, max_time, set_, seed, out_dir, resume, acc
     if "test" not in result:  # a DDP worker other than rank 0
         return
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result["test"].items())
-    out.print(f"[bold]{result['name']}[/bold]: {result['status']} after {result['epochs']} epochs, {result['seconds']}s")
+    length = f"{result['epochs']} epochs" if "epochs" in result else f"{result['steps']} steps"
+    out.print(f"[bold]{result['name']}[/bold]: {result['status']} after {length}, {result['seconds']}s")
     out.print(f"test: {shown}")
     out.print(f"run: {result['run_dir']}")
 
@@ -120,10 +121,13 @@ def train(name, data, target, column, max_time, set_, seed, out_dir, resume, acc
 @app.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--data", help="a CSV with the target column (default: the run's test split)")
+@click.option("--episodes", type=int, help="rl and evolution runs: test episodes to average (default 20)")
 @click.option("--json", "as_json", is_flag=True, help="print metrics as JSON")
-def eval_(run_dir, data, as_json):
-    """Evaluate a trained run on its held-out test split or on your file."""
-    metrics = deepatlas.evaluate(run_dir, data=data)
+def eval_(run_dir, data, episodes, as_json):
+    """Evaluate a trained run on its held-out test split (rl: its test episodes) or on your file."""
+    if episodes is not None and episodes < 1:
+        raise DeepAtlasError(f"--episodes {episodes}: play at least one episode")
+    metrics = deepatlas.evaluate(run_dir, data=data, episodes=episodes)
     if as_json:
         return _json(metrics)
     for k, v in metrics.items():
@@ -137,15 +141,19 @@ def eval_(run_dir, data, as_json):
               help="embedding runs: list the nearest words of WORD (repeatable)")
 @click.option("--out", "out_file", type=click.Path(path_type=Path),
               help="also write predictions to this CSV; detection/segmentation: draw them into this PNG")
+@click.option("--render", "render_file", type=click.Path(path_type=Path),
+              help="rl runs: save the played test episode as this animated GIF")
 @click.option("--json", "as_json", is_flag=True, help="print predictions as JSON")
 @click.option("--plot", "plot_file", type=click.Path(path_type=Path),
               help="save the attention heat map to this PNG (models with attention; one file per input, numbered)")
-def predict(run_dir, inputs, words, out_file, as_json, plot_file):
+def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file):
     """Predict for each input: a CSV of rows, an image or folder, a series CSV, a text to translate or to
-    continue, a sentence to classify, or (--neighbours) a word's nearest neighbours."""
+    continue, a sentence to classify, or (--neighbours) a word's nearest neighbours. rl runs take no input:
+    they play one test episode (--render GIF) or, for a board game, show a game against the perfect player."""
     inputs = (*inputs, *words)
-    if not inputs:
-        raise DeepAtlasError("give INPUTS to predict for (or --neighbours WORD for an embedding run)")
+    if not inputs or render_file is not None:  # rl runs play their environment; other runs say what they need
+        result = deepatlas.predict(run_dir, inputs[0] if inputs else None, render=render_file)
+        return _json([result]) if as_json else _print_outputs([result], None, None)
     drawn = out_file is not None and out_file.suffix.lower() == ".png"  # annotated images, not a CSV
     results = [deepatlas.predict(run_dir, p, out=numbered(out_file, i, len(inputs)) if drawn else None)
                for i, p in enumerate(inputs)]

@@ -29,7 +29,8 @@ _MODULES = {"classification": "deepatlas.data.tabular", "image_classification": 
             "sequence": "deepatlas.data.sequences", "translation": "deepatlas.data.pairs", "tree": "deepatlas.data.trees",
             "language_model": "deepatlas.data.text", "embedding": "deepatlas.data.words",
             "generation": "deepatlas.data.generative", "detection": "deepatlas.data.detection",
-            "segmentation": "deepatlas.data.segmentation"}
+            "segmentation": "deepatlas.data.segmentation", "rl": "deepatlas.data.envs",
+            "search": "deepatlas.data.tabular"}  # search: a hyperparameter search trains a tabular classifier
 
 
 @dataclass

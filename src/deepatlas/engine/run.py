@@ -15,12 +15,16 @@ from torch.utils.data import DataLoader
 
 from deepatlas import catalog, data as datasets
 from deepatlas.catalog import Entry, Recipe
+from deepatlas.data import envs
+from deepatlas.engine import interact
 from deepatlas.engine.checkpoint import load_weights
 from deepatlas.engine.loop import Scaling, evaluate_loader, fit, make_fabric
 from deepatlas.engine.rundir import RunDir
 from deepatlas.errors import DeepAtlasError
 
 VERSION = "0.1.0"
+INTERACTIVE = ("rl", "search")
+"""tasks whose methods own their loop (Algorithm.learn): an environment to act in, or runs to search over"""
 
 
 def build_config(entry: Entry, overrides: dict, dims: dict | None = None):
@@ -66,6 +70,9 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         if Path(recipe.data).exists():  # a user's file or folder: recorded absolute, so eval works anywhere
             recipe = dataclasses.replace(recipe, data=str(Path(recipe.data).resolve()))
 
+    if entry.task in INTERACTIVE:  # the loop is the algorithm: the method's own learn(ctx)
+        return _train_interactive(entry, recipe, model_over if resume is None else saved["model"], seed=seed,
+                                  out=out, max_time=max_time, resume=resume, scaling=scaling)
     dataset = datasets.load(entry.task, recipe, target)
     if resume is not None:
         config = entry.config(**saved["model"])
@@ -105,6 +112,35 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     return metrics
 
 
+def _train_interactive(entry: Entry, recipe: Recipe, model_over: dict, *, seed: int, out, max_time, resume,
+                       scaling: Scaling | None) -> dict:
+    """An rl or evolution method: its environment (or the data its search trains on) instead of a dataset to
+    iterate, its learn(ctx) instead of `fit`."""
+    env = datasets.load(entry.task, recipe)
+    config = entry.config(**model_over) if resume is not None else build_config(entry, model_over, env.dims)
+    torch.manual_seed(seed)
+    objective = entry.objective(entry.build(config))
+    objective.data_spec = env.spec
+    objective.check(env, entry.name)
+    fabric = make_fabric(scaling or Scaling())
+    if fabric.world_size > 1:
+        raise DeepAtlasError(f"{entry.name} runs on one device: its loop is the algorithm (drop --devices/--num-nodes)")
+    run = RunDir(resume if resume is not None else out or RunDir.default_path(entry.name)).create()
+    run.write_json(run.config, {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": None,
+                                "model": dataclasses.asdict(config), "recipe": dataclasses.asdict(recipe),
+                                "data": env.spec})
+    try:
+        summary = interact.learn(objective, env, recipe, run, seed=seed, device=fabric.device,
+                                 monitor=monitor_for(entry, recipe), max_time=max_time, resume=resume is not None,
+                                 title=entry.name)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(str(run.path)) from None
+    metrics = {"run_dir": str(run.path), "name": entry.name, **summary, "params": count_params(objective),
+               "test": evaluate(run.path, split="test"), "val": evaluate(run.path, split="val")}
+    run.write_json(run.metrics, metrics)
+    return metrics
+
+
 def monitor_for(entry: Entry, recipe: Recipe) -> tuple[str, str]:
     """The validation metric that picks the best epoch: that of the bar set on this data, if any."""
     bar = next((b for b in entry.bars if b.overrides.get("data", entry.recipe.data) == recipe.data), entry.bar)
@@ -136,10 +172,18 @@ def load(run_dir: str | Path) -> torch.nn.Module:
     return load_weights(objective, run.model).eval()
 
 
-def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test") -> dict[str, float]:
-    """Metrics of a trained run on a held-out split of its own data, or on all rows of a user's file."""
-    run, saved, entry, _ = _read(run_dir)
+def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
+             episodes: int | None = None) -> dict[str, float]:
+    """Metrics of a trained run on a held-out split of its own data, or on all rows of a user's file.
+    rl and evolution runs: the return over `episodes` (default 20) episodes with the split's fixed seeds."""
+    _, saved, entry, _ = _read(run_dir)
     objective = load(run_dir)
+    if entry.task in INTERACTIVE:
+        if data is not None:
+            raise DeepAtlasError(f"--data: {entry.name} is evaluated where it trained ({saved['recipe']['data']})")
+        return objective.evaluate(datasets.load(entry.task, Recipe(**saved["recipe"])), split, episodes or envs.EPISODES)
+    if episodes is not None:
+        raise DeepAtlasError("--episodes: only rl and evolution runs are evaluated by episodes")
     if data is None:
         dataset = datasets.load(entry.task, Recipe(**saved["recipe"]), saved.get("target"))
         if dataset.spec != saved["data"]:
@@ -153,14 +197,28 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test") 
     return evaluate_loader(fabric, fabric.setup_module(objective), loader)
 
 
-def predict(run_dir: str | Path, path: str | Path, out: str | Path | None = None) -> dict:
+def predict(run_dir: str | Path, path: str | Path | None = None, out: str | Path | None = None,
+            render: str | Path | None = None) -> dict:
     """Predictions for the inputs in `path`. Classifiers (rows of a CSV, an image, a folder of images)
     give {"classes", "names", "probabilities", "predicted"}; other tasks (translate a sentence, forecast
     a series, evaluate an expression, detect objects: `path` may then be the input text itself) give
     {"names", "predicted", "details"}, with e.g. attention weights or boxes in "details". Detection and
-    segmentation runs also draw their predictions into the PNG `out` (numbered when there are several)."""
+    segmentation runs also draw their predictions into the PNG `out` (numbered when there are several).
+    rl runs take no input: they play one test episode (saved as the GIF `render`) or show a board game."""
     run, saved, entry, _ = _read(run_dir)
     objective = load(run_dir)
+    if entry.task == "rl":
+        if path is not None or out is not None:
+            raise DeepAtlasError(f"{entry.name} takes no input: it plays {saved['data']['env']} (--render GIF to watch)")
+        rows = envs.predict(objective, saved["data"], render=Path(render) if render else None)
+        return {"names": [r["input"] for r in rows], "predicted": [r["predicted"] for r in rows],
+                "details": [{k: v for k, v in r.items() if k not in ("input", "predicted")} for r in rows]}
+    if entry.task == "search":
+        raise DeepAtlasError(f"{entry.name} searches rather than predicts: its findings are in {run.metrics}")
+    if render is not None:
+        raise DeepAtlasError("--render: only rl runs play episodes")
+    if path is None:
+        raise DeepAtlasError("give INPUTS to predict for (or --neighbours WORD for an embedding run)")
     module = datasets.module(entry.task)
     draws = hasattr(module, "predict") and "out" in inspect.signature(module.predict).parameters
     if out is not None and not draws:

@@ -1,0 +1,1 @@
+"""Reinforcement learning: methods that learn from reward by interacting with an environment."""
