@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
@@ -146,6 +147,39 @@ class ReplayBuffer:
         index = torch.randint(self.size, (batch_size,), generator=generator).to(self.obs.device)
         return {"obs": self.obs[index], "action": self.action[index], "reward": self.reward[index],
                 "next_obs": self.next_obs[index], "done": self.done[index]}
+
+
+@torch.no_grad()
+def rollout(model: ActorCritic, env, vector, obs: np.ndarray, running: np.ndarray, steps: int,
+            device: torch.device) -> tuple[dict[str, Tensor], np.ndarray, list[float]]:
+    """`steps` (T) steps of the n environments of `vector` with the policy of `model`, from observations `obs`
+    (n, obs_dim) -> (T, n, ...) tensors obs, action, log_prob, value, reward, terminated, ended, next_obs and
+    next_value (V of the state after each step: the finished episode's last observation where it ended), the
+    observations to continue from, and the returns of the episodes that ended (`running` (n,) holds each
+    environment's return so far and is updated in place). PPO and A2C collect their rollouts with it."""
+    record: dict[str, list[Tensor]] = {k: [] for k in ("obs", "action", "log_prob", "value", "reward",
+                                                       "terminated", "ended", "next_obs")}
+    finished = []
+    for _ in range(steps):  # environment time steps: sequential by nature
+        o = torch.as_tensor(obs, dtype=torch.float32, device=device)                 # (n, obs_dim)
+        dist = model.distribution(o)
+        action = dist.sample()                                                       # (n,) or (n, D)
+        obs, reward, terminated, truncated, info = vector.step(to_env_action(action, env).cpu().numpy())
+        ended = terminated | truncated
+        running += reward
+        next_obs = obs.copy()  # SAME_STEP autoreset: obs already starts the next episode where one ended
+        if ended.any():
+            next_obs[ended] = np.stack(info["final_obs"][ended])
+            finished += running[ended].tolist()
+            running[ended] = 0.0
+        for key, value in (("obs", o), ("action", action), ("log_prob", dist.log_prob(action)),
+                           ("value", model.value(o)), ("reward", reward), ("terminated", terminated),
+                           ("ended", ended), ("next_obs", next_obs)):
+            record[key].append(torch.as_tensor(value, device=device))
+    batch = {k: torch.stack(v) for k, v in record.items()}
+    batch["reward"], batch["next_obs"] = batch["reward"].float(), batch["next_obs"].float()
+    batch["next_value"] = model.value(batch["next_obs"].flatten(0, 1)).view(steps, -1)  # (T n, obs) -> (T, n)
+    return batch, obs, finished
 
 
 def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, ended: Tensor,
