@@ -113,7 +113,7 @@ def test_compare_trains_then_reuses_and_charts(cli_run, tmp_path):
 
 def errors():
     return [
-        (["info", "mpl"], "unknown entry 'mpl'; did you mean mlp"),
+        (["info", "mpl"], "unknown entry 'mpl'; did you mean mpc, mlp"),
         (["train", "resnet_mlp"], "unknown entry"),
         (["train", "mlp", "--set", "widht=3"], "unknown setting 'widht' for mlp; did you mean width?"),
         (["train", "mlp", "--set", "zzz=3"], "valid: activation"),

@@ -208,6 +208,10 @@ def _print_outputs(results: list[dict], out_file: Path | None, plot_file: Path |
         for name, _, d in rows:
             out.print(f"[bold]{escape(name)}[/bold]{escape(d['continuation'])}\n")
         return
+    if all("game" in d for _, _, d in rows):  # a board game is shown move by move
+        for name, pred, d in rows:
+            out.print(f"{escape(d['game'])}\n[bold]{escape(name)}[/bold]: {escape(pred)}")
+        return
     table = Table("input", "predicted")
     for name, pred, _ in rows:
         table.add_row(escape(name), escape(pred))  # "[column]" is text, not rich markup
@@ -276,6 +280,17 @@ def compare(names, data, seed, out_dir, chart, json_file):
     out.print(f"chart: {chart}")
     if json_file:
         json_file.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+@app.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--second", is_flag=True, help="let the agent move first")
+def play(run_dir, second):
+    """Play a board game against a trained agent (alphazero on tic-tac-toe) in the terminal."""
+    agent = deepatlas.load(run_dir)
+    if not hasattr(agent, "play"):
+        raise DeepAtlasError(f"{run_dir}: this run does not play board games (train alphazero)")
+    agent.play(human_first=not second, ask=lambda prompt: click.prompt(prompt, prompt_suffix=""), say=out.print)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from deepatlas.catalog import Recipe
-from deepatlas.data.envs import EPISODES, Environment
+from deepatlas.data.envs import Environment
 from deepatlas.engine.checkpoint import load_state, save_state, save_weights
 from deepatlas.engine.progress import Progress
 from deepatlas.engine.rundir import CSVLog, RunDir, plot_curves
@@ -71,7 +71,7 @@ class Context:
         self.log_file.write(step, 0, {f"{prefix}{k}": float(v) for k, v in values.items()})
 
     # ---- validation and the best weights ---------------------------------------------------------------------
-    def validate(self, step: int, episodes: int = EPISODES) -> dict[str, float]:
+    def validate(self, step: int, episodes: int | None = None) -> dict[str, float]:
         """Score the current policy on the validation episodes, log it, keep the weights if they are the best so
         far (a tie goes to the later, longer-trained weights) and note whether `stop_at` is reached."""
         logs = self.objective.evaluate(self.env, "val", episodes)

@@ -181,7 +181,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
     if entry.task in INTERACTIVE:
         if data is not None:
             raise DeepAtlasError(f"--data: {entry.name} is evaluated where it trained ({saved['recipe']['data']})")
-        return objective.evaluate(datasets.load(entry.task, Recipe(**saved["recipe"])), split, episodes or envs.EPISODES)
+        return objective.evaluate(datasets.load(entry.task, Recipe(**saved["recipe"])), split, episodes)
     if episodes is not None:
         raise DeepAtlasError("--episodes: only rl and evolution runs are evaluated by episodes")
     if data is None:

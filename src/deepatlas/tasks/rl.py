@@ -47,7 +47,9 @@ class Algorithm(nn.Module):
         raise NotImplementedError("an rl method writes act(obs) -> actions")
 
     @torch.no_grad()
-    def evaluate(self, env: Environment, split: str = "test", episodes: int = EPISODES) -> dict[str, float]:
+    def evaluate(self, env: Environment, split: str = "test", episodes: int | None = None) -> dict[str, float]:
+        """Mean and std of the return over `episodes` (default 20) episodes with the split's fixed seeds."""
+        episodes = episodes or EPISODES
         was_training = self.training
         self.eval()
         device = next(self.parameters(), torch.empty(0)).device

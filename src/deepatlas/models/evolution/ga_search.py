@@ -279,7 +279,7 @@ class GASearch(Algorithm):
         return {name: (v if gene.kind in ("log", "float") else int(v)) for (name, gene), v in zip(SPACE.items(), values)}
 
     @torch.no_grad()
-    def evaluate(self, env, split: str = "test", episodes: int = 0) -> dict[str, float]:
+    def evaluate(self, env, split: str = "test", episodes: int | None = None) -> dict[str, float]:
         """The stored findings (a search is not re-run at evaluation). ga_minus_random is always the difference of
         the two best validation accuracies (the criterion both searches chose by, and the bar's metric); for the
         split asked ("val" or "test"), ga_accuracy and random_accuracy are each best configuration's accuracy on
