@@ -240,16 +240,17 @@ def split_overrides(entry: Entry, overrides: dict[str, Any]) -> tuple[dict, dict
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field (what `info` prints as help)."""
+    """The docstring under each dataclass field (what `info` prints as help); a config that subclasses another
+    dataclass inherits its fields' docstrings (and may redocument them)."""
     import ast
     import inspect
     import textwrap
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
     out = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            out[node.target.id] = str(nxt.value.value).strip()
+    for base in [c for c in reversed(cls.__mro__) if "__dataclass_fields__" in vars(c)]:
+        body = ast.parse(textwrap.dedent(inspect.getsource(base))).body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                out[node.target.id] = str(nxt.value.value).strip()
     return out
 
 
