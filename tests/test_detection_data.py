@@ -11,8 +11,9 @@ from torch.utils.data import DataLoader, Subset
 
 from deepatlas import data
 from deepatlas.catalog import Recipe
-from deepatlas.data import detection, segmentation, shapes
+from deepatlas.data import detection, images, segmentation, shapes
 from deepatlas.errors import DeepAtlasError
+from deepatlas.nn.boxes import box_area
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,34 @@ def test_load_for_dims_spec_and_collate():
         assert same or torch.equal(flipped[i], x[i].flip(-1))
         assert torch.equal(out[i]["masks"], targets[i]["masks"] if same else targets[i]["masks"].flip(-1))
     assert data.load("detection", Recipe(data="shapes-30", image_size=48)).dims["image_size"] == 48
+
+
+def test_random_crop_moves_boxes_and_masks_with_the_image():
+    """A padded random crop (`crop_pad`) translates each image; its boxes and masks move by the same offset, are
+    clipped to the image, and an object mostly cropped away (under a third of its box left) is dropped."""
+    d = data.load("detection", Recipe(data="shapes-30", flip=False, crop_pad=30))
+    x, targets = next(iter(DataLoader(d.train, batch_size=16, collate_fn=d.train.collate)))
+    torch.manual_seed(0)
+    moved, out = d.train_transform((x, targets))
+    torch.manual_seed(0)
+    dx, dy = torch.randint(-30, 31, (2, 16))  # the offsets the transform drew
+    assert torch.equal(moved, images.shift(x, dx, dy))
+    dropped = 0
+    for i in range(16):
+        t, o = targets[i], out[i]
+        offset = torch.tensor([dx[i], dy[i], dx[i], dy[i]], dtype=torch.float32)
+        shifted = t["boxes"] + offset
+        clipped = shifted.clamp(0, 64)
+        keep = box_area(clipped) >= box_area(shifted) / 3
+        dropped += int((~keep).sum())
+        assert torch.equal(o["boxes"], clipped[keep]) and torch.equal(o["labels"], t["labels"][keep])
+        n = int(keep.sum())
+        if n:
+            expected = images.shift(t["masks"][keep, None].float(), dx[i].repeat(n), dy[i].repeat(n))[:, 0]
+            assert torch.equal(o["masks"], expected.to(torch.uint8))
+        else:  # every object cropped away: an empty target
+            assert o["masks"].shape == (0, 64, 64)
+    assert dropped > 0  # with offsets up to 30 px some objects near the border leave the crop
 
 
 # ---- COCO: masks, round trips, errors -----------------------------------------------------

@@ -29,7 +29,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from deepatlas.data import SPLIT_SEED, Splits, images, shapes
+from deepatlas.data.images import shift
 from deepatlas.errors import DeepAtlasError
+from deepatlas.nn.boxes import box_area
 
 EMBEDDED = {"shapes"}
 DEFAULT_SIZE = shapes.DEFAULT_SIZE
@@ -68,21 +70,40 @@ def empty_target(size: int) -> dict[str, Tensor]:
             "masks": torch.zeros(0, size, size, dtype=torch.uint8)}
 
 
-class Flip:
-    """A batch transform: each image flipped left-right with probability 1/2, its boxes and masks with it."""
+class Augment:
+    """A batch transform: each image flipped left-right with probability 1/2 (`flip`) and/or translated by
+    whole pixels in [-crop_pad, crop_pad] with zero fill (a padded random crop, `crop_pad`), its boxes and
+    masks with it. A box is clipped to the image; one left with under a third of its area (mostly cropped
+    away) is dropped with its mask and label."""
+
+    def __init__(self, flip: bool = True, crop_pad: int = 0):
+        self.flip, self.crop_pad = flip, crop_pad
 
     def __call__(self, batch):
         x, targets = batch
-        flip = torch.rand(len(x), device=x.device) < 0.5  # (B,)
+        n, width = len(x), x.shape[-1]
+        flip = torch.rand(n, device=x.device) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool, device=x.device)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        width = x.shape[-1]
+        dx, dy = (torch.randint(-self.crop_pad, self.crop_pad + 1, (2, n), device=x.device) if self.crop_pad
+                  else torch.zeros(2, n, dtype=torch.long, device=x.device))
+        if self.crop_pad:
+            x = shift(x, dx, dy)
         out = []
-        for f, t in zip(flip.tolist(), targets):  # targets are a list: one small dict per image
+        for f, ox, oy, t in zip(flip.tolist(), dx.tolist(), dy.tolist(), targets):  # one small dict per image
+            boxes, masks = t["boxes"], t["masks"]
             if f:
-                t = {**t, "boxes": torch.stack([width - t["boxes"][:, 2], t["boxes"][:, 1],
-                                                width - t["boxes"][:, 0], t["boxes"][:, 3]], -1),
-                     "masks": t["masks"].flip(-1)}
-            out.append(t)
+                boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], -1)
+                masks = masks.flip(-1)
+            if ox or oy:
+                moved = boxes + boxes.new_tensor([ox, oy, ox, oy])
+                clipped = moved.clamp(0, width)
+                keep = box_area(clipped) >= box_area(moved) / 3
+                kept = int(keep.sum())
+                masks = masks[keep] if kept == 0 else shift(masks[keep, None].float(), dx.new_full((kept,), ox),
+                                                            dy.new_full((kept,), oy))[:, 0].to(masks.dtype)
+                boxes = clipped[keep]
+                t = {**t, "labels": t["labels"][keep]}
+            out.append({**t, "boxes": boxes, "masks": masks} if (f or ox or oy) else t)
         return x, out
 
 
@@ -502,7 +523,7 @@ def _from_folder(root: Path, size: int) -> tuple[tuple[DetectionDataset, ...], l
     return (parts["train"], parts["val"], parts.get("test", parts["val"])), classes  # no test file: val tests
 
 
-def load(source: str, image_size: int = 0, flip: bool = False) -> DetectionData:
+def load(source: str, image_size: int = 0, flip: bool = False, crop_pad: int = 0) -> DetectionData:
     """`shapes`, `shapes-N`, a COCO-format folder or a YOLO folder, at side `image_size` (0: 64)."""
     size = image_size or DEFAULT_SIZE
     if shapes.train_count(source) is not None:
@@ -514,11 +535,11 @@ def load(source: str, image_size: int = 0, flip: bool = False) -> DetectionData:
     else:
         raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor shapes or shapes-N")
     spec = {"kind": "detection", "source": source, "classes": classes, "image_size": size}
-    return DetectionData(train, val, test, spec, Flip() if flip else None)
+    return DetectionData(train, val, test, spec, Augment(flip, crop_pad) if flip or crop_pad else None)
 
 
 def load_for(recipe, target: str | None = None) -> DetectionData:
-    return load(recipe.data, recipe.image_size, recipe.flip)
+    return load(recipe.data, recipe.image_size, recipe.flip, recipe.crop_pad)
 
 
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:

@@ -58,6 +58,24 @@ class Algorithm(nn.Module):
         return summarize_returns(returns)
 
 
+class PolicyGradient(Algorithm):
+    """Base of the policy-gradient methods over an ActorCritic (reinforce, a2c, ppo): built from a config with
+    the network's sizes, acting in evaluation with the policy's most likely action."""
+
+    def __init__(self, model: ActorCritic, cfg):
+        super().__init__(model)
+        self.cfg = cfg
+
+    @classmethod
+    def build(cls, cfg) -> PolicyGradient:
+        """The method over an ActorCritic of cfg.hidden x cfg.layers for the environment's sizes in cfg."""
+        return cls(ActorCritic(cfg.obs_dim, cfg.n_actions, cfg.action_dim, cfg.hidden, cfg.layers), cfg)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        return self.model.mode(obs)
+
+
 def mlp(sizes: list[int], activation: type[nn.Module] = nn.Tanh, out_gain: float = 1.0) -> nn.Sequential:
     """Linear layers of `sizes` with `activation` between them. Orthogonal initialization (gain sqrt 2 hidden,
     `out_gain` on the last layer) and zero biases: the policy-gradient literature's default (Engstrom et al. 2020)."""

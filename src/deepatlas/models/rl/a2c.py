@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.tasks.rl import ActorCritic, Algorithm, gae, rollout
+from deepatlas.tasks.rl import PolicyGradient, gae, rollout
 
 
 @dataclass
@@ -86,16 +86,7 @@ def a2c_loss(log_prob: Tensor, advantage: Tensor, value: Tensor, returns: Tensor
             "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
 
 
-class A2C(Algorithm):
-    action_kinds = ("discrete", "continuous")
-
-    def __init__(self, model: ActorCritic, cfg: Config):
-        super().__init__(model)
-        self.cfg = cfg
-
-    @torch.no_grad()
-    def act(self, obs: Tensor) -> Tensor:
-        return self.model.mode(obs)
+class A2C(PolicyGradient):
 
     def learn(self, ctx) -> None:
         cfg = self.cfg
@@ -138,10 +129,6 @@ class A2C(Algorithm):
             vector.close()
 
 
-def build(cfg: Config) -> A2C:
-    return A2C(ActorCritic(cfg.obs_dim, cfg.n_actions, cfg.action_dim, cfg.hidden, cfg.layers), cfg)
-
-
 register(Entry(
     name="a2c", title="A2C (synchronous advantage actor-critic)", family="rl", year=2016,
     paper=Paper("V. Mnih, A. P. Badia, M. Mirza, A. Graves, T. P. Lillicrap, T. Harley, D. Silver, K. Kavukcuoglu",
@@ -154,7 +141,7 @@ register(Entry(
     when_not="When stability matters (one step per rollout with no trust region: PPO is steadier), or costly "
              "environment steps (it reuses no data; prefer DQN).",
     related=["reinforce", "ppo", "dqn"],
-    config=Config, build=build, objective=lambda model: model, task="rl",
+    config=Config, build=A2C.build, objective=lambda model: model, task="rl",
     recipe=Recipe(data="CartPole-v1", lr=7e-4, stop_at=500.0),
     bar=Bar("mean_return", 475.0, "max", 300),
 ))

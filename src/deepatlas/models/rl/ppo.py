@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.tasks.rl import ActorCritic, Algorithm, gae, rollout
+from deepatlas.tasks.rl import PolicyGradient, gae, rollout
 
 
 @dataclass
@@ -121,16 +121,7 @@ def ppo_loss(log_prob: Tensor, old_log_prob: Tensor, advantage: Tensor, value: T
             "clip_fraction": ((ratio - 1).abs() > clip).float().mean()}
 
 
-class PPO(Algorithm):
-    action_kinds = ("discrete", "continuous")
-
-    def __init__(self, model: ActorCritic, cfg: Config):
-        super().__init__(model)
-        self.cfg = cfg
-
-    @torch.no_grad()
-    def act(self, obs: Tensor) -> Tensor:
-        return self.model.mode(obs)
+class PPO(PolicyGradient):
 
     def learn(self, ctx) -> None:
         cfg = self.cfg
@@ -180,10 +171,6 @@ class PPO(Algorithm):
             vector.close()
 
 
-def build(cfg: Config) -> PPO:
-    return PPO(ActorCritic(cfg.obs_dim, cfg.n_actions, cfg.action_dim, cfg.hidden, cfg.layers), cfg)
-
-
 register(Entry(
     name="ppo", title="PPO (proximal policy optimization, clipped surrogate)", family="rl", year=2017,
     paper=Paper("J. Schulman, F. Wolski, P. Dhariwal, A. Radford, O. Klimov", "Proximal Policy Optimization "
@@ -196,7 +183,7 @@ register(Entry(
     when_not="Costly environment steps (off-policy DQN or SAC reuse data far more), sparse rewards that need "
              "deliberate exploration, or tiny problems where REINFORCE is enough.",
     related=["reinforce", "a2c", "dqn"],
-    config=Config, build=build, objective=lambda model: model, task="rl",
+    config=Config, build=PPO.build, objective=lambda model: model, task="rl",
     recipe=Recipe(data="CartPole-v1", lr=1e-3, stop_at=500.0),
     bar=Bar("mean_return", 475.0, "max", 300),
     more_bars=[Bar("mean_return", -100.0, "max", 300, overrides={

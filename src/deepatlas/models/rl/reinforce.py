@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.tasks.rl import ActorCritic, Algorithm, gae, to_env_action
+from deepatlas.tasks.rl import PolicyGradient, gae, to_env_action
 
 
 @dataclass
@@ -58,16 +58,7 @@ class Config:
     """updates between validations (20 episodes with the fixed validation seeds)"""
 
 
-class Reinforce(Algorithm):
-    action_kinds = ("discrete", "continuous")
-
-    def __init__(self, model: ActorCritic, cfg: Config):
-        super().__init__(model)
-        self.cfg = cfg
-
-    @torch.no_grad()
-    def act(self, obs: Tensor) -> Tensor:
-        return self.model.mode(obs)
+class Reinforce(PolicyGradient):
 
     @torch.no_grad()
     def play(self, ctx, vector) -> dict[str, Tensor]:
@@ -129,10 +120,6 @@ class Reinforce(Algorithm):
             vector.close()
 
 
-def build(cfg: Config) -> Reinforce:
-    return Reinforce(ActorCritic(cfg.obs_dim, cfg.n_actions, cfg.action_dim, cfg.hidden, cfg.layers), cfg)
-
-
 register(Entry(
     name="reinforce", title="REINFORCE (Monte-Carlo policy gradient with baseline)", family="rl", year=1992,
     paper=Paper("R. J. Williams", "Simple Statistical Gradient-Following Algorithms for Connectionist "
@@ -144,7 +131,7 @@ register(Entry(
     when_not="Long or never-ending episodes (it waits for the end of each), costly environment steps "
              "(it is sample-hungry: prefer DQN or PPO), or when stable monotone progress matters.",
     related=["mlp"],
-    config=Config, build=build, objective=lambda model: model, task="rl",
+    config=Config, build=Reinforce.build, objective=lambda model: model, task="rl",
     recipe=Recipe(data="CartPole-v1", lr=3e-3, stop_at=500.0),
     bar=Bar("mean_return", 475.0, "max", 300),
 ))

@@ -1,0 +1,314 @@
+"""DETR: detection as direct set prediction with a transformer and bipartite matching.
+
+N. Carion, F. Massa, G. Synnaeve, N. Usunier, A. Kirillov, S. Zagoruyko, 2020. "End-to-End Object Detection
+with Transformers." ECCV 2020, arXiv:2005.12872.
+
+A CNN backbone turns the image into a feature map, a 1x1 convolution projects it to d channels, and its H'W'
+cells become the tokens of a transformer encoder. A transformer decoder turns N learned object queries into N
+predictions at once (not autoregressively), each a distribution over K classes plus "no object" (∅) and a box
+(normalized centre x, centre y, width, height from a 3-layer MLP with a sigmoid). Fixed 2-D sine encodings of
+the cell positions are added to the keys (and the encoder's queries) at every attention layer; the object
+queries, learned, are added to the decoder's queries and keys at every layer (section 3.2, fig. 10).
+
+Training is a set loss. The Hungarian algorithm finds the one-to-one assignment σ of the N queries to the
+M ≤ N ground truths that minimizes the summed matching cost (eq. 1)
+
+    L_match(y_i, ŷ_σ(i)) = -λ_cls p̂_σ(i)(c_i) + λ_L1 ||b_i - b̂_σ(i)||_1 + λ_giou (-GIoU(b_i, b̂_σ(i)))
+
+and the loss (eq. 2) is the cross-entropy of every query's class (matched ones toward their object's class,
+the rest toward ∅, whose weight is down-weighted by eos_coef = 0.1 against the class imbalance) plus, over
+the matched pairs, λ_L1 L1 + λ_giou (1 - GIoU) summed and divided by the number of ground-truth boxes, with
+λ_cls, λ_L1, λ_giou = 1, 5, 2. The same heads read every decoder layer's output and each layer gets the whole
+loss with its own matching (auxiliary decoding losses). At inference each query is one detection: its most
+likely object class with that probability as the score. There is no NMS: the set loss teaches the queries
+not to duplicate each other.
+
+Here: the backbone is the vision family's ResNet-18 (half width, from scratch; the paper's is ImageNet-
+pretrained ResNet-50 at stride 32), cut at its stride-8 stage so the 64x64 scenes give 8x8 = 64 tokens; the
+transformer is small (d = 64, 3 + 3 post-norm layers, 4 heads, dropout 0, N = 10 queries); positional encodings are the
+paper's 2-D sines. Shape legend: B images, d model width, T = H'W' tokens, N queries, K object classes
+(index K is ∅), L decoder layers, M ground truths in the batch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.models.vision import resnet
+from deepatlas.models.vision.resnet import Depth
+from deepatlas.nn.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
+from deepatlas.tasks.detection import Detection
+
+
+@dataclass
+class Config:
+    in_channels: int = 3
+    """image channels (set from the data)"""
+    image_size: int = 64
+    """input side length (set from the data; any size works, positions are computed per feature map)"""
+    n_classes: int = 4
+    """object classes K; the classifier has K + 1 outputs, the last one "no object" (set from the data)"""
+    depth: Depth = "resnet18"
+    """ResNet preset of the backbone, cut after `stage`"""
+    width: float = 0.5
+    """width multiplier of the backbone's channels"""
+    stage: int = 1
+    """backbone stage whose map becomes the tokens: 0, 1, 2, 3 for strides 4, 8, 16, 32 (the paper: 32)"""
+    d_model: int = 64
+    """transformer width d (the paper's 256)"""
+    heads: int = 4
+    """attention heads"""
+    encoder_layers: int = 3
+    """encoder layers (the paper's 6)"""
+    decoder_layers: int = 3
+    """decoder layers, each followed by the shared heads and an auxiliary loss (the paper's 6)"""
+    ffn: int = 256
+    """hidden units of each layer's feed-forward network (the paper's 2048)"""
+    dropout: float = 0.0
+    """dropout in the transformer (the paper's 0.1; 0 trains faster on a short budget)"""
+    n_queries: int = 10
+    """N learned object queries: the most objects one image can have (the paper's 100; scenes here have <= 6)"""
+    cost_class: float = 1.0
+    """λ_cls: weight of -p̂(class) in the matching cost"""
+    cost_l1: float = 5.0
+    """λ_L1: weight of the L1 box distance (normalized cx, cy, w, h) in the matching cost and the loss"""
+    cost_giou: float = 2.0
+    """λ_giou: weight of -GIoU in the matching cost and of 1 - GIoU in the loss"""
+    eos_coef: float = 0.1
+    """weight of the "no object" class in the cross-entropy (the other classes weigh 1)"""
+    aux_loss: bool = True
+    """auxiliary decoding losses: the heads and the loss after every decoder layer, not only the last"""
+    pretrain_epochs: int = 4
+    """epochs of backbone pre-training as an image classifier before DETR trains (the paper starts from
+    ImageNet weights; here: which classes each training image shows, multi-label); 0: from scratch"""
+    pretrain_lr: float = 2e-3
+    """Adam learning rate of the backbone pre-training"""
+
+
+def sine_positions(height: int, width: int, dim: int, temperature: float = 10000.0,
+                   device=None, dtype=torch.float32) -> Tensor:
+    """2-D sine encoding of a height x width grid -> (height * width, dim), rows then columns: the first dim/2
+    channels encode y, the last dim/2 encode x, each as interleaved sin/cos of the position (normalized to
+    (0, 2π]) at dim/4 geometric frequencies, as the transformer's 1-D encoding per axis."""
+    half = dim // 2
+    y = torch.arange(1, height + 1, device=device, dtype=dtype) / height * 2 * math.pi    # (H,)
+    x = torch.arange(1, width + 1, device=device, dtype=dtype) / width * 2 * math.pi      # (W,)
+    freq = temperature ** (2 * (torch.arange(half, device=device, dtype=dtype) // 2) / half)  # (half,)
+    angle_y, angle_x = y[:, None] / freq, x[:, None] / freq                               # (H, half), (W, half)
+
+    def interleave(a: Tensor) -> Tensor:  # (n, half) -> (n, half): sin on even channels, cos on odd ones
+        return torch.stack([a[:, 0::2].sin(), a[:, 1::2].cos()], dim=-1).flatten(1)
+
+    pos_y = interleave(angle_y)[:, None, :].expand(height, width, half)                   # (H, W, half)
+    pos_x = interleave(angle_x)[None, :, :].expand(height, width, half)                   # (H, W, half)
+    return torch.cat([pos_y, pos_x], dim=-1).flatten(0, 1)                                # (H*W, dim)
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm layer; the positions are added to the queries and keys of self-attention, not to its values."""
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, d))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        """x (B, T, d), pos (T, d) -> (B, T, d)."""
+        q = k = x + pos
+        x = self.norm1(x + self.drop(self.attn(q, k, x, need_weights=False)[0]))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm layer: self-attention among the queries (object queries added to its queries and keys),
+    cross-attention to the encoder's memory (object queries added to its queries, positions to its keys), FFN."""
+
+    def __init__(self, d: int, heads: int, ffn: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, d))
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, tgt: Tensor, query_pos: Tensor, memory: Tensor, pos: Tensor) -> Tensor:
+        """tgt (B, N, d), query_pos (N, d), memory (B, T, d), pos (T, d) -> (B, N, d)."""
+        q = k = tgt + query_pos
+        tgt = self.norm1(tgt + self.drop(self.self_attn(q, k, tgt, need_weights=False)[0]))
+        attended = self.cross_attn(tgt + query_pos, memory + pos, memory, need_weights=False)[0]   # (B, N, d)
+        tgt = self.norm2(tgt + self.drop(attended))
+        return self.norm3(tgt + self.drop(self.ffn(tgt)))
+
+
+class DETR(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.backbone = resnet.backbone(cfg.in_channels, cfg.depth, cfg.width, stages=cfg.stage + 1)
+        self.project = nn.Conv2d(self.backbone.stage_channels[cfg.stage], d, 1)   # the 1x1 projection to d
+        self.encoder = nn.ModuleList(EncoderLayer(d, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.encoder_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(d, cfg.heads, cfg.ffn, cfg.dropout) for _ in range(cfg.decoder_layers))
+        self.decoder_norm = nn.LayerNorm(d)                    # shared, applied to every layer's output
+        self.query_embed = nn.Embedding(cfg.n_queries, d)      # the N learned object queries
+        self.class_head = nn.Linear(d, cfg.n_classes + 1)      # K classes + "no object" (last)
+        self.box_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """images (B, 3, H, W) -> {"logits" (L, B, N, K + 1), "boxes" (L, B, N, 4)}: the shared heads' outputs
+        after each of the L decoder layers (the last is the prediction); boxes are sigmoid (cx, cy, w, h)
+        relative to the image size."""
+        features = self.project(self.backbone.feature_maps(images)[-1])        # (B, d, H', W')
+        B, d, h, w = features.shape
+        pos = sine_positions(h, w, d, device=features.device, dtype=features.dtype)  # (T, d)
+        memory = features.flatten(2).transpose(1, 2)                            # (B, T, d), rows then columns
+        for layer in self.encoder:
+            memory = layer(memory, pos)
+        query_pos = self.query_embed.weight                                     # (N, d)
+        tgt = torch.zeros(B, *query_pos.shape, device=features.device, dtype=features.dtype)  # (B, N, d)
+        outputs = []
+        for layer in self.decoder:
+            tgt = layer(tgt, query_pos, memory, pos)
+            outputs.append(self.decoder_norm(tgt))
+        hidden = torch.stack(outputs)                                           # (L, B, N, d)
+        return {"logits": self.class_head(hidden), "boxes": self.box_head(hidden).sigmoid()}
+
+    @torch.no_grad()
+    def detect(self, images: Tensor) -> list[dict[str, Tensor]]:
+        """images (B, 3, H, W) -> per image {"boxes" (N, 4) pixels (x1, y1, x2, y2), "scores" (N,), "labels" (N,)}:
+        every query is a detection, labelled with its most likely object class (∅ excluded) and scored by that
+        probability, best first. No NMS and no threshold: the set loss has already removed duplicates."""
+        out = self(images)
+        probs = out["logits"][-1].softmax(-1)[..., :-1]                         # (B, N, K): ∅ dropped
+        scores, labels = probs.max(-1)                                          # (B, N) each
+        height, width = images.shape[-2:]
+        scale = torch.tensor([width, height, width, height], device=images.device, dtype=probs.dtype)
+        boxes = box_cxcywh_to_xyxy(out["boxes"][-1]) * scale                    # (B, N, 4) pixels
+        order = scores.argsort(dim=1, descending=True)                          # (B, N) best first
+        boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
+        scores, labels = scores.gather(1, order), labels.gather(1, order)
+        return [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
+
+
+def match(cost: Tensor, sizes: list[int]) -> list[tuple[Tensor, Tensor]]:
+    """Hungarian matching per image. cost (B, N, M): the cost of every query of every image against every
+    ground truth of the batch (images' targets concatenated, `sizes` of them per image). Returns per image
+    (query indices (m_i,), target indices (m_i,) within that image), the assignment of minimum total cost."""
+    blocks = cost.detach().cpu().double().split(sizes, dim=-1)                  # B x (B, N, m_i)
+    pairs = [linear_sum_assignment(c[i].numpy()) for i, c in enumerate(blocks)]  # sequential per image
+    return [(torch.as_tensor(q, dtype=torch.long, device=cost.device), torch.as_tensor(t, dtype=torch.long,
+             device=cost.device)) for q, t in pairs]
+
+
+class DETRLoss(Detection):
+    """The Hungarian set loss (eq. 2) of the last decoder layer plus, with `aux_loss`, of every earlier one."""
+
+    def prepare(self, data) -> None:
+        """Pre-train the backbone as an image classifier, as the paper's starts from ImageNet classification:
+        global-average-pooled features -> K logits, binary cross-entropy on which classes each training image
+        shows. Without it the class of a query reaches the backbone only through cross-attention, a weak signal
+        from scratch: the class loss stayed at the constant predictor's ~1.6 for 20 epochs (test mAP@0.5 0.08)."""
+        cfg = self.model.cfg
+        if cfg.pretrain_epochs <= 0:
+            return
+        backbone = self.model.backbone
+        device = next(backbone.parameters()).device
+        head = nn.Linear(backbone.stage_channels[cfg.stage], cfg.n_classes).to(device)
+        optimizer = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=cfg.pretrain_lr)
+        loader = torch.utils.data.DataLoader(data.train, batch_size=32, shuffle=True, collate_fn=data.train.collate)
+        backbone.train()
+        for _ in range(cfg.pretrain_epochs):
+            for images, targets in loader:
+                labels = torch.cat([t["labels"] for t in targets]).to(device)               # (M,)
+                image = torch.arange(len(targets), device=device).repeat_interleave(
+                    torch.tensor([len(t["labels"]) for t in targets], device=device))      # (M,) image of each
+                present = torch.zeros(len(targets), cfg.n_classes, device=device)
+                present[image, labels] = 1                                                 # (B, K) multi-hot
+                pooled = backbone.feature_maps(images.to(device))[-1].mean((2, 3))        # (B, C)
+                loss = F.binary_cross_entropy_with_logits(head(pooled), present)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        self.pretrain_loss = loss.item()
+
+    def targets_normalized(self, targets: list[dict], size: tuple[int, int], like: Tensor) -> tuple[Tensor, Tensor]:
+        """Every image's ground truth concatenated: labels (M,) long and boxes (M, 4) as (cx, cy, w, h) / size."""
+        height, width = size
+        scale = torch.tensor([width, height, width, height], device=like.device, dtype=like.dtype)
+        boxes = torch.cat([t["boxes"] for t in targets]).to(like)               # (M, 4) pixels (x1, y1, x2, y2)
+        labels = torch.cat([t["labels"] for t in targets]).to(like.device).long()
+        return labels, box_xyxy_to_cxcywh(boxes / scale)
+
+    def matching_cost(self, logits: Tensor, boxes: Tensor, labels: Tensor, gt: Tensor) -> Tensor:
+        """logits (B, N, K + 1), boxes (B, N, 4) (cx, cy, w, h), labels (M,), gt (M, 4) -> cost (B, N, M), for the
+        whole batch in one go (entries pairing a query with another image's object are computed and not used)."""
+        cfg = self.model.cfg
+        B, N = logits.shape[:2]
+        probs = logits.flatten(0, 1).softmax(-1)                                # (B*N, K + 1)
+        flat = boxes.flatten(0, 1)                                              # (B*N, 4)
+        cost = (-cfg.cost_class * probs[:, labels]                              # (B*N, M): -p̂(c_i)
+                + cfg.cost_l1 * torch.cdist(flat, gt, p=1)                      # L1 on (cx, cy, w, h)
+                - cfg.cost_giou * generalized_box_iou(box_cxcywh_to_xyxy(flat), box_cxcywh_to_xyxy(gt)))
+        return cost.view(B, N, -1)
+
+    def set_loss(self, logits: Tensor, boxes: Tensor, labels: Tensor, gt: Tensor, sizes: list[int]) -> dict[str, Tensor]:
+        """One decoder layer's loss: logits (B, N, K + 1), boxes (B, N, 4) against the batch's labels (M,),
+        gt (M, 4); sizes: ground truths per image."""
+        cfg = self.model.cfg
+        B, N, K1 = logits.shape
+        with torch.no_grad():
+            pairs = match(self.matching_cost(logits, boxes, labels, gt), sizes)
+        offsets = [0, *torch.tensor(sizes).cumsum(0).tolist()[:-1]]             # first target of each image
+        image = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(pairs)])   # (M,) image of each pair
+        query = torch.cat([q for q, _ in pairs])                                # (M,)
+        target = torch.cat([t + o for (_, t), o in zip(pairs, offsets)])        # (M,) index into labels / gt
+        classes = torch.full((B, N), K1 - 1, dtype=torch.long, device=logits.device)  # ∅ for unmatched queries
+        classes[image, query] = labels[target]
+        weight = torch.ones(K1, device=logits.device, dtype=logits.dtype)
+        weight[-1] = cfg.eos_coef
+        ce = F.cross_entropy(logits.flatten(0, 1), classes.flatten(), weight=weight)  # weighted mean over B*N
+        n_boxes = max(len(gt), 1)
+        pred, true = boxes[image, query], gt[target]                            # (M, 4) matched pairs
+        l1 = (pred - true).abs().sum() / n_boxes
+        giou = (1 - generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(true)).diagonal()).sum() / n_boxes
+        return {"class": ce, "l1": l1, "giou": giou,
+                "total": cfg.cost_class * ce + cfg.cost_l1 * l1 + cfg.cost_giou * giou}
+
+    def loss(self, images: Tensor, targets: list[dict]) -> dict[str, Tensor]:
+        out = self.model(images)                                                # (L, B, N, ·)
+        labels, gt = self.targets_normalized(targets, tuple(images.shape[-2:]), out["boxes"])
+        sizes = [len(t["labels"]) for t in targets]
+        layers = range(len(out["logits"])) if self.model.cfg.aux_loss else [len(out["logits"]) - 1]
+        parts = {i: self.set_loss(out["logits"][i], out["boxes"][i], labels, gt, sizes) for i in layers}
+        last = parts[len(out["logits"]) - 1]
+        logs = {"loss": sum(p["total"] for p in parts.values()), "class": last["class"], "l1": last["l1"],
+                "giou": last["giou"]}
+        logs.update({f"aux_{i}": p["total"] for i, p in parts.items() if i != len(out["logits"]) - 1})
+        return logs
+
+
+register(Entry(
+    name="detr", title="DETR (DEtection TRansformer)", family="detection", year=2020,
+    paper=Paper("N. Carion, F. Massa, G. Synnaeve, N. Usunier, A. Kirillov, S. Zagoruyko",
+                "End-to-End Object Detection with Transformers", "arXiv:2005.12872"),
+    summary="A CNN backbone and a transformer encoder-decoder turn N learned object queries into N (class, box) "
+            "predictions at once; training matches them one-to-one to the ground truth with the Hungarian "
+            "algorithm, unmatched queries predict 'no object', so no anchors and no NMS are needed.",
+    when_to_use="Detection as a clean end-to-end set prediction: no anchors, proposals or NMS to tune; global "
+                "reasoning over the whole image (large objects, relations); a base for panoptic segmentation.",
+    when_not="Short training budgets or small data (slow convergence: Faster R-CNN or YOLO train much faster); "
+             "small objects (one coarse feature map); when many more objects than queries may appear.",
+    related=["faster_rcnn", "yolo", "mask_rcnn", "resnet", "transformer"],
+    config=Config, build=DETR, objective=DETRLoss, task="detection",
+    recipe=Recipe(data="shapes", epochs=45, batch_size=16, lr=1e-3, weight_decay=1e-4, warmup=100, flip=True,
+                  crop_pad=8, grad_clip=0.1),
+    bar=Bar("map_50", 0.60, "max", 300),
+))
