@@ -23,10 +23,15 @@ loss with its own matching (auxiliary decoding losses). At inference each query 
 likely object class with that probability as the score. There is no NMS: the set loss teaches the queries
 not to duplicate each other.
 
-Here: the backbone is the vision family's ResNet-18 (half width, from scratch; the paper's is ImageNet-
-pretrained ResNet-50 at stride 32), cut at its stride-8 stage so the 64x64 scenes give 8x8 = 64 tokens; the
-transformer is small (d = 64, 3 + 3 post-norm layers, 4 heads, dropout 0, N = 10 queries); positional encodings are the
-paper's 2-D sines. Shape legend: B images, d model width, T = H'W' tokens, N queries, K object classes
+Here: the backbone is the vision family's ResNet-18 (half width; the paper's is ImageNet-pretrained ResNet-50
+at stride 32), cut at its stride-8 stage so the 64x64 scenes give 8x8 = 64 tokens, and pre-trained for a few
+epochs in `prepare` as a multi-label image classifier of the training scenes (which classes each one shows):
+the paper's ImageNet start, in small. The transformer is small (d = 64, 3 + 3 post-norm layers, 4 heads,
+dropout 0, N = 10 queries); positional encodings are the paper's 2-D sines; training uses flips and the
+paper's random crops (a padded crop of up to 8 px). DETR's slow convergence is the known cost of its
+simplicity, and it shows here: measured on the held-out split (seed 0, 2-core CPU), from scratch 20 epochs
+give mAP@0.5 0.08, with the backbone pre-training 0.23, 45 epochs 0.48; the 0.60 bar is not reached in the
+300 s budget. Shape legend: B images, d model width, T = H'W' tokens, N queries, K object classes
 (index K is ∅), L decoder layers, M ground truths in the batch.
 """
 from __future__ import annotations

@@ -103,9 +103,9 @@ SPACE: dict[str, Gene] = {
 class Config:
     target: str = "mlp"
     """the catalog entry whose hyperparameters are searched (its config or recipe has the fields of SPACE)"""
-    runs: int = 12
+    runs: int = 40
     """training runs per method: random search makes this many, the GA exactly as many"""
-    population: int = 5
+    population: int = 8
     """genomes per GA generation"""
     elites: int = 2
     """best genomes carried unchanged into the next generation (their fitness is cached, not retrained)"""
@@ -376,8 +376,8 @@ class GASearch(Algorithm):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(6, 4))
-        for method, label, style in (("random", "random search", {"marker": "s", "linestyle": "--", "markersize": 8}),
-                                     ("ga", "genetic algorithm", {"marker": "o", "linestyle": "-", "markersize": 5})):
+        for method, label, style in (("random", "random search", {"linestyle": "--", "linewidth": 2}),
+                                     ("ga", "genetic algorithm", {"linestyle": "-", "linewidth": 2})):
             values = [r["val"] for r in rows if r["method"] == method]
             if values:
                 runs = range(1, len(values) + 1)
