@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +18,18 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from deepatlas.data.envs import EPISODES, Environment, episode_returns, episode_seeds, summarize_returns
+
+
+@dataclass
+class EnvSizes:
+    """The sizes a method's Config takes from its environment (data/envs.py's dims), CartPole-v1's by default;
+    a method's Config subclasses it."""
+    obs_dim: int = 4
+    """observation size (set from the environment)"""
+    n_actions: int = 2
+    """discrete actions (set from the environment; 0 for continuous)"""
+    action_dim: int = 0
+    """continuous action dimensions (set from the environment; 0 for discrete)"""
 
 
 class Algorithm(nn.Module):

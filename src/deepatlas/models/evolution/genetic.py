@@ -30,17 +30,11 @@ from torch import Tensor
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
 from deepatlas.models.evolution.population import Policy, population_returns
-from deepatlas.tasks.rl import Algorithm
+from deepatlas.tasks.rl import Algorithm, EnvSizes
 
 
 @dataclass
-class Config:
-    obs_dim: int = 4
-    """observation size (set from the environment)"""
-    n_actions: int = 2
-    """discrete actions (set from the environment; 0 for continuous)"""
-    action_dim: int = 0
-    """continuous action dimensions (set from the environment; 0 for discrete)"""
+class Config(EnvSizes):
     hidden: int = 16
     """units per hidden layer of the policy"""
     layers: int = 1

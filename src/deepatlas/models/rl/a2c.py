@@ -30,20 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.tasks.rl import PolicyGradient, gae, rollout
+from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, rollout
 
 
 @dataclass
-class Config:
+class Config(EnvSizes):
     """Defaults are rl-baselines3-zoo's A2C hyperparameters for CartPole-v1 (SB3's defaults with 8 envs:
     n_steps 5, gamma 0.99, gae_lambda 1, lr 7e-4 constant, RMSprop alpha 0.99 eps 1e-5, vf_coef 0.5,
     max_grad_norm 0.5, ent_coef 0, 64x64 tanh MLPs)."""
-    obs_dim: int = 4
-    """observation size (set from the environment)"""
-    n_actions: int = 2
-    """discrete actions (set from the environment; 0 for continuous)"""
-    action_dim: int = 0
-    """continuous action dimensions (set from the environment; 0 for discrete)"""
     hidden: int = 64
     """units per hidden layer of the policy and of the value network"""
     layers: int = 2

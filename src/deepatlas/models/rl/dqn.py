@@ -34,21 +34,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.tasks.rl import Algorithm, ReplayBuffer, mlp
+from deepatlas.tasks.rl import Algorithm, EnvSizes, ReplayBuffer, mlp
 
 
 @dataclass
-class Config:
+class Config(EnvSizes):
     """Defaults follow the rl-baselines3-zoo's tuned CartPole-v1 DQN for Stable-Baselines3 (50k steps, lr 2.3e-3
     in the recipe, batch 64, buffer 100k, learning_starts 1000, gamma 0.99, target update every 10 steps,
     train_freq 256 with 128 gradient steps, epsilon 1 -> 0.04 over 16%, two hidden layers of 256 ReLU units,
     gradient norm clipped at 10), so that the peer benchmark compares like with like."""
-    obs_dim: int = 4
-    """observation size (set from the environment)"""
-    n_actions: int = 2
-    """discrete actions (set from the environment)"""
-    action_dim: int = 0
-    """continuous action dimensions (set from the environment; DQN needs 0)"""
     hidden: int = 256
     """units per hidden layer of the Q-network"""
     layers: int = 2

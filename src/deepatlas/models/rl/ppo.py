@@ -36,23 +36,17 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.tasks.rl import PolicyGradient, gae, rollout
+from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, rollout
 
 
 @dataclass
-class Config:
+class Config(EnvSizes):
     """Defaults are rl-baselines3-zoo's PPO hyperparameters for CartPole-v1 (8 envs, n_steps 32, batch 256,
     gamma 0.98, gae_lambda 0.8, 20 epochs, lr lin_1e-3, clip lin_0.2, ent_coef 0, 64x64 tanh MLPs); the Acrobot
     bar overrides them with the zoo's Acrobot-v1 settings (16 envs, n_steps 256, gamma 0.99, gae_lambda 0.94,
     lr 3e-4 constant) except three: 20 update epochs instead of 4 and minibatches of 512 instead of 64 (fewer,
     larger optimizer steps, which dominate the wall time on a CPU), and no VecNormalize of observations and
     rewards."""
-    obs_dim: int = 4
-    """observation size (set from the environment)"""
-    n_actions: int = 2
-    """discrete actions (set from the environment; 0 for continuous)"""
-    action_dim: int = 0
-    """continuous action dimensions (set from the environment; 0 for discrete)"""
     hidden: int = 64
     """units per hidden layer of the policy and of the value network"""
     layers: int = 2

@@ -27,17 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.tasks.rl import PolicyGradient, gae, to_env_action
+from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, to_env_action
 
 
 @dataclass
-class Config:
-    obs_dim: int = 4
-    """observation size (set from the environment)"""
-    n_actions: int = 2
-    """discrete actions (set from the environment; 0 for continuous)"""
-    action_dim: int = 0
-    """continuous action dimensions (set from the environment; 0 for discrete)"""
+class Config(EnvSizes):
     hidden: int = 64
     """units per hidden layer of the policy and of the baseline"""
     layers: int = 2
