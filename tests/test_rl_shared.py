@@ -164,10 +164,12 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     config["model"]["updates"] = 8  # as if the first run had been stopped at update 4 of 8
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with (tmp_path / "run" / "log.csv").open("a") as log:  # and had logged two updates after its last checkpoint
+        log.write("5,0,train/loss,1.0\n6,0,train/loss,1.0\n")
     result = deepatlas.train(resume=tmp_path / "run")
     assert result["steps"] == 8  # continued from update 4, not from 0
     rows = [line.split(",") for line in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
-    assert sorted({int(r[0]) for r in rows if r[2] == "train/loss"}) == list(range(1, 9))
+    assert [int(r[0]) for r in rows if r[2] == "train/loss"] == list(range(1, 9))  # each update logged once
 
 
 def test_cli_eval_episodes_predict_and_render(tmp_path, cli_run):

@@ -43,7 +43,9 @@ class Context:
         self.best_step, self.solved, self.val_logs = -1, False, {}
         self.elapsed_before = 0.0
         self.started = time.perf_counter()
-        self.log_file = CSVLog(run.log)
+        # resuming: drop the rows logged after the last checkpoint, which the resumed loop logs again
+        kept = load_state(run.checkpoint)["context"]["step"] if resume else None
+        self.log_file = CSVLog(run.log, keep_until_step=kept)
         self.bar: Progress | None = None
         self.title = title
         self.best_path = run.path / "best.safetensors"
