@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 import deepatlas
 from deepatlas import catalog, data
 from deepatlas.catalog import Recipe
+from deepatlas.engine.run import INTERACTIVE
 from deepatlas.tasks.classification import Classification
 
 ENTRIES = [e.name for e in catalog.entries()]
@@ -57,7 +58,7 @@ def test_config_fields_are_documented(name):
 def test_builds_runs_and_learns_a_fixed_batch(name, tmp_path):
     entry = catalog.get(name)
     torch.manual_seed(0)
-    if entry.task in ("rl", "search"):  # the loop is the algorithm: a short real run through the engine instead
+    if entry.task in INTERACTIVE:  # the loop is the algorithm: a short real run through the engine instead
         result = deepatlas.train(name, max_time=2, out=tmp_path / "run")
         value = result["test"][entry.bar.metric]
         assert torch.isfinite(torch.tensor(value)) and (tmp_path / "run" / "model.safetensors").exists()

@@ -36,7 +36,7 @@ class Context:
                  monitor: tuple[str, str], max_time: float | None, resume: bool, title: str):
         self.objective, self.env, self.recipe, self.run, self.seed, self.device = objective, env, recipe, run, seed, device
         self.metric, self.direction = monitor
-        self.max_time, self.resuming = max_time, resume
+        self.max_time = max_time
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.best: float | None = None
@@ -44,8 +44,8 @@ class Context:
         self.elapsed_before = 0.0
         self.started = time.perf_counter()
         # resuming: drop the rows logged after the last checkpoint, which the resumed loop logs again
-        kept = load_state(run.checkpoint)["context"]["step"] if resume else None
-        self.log_file = CSVLog(run.log, keep_until_step=kept)
+        self.saved = load_state(run.checkpoint) if resume else None  # read once: here and in `restore`
+        self.log_file = CSVLog(run.log, keep_until_step=self.saved["context"]["step"] if self.saved else None)
         self.bar: Progress | None = None
         self.title = title
         self.best_path = run.path / "best.safetensors"
@@ -104,9 +104,9 @@ class Context:
 
     def restore(self, optimizers: dict[str, torch.optim.Optimizer] | None = None) -> dict | None:
         """When resuming: load weights and optimizers from the checkpoint and return the loop's saved state."""
-        if not self.resuming or not self.run.checkpoint.exists():
+        saved = self.saved
+        if saved is None:
             return None
-        saved = load_state(self.run.checkpoint)
         self.objective.load_state_dict(saved["model"])
         for name, optimizer in (optimizers or {}).items():
             optimizer.load_state_dict(saved["optimizers"][name])

@@ -88,9 +88,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         run = RunDir(fabric.broadcast(str(out or RunDir.default_path(entry.name)), src=0))
     if fabric.global_rank == 0:
         run.create()
-        run.write_json(run.config, {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": target,
-                                    "model": dataclasses.asdict(config),
-                                    "recipe": dataclasses.asdict(recipe), "data": dataset.spec})
+        run.write_json(run.config, _run_config(entry, seed, target, config, recipe, dataset.spec))
     fabric.barrier()
     try:
         summary = fit(objective, train_set, dataset.val, recipe, run, fabric=fabric, seed=seed,
@@ -112,6 +110,12 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     return metrics
 
 
+def _run_config(entry: Entry, seed: int, target: str | None, config, recipe: Recipe, spec: dict) -> dict:
+    """config.json: all that rebuilds the model, the data and the recipe of a run."""
+    return {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": target,
+            "model": dataclasses.asdict(config), "recipe": dataclasses.asdict(recipe), "data": spec}
+
+
 def _train_interactive(entry: Entry, recipe: Recipe, model_over: dict, *, seed: int, out, max_time, resume,
                        scaling: Scaling | None) -> dict:
     """An rl or evolution method: its environment (or the data its search trains on) instead of a dataset to
@@ -126,9 +130,7 @@ def _train_interactive(entry: Entry, recipe: Recipe, model_over: dict, *, seed: 
     if fabric.world_size > 1:
         raise DeepAtlasError(f"{entry.name} runs on one device: its loop is the algorithm (drop --devices/--num-nodes)")
     run = RunDir(resume if resume is not None else out or RunDir.default_path(entry.name)).create()
-    run.write_json(run.config, {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": None,
-                                "model": dataclasses.asdict(config), "recipe": dataclasses.asdict(recipe),
-                                "data": env.spec})
+    run.write_json(run.config, _run_config(entry, seed, None, config, recipe, env.spec))
     try:
         summary = interact.learn(objective, env, recipe, run, seed=seed, device=fabric.device,
                                  monitor=monitor_for(entry, recipe), max_time=max_time, resume=resume is not None,
@@ -210,9 +212,7 @@ def predict(run_dir: str | Path, path: str | Path | None = None, out: str | Path
     if entry.task == "rl":
         if path is not None or out is not None:
             raise DeepAtlasError(f"{entry.name} takes no input: it plays {saved['data']['env']} (--render GIF to watch)")
-        rows = envs.predict(objective, saved["data"], render=Path(render) if render else None)
-        return {"names": [r["input"] for r in rows], "predicted": [r["predicted"] for r in rows],
-                "details": [{k: v for k, v in r.items() if k not in ("input", "predicted")} for r in rows]}
+        return _as_predictions(envs.predict(objective, saved["data"], render=Path(render) if render else None))
     if entry.task == "search":
         raise DeepAtlasError(f"{entry.name} searches rather than predicts: its findings are in {run.metrics}")
     if render is not None:
@@ -224,9 +224,7 @@ def predict(run_dir: str | Path, path: str | Path | None = None, out: str | Path
     if out is not None and not draws:
         raise DeepAtlasError("--out PNG: only detection and segmentation runs draw their predictions")
     if hasattr(module, "predict"):
-        rows = module.predict(objective, saved["data"], str(path), **({"out": Path(out)} if out else {}))
-        return {"names": [r["input"] for r in rows], "predicted": [r["predicted"] for r in rows],
-                "details": [{k: v for k, v in r.items() if k not in ("input", "predicted")} for r in rows]}
+        return _as_predictions(module.predict(objective, saved["data"], str(path), **({"out": Path(out)} if out else {})))
     if not hasattr(objective, "predict"):
         raise DeepAtlasError(f"{entry.name} generates rather than predicts: try `deepatlas sample {run.path}`")
     x, names = module.read_inputs(saved["data"], str(path))
@@ -234,6 +232,12 @@ def predict(run_dir: str | Path, path: str | Path | None = None, out: str | Path
     classes = saved["data"]["classes"]
     return {"classes": classes, "names": names, "probabilities": probs.tolist(),
             "predicted": [classes[i] for i in probs.argmax(-1).tolist()]}
+
+
+def _as_predictions(rows: list[dict]) -> dict:
+    """[{"input", "predicted", ...details}] -> {"names", "predicted", "details"}."""
+    return {"names": [r["input"] for r in rows], "predicted": [r["predicted"] for r in rows],
+            "details": [{k: v for k, v in r.items() if k not in ("input", "predicted")} for r in rows]}
 
 
 INTERPOLATION_STEPS = 10
