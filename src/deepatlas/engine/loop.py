@@ -57,13 +57,15 @@ class LoopState:
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
-    """`params`: parameters, or param groups (dicts) whose own "lr", "betas"... override the recipe's.
+    """`params`: parameters, or param groups (dicts) whose own "lr", "betas"... override the recipe's, and
+    whose "lr_scale" multiplies the recipe's lr (a pre-trained backbone trained 10x slower: lr_scale 0.1).
     Each group remembers its peak lr as "base_lr", which the schedule scales."""
     if recipe.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     else:
         optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     for group in optimizer.param_groups:
+        group["lr"] *= group.pop("lr_scale", 1.0)
         group.setdefault("base_lr", group["lr"])
     return optimizer
 
