@@ -199,6 +199,20 @@ def test_accumulates_over_updates_and_resets():
     assert metric.compute()["map"] == -1.0                            # no ground truth: undefined, as pycocotools
 
 
+
+def test_one_batch_equals_one_image_at_a_time():
+    """The greedy matching runs over a padded batch: images with no detections or no ground truth among ones
+    with several must score exactly as when each image is its own update."""
+    predictions, targets = random_scene(torch.Generator().manual_seed(4), n_images=5, n_classes=3, masks=True)
+    predictions[1] = {k: v[:0] for k, v in predictions[1].items()}                  # no detections
+    targets[3] = {k: v[:0] for k, v in targets[3].items()}                          # no ground truth
+    batched, single = MeanAveragePrecision(("bbox", "segm")), MeanAveragePrecision(("bbox", "segm"))
+    batched.update(predictions, targets)
+    for p, t in zip(predictions, targets):
+        single.update([p], [t])
+    assert batched.compute() == single.compute()
+    assert 0.1 < batched.compute()["map"] < 0.9
+
 # ---- against pycocotools --------------------------------------------------------------------------------------
 
 def coco_eval(predictions, targets, iou_type, size):

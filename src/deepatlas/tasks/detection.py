@@ -58,25 +58,31 @@ def _mask_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _greedy_match(iou: Tensor, det_labels: Tensor, gt_labels: Tensor, thresholds: Tensor) -> Tensor:
-    """pycocotools' greedy assignment in one image, all thresholds at once.
+    """pycocotools' greedy assignment, for a batch of images and all thresholds at once.
 
-    iou (m, n) float64 with detections in decreasing score order; returns matched (T, m) bool: whether
-    detection d is a true positive at threshold t. Detection d, in turn, takes the unmatched ground truth
-    of its class with the highest IoU >= t (on a tie, the later one, as the reference does)."""
-    m, n = iou.shape
-    matched = torch.zeros(len(thresholds), m, dtype=torch.bool)
+    iou (B, m, n) float64, each image's detections in decreasing score order; det_labels (B, m) and gt_labels
+    (B, n), padded with labels that match nothing (e.g. -1 and -2). Returns matched (B, T, m) bool: whether
+    detection d is a true positive at threshold t. Detection d, in turn, takes the unmatched ground truth of
+    its class with the highest IoU >= t (on a tie, the later one, as the reference does)."""
+    B, m, n = iou.shape
+    matched = torch.zeros(B, len(thresholds), m, dtype=torch.bool)
     if m == 0 or n == 0:
         return matched
-    iou = torch.where(det_labels[:, None] == gt_labels[None, :], iou, -1.0)         # (m, n) other classes never match
-    taken = torch.zeros(len(thresholds), n, dtype=torch.bool)                        # (T, n) ground truth already matched
-    rows = torch.arange(len(thresholds))
+    iou = torch.where(det_labels[:, :, None] == gt_labels[:, None, :], iou, -1.0)   # (B, m, n) other classes never
+    taken = torch.zeros(B, len(thresholds), n, dtype=torch.bool)                     # (B, T, n) ground truth matched
     for d in range(m):  # sequential by nature: a match removes that ground truth from later detections
-        free = (iou[d][None, :] >= thresholds[:, None]) & ~taken                     # (T, n) candidates at each t
-        best = n - 1 - torch.where(free, iou[d], -1.0).flip(1).argmax(1)             # (T,) last of the highest IoU
-        hit = free.any(1)                                                            # (T,)
-        taken[rows[hit], best[hit]] = True
-        matched[:, d] = hit
+        candidate = iou[:, d, None, :]                                               # (B, 1, n)
+        free = (candidate >= thresholds[None, :, None]) & ~taken                     # (B, T, n) candidates at each t
+        best = n - 1 - torch.where(free, candidate, -1.0).flip(-1).argmax(-1)        # (B, T) last of the highest IoU
+        hit = free.any(-1)                                                           # (B, T)
+        taken |= F.one_hot(best, n).bool() & hit[..., None]
+        matched[:, :, d] = hit
     return matched
+
+
+def _pad(tensors: list[Tensor], value: float) -> Tensor:
+    """Tensors (L_i, ...) -> (B, max L_i, ...), the missing rows filled with `value`."""
+    return nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=value)
 
 
 def _average_precision(scores: Tensor, matched: Tensor, n_gt: int) -> tuple[Tensor, Tensor]:
@@ -101,8 +107,9 @@ def _average_precision(scores: Tensor, matched: Tensor, n_gt: int) -> tuple[Tens
 class MeanAveragePrecision:
     """COCO-style box (and mask) mAP, accumulated over batches.
 
-    `update(predictions, targets)` matches each image's detections at once (the greedy assignment only
-    depends on its own image), keeping per detection its score, class and (T,) true-positive flags;
+    `update(predictions, targets)` matches the detections of all the batch's images at once (each image's
+    greedy assignment depends only on its own; the batch is padded), keeping per detection its score, class
+    and (T,) true-positive flags;
     `compute()` ranks each class's detections over the whole split and returns floats:
     {"map", "map_50", "map_75", "mar_100"} for iou_type "bbox", the same prefixed "mask_" for "segm"
     (both for ("bbox", "segm")). "mar_100" is the recall reached, averaged like the AP. With no ground
@@ -131,13 +138,14 @@ class MeanAveragePrecision:
     def update(self, predictions: list[dict], targets: list[dict]) -> None:
         if len(predictions) != len(targets):
             raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
-        for pred, target in zip(predictions, targets):
+        ious: dict[str, list[Tensor]] = {kind: [] for kind in self.iou_types}
+        first = len(self._labels)
+        for pred, target in zip(predictions, targets):  # each image's top detections and its IoU matrices
             scores = pred["scores"].detach().double().cpu()
             keep = torch.sort(scores, descending=True, stable=True).indices[: self.max_detections]  # (m,)
-            labels, gt_labels = pred["labels"].detach().cpu().long()[keep], target["labels"].detach().cpu().long()
             self._scores.append(scores[keep])
-            self._labels.append(labels)
-            self._gt_labels.append(gt_labels)
+            self._labels.append(pred["labels"].detach().cpu().long()[keep])
+            self._gt_labels.append(target["labels"].detach().cpu().long())
             for kind in self.iou_types:
                 if kind == "bbox":
                     iou = box_iou(pred["boxes"].detach().cpu()[keep].double(), target["boxes"].detach().cpu().double())
@@ -145,7 +153,16 @@ class MeanAveragePrecision:
                     if "masks" not in pred or "masks" not in target:
                         raise KeyError("mask AP needs 'masks' in both predictions and targets")
                     iou = _mask_iou(pred["masks"].detach()[keep.to(pred["masks"].device)], target["masks"].detach())
-                self._matched[kind].append(_greedy_match(iou, labels, gt_labels, IOU_THRESHOLDS))
+                ious[kind].append(iou)
+        if not predictions:
+            return
+        counts = [len(labels) for labels in self._labels[first:]]
+        labels, gt_labels = _pad(self._labels[first:], -1), _pad(self._gt_labels[first:], -2)  # (B, m), (B, n)
+        n = gt_labels.shape[1]
+        for kind, per_image in ious.items():  # the greedy matching of the whole batch at once
+            iou = _pad([F.pad(i, (0, n - i.shape[1])) for i in per_image], -1.0)       # (B, m, n)
+            matched = _greedy_match(iou, labels, gt_labels, IOU_THRESHOLDS)          # (B, T, m)
+            self._matched[kind].extend(flags[:, :count] for flags, count in zip(matched, counts))
 
     def compute(self) -> dict[str, float]:
         scores = torch.cat(self._scores) if self._scores else torch.zeros(0, dtype=torch.float64)
