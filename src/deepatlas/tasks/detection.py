@@ -160,7 +160,7 @@ class MeanAveragePrecision:
         labels, gt_labels = _pad(self._labels[first:], -1), _pad(self._gt_labels[first:], -2)  # (B, m), (B, n)
         n = gt_labels.shape[1]
         for kind, per_image in ious.items():  # the greedy matching of the whole batch at once
-            iou = _pad([F.pad(i, (0, n - i.shape[1])) for i in per_image], -1.0)       # (B, m, n)
+            iou = _pad([F.pad(i, (0, n - i.shape[1]), value=-1.0) for i in per_image], -1.0)  # (B, m, n)
             matched = _greedy_match(iou, labels, gt_labels, IOU_THRESHOLDS)          # (B, T, m)
             self._matched[kind].extend(flags[:, :count] for flags, count in zip(matched, counts))
 

@@ -260,20 +260,23 @@ class DETRLoss(Detection):
             return
         head = nn.Linear(backbone.stage_channels[cfg.stage], cfg.n_classes).to(device)
         optimizer = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=cfg.pretrain_lr)
+
+        def classify(x: Tensor) -> Tensor:  # windows (b, 3, s, s) -> class logits (b, K)
+            return head(backbone.feature_maps(x.to(device))[-1].mean((2, 3)))
+
         backbone.train()
         for _ in range(cfg.pretrain_epochs):
             for batch in torch.randperm(len(images)).split(64):
-                x, y = images[batch].to(device), labels[batch].to(device)                   # (b, 3, s, s), (b,)
-                x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(-1), x)
-                loss = F.cross_entropy(head(backbone.feature_maps(x)[-1].mean((2, 3))), y)
+                x = images[batch]                                                           # (b, 3, s, s)
+                x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(-1), x)           # random flips
+                loss = F.cross_entropy(classify(x), labels[batch].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
         backbone.eval()
         with torch.no_grad():  # how well it tells the held-out objects apart: validation objects, same windows
             images, labels = object_windows(data.val.images, data.val.targets)
-            guesses = torch.cat([head(backbone.feature_maps(x.to(device))[-1].mean((2, 3))).argmax(-1)
-                                 for x in images.split(256)])
+            guesses = torch.cat([classify(x).argmax(-1) for x in images.split(256)])
         self.pretrain_accuracy = (guesses.cpu() == labels).float().mean().item()
 
     def optimizer_groups(self) -> dict:
