@@ -119,6 +119,8 @@ class Entry:
     """what the model does with data: decides the data domain, `predict` and `eval`"""
     more_bars: list[Bar] = field(default_factory=list)
     """further promises, each a fresh run of the recipe with the bar's `overrides` applied"""
+    notes: str = ""
+    """calibration notes: what was measured to choose the recipe (printed by `info`)"""
 
     @property
     def bars(self) -> list[Bar]:
@@ -129,7 +131,7 @@ class Entry:
         return {
             "name": self.name, "title": self.title, "family": self.family, "year": self.year,
             "paper": str(self.paper), "summary": self.summary, "when_to_use": self.when_to_use,
-            "when_not": self.when_not, "related": list(self.related), "task": self.task,
+            "when_not": self.when_not, "related": list(self.related), "task": self.task, "notes": self.notes,
             "bar": _bar_card(self.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)}
                                                       for b in self.more_bars],
             "recipe": dataclasses.asdict(self.recipe),

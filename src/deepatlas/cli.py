@@ -72,6 +72,8 @@ def info(name, as_json):
     out.print(f"paper: {card['paper']}")
     out.print(f"\n{entry.summary}\n\n[bold]use it for[/bold] {entry.when_to_use}\n[bold]not for[/bold] {entry.when_not}")
     out.print(f"related: {', '.join(entry.related)}")
+    if entry.notes:
+        out.print(f"\n[bold]notes[/bold] {escape(entry.notes)}\n")
     receptive_field = getattr(entry.build(entry.config()), "receptive_field", None)
     if receptive_field is not None:  # convolutional sequence models see a bounded past
         out.print(f"receptive field (default config): {receptive_field} steps")
