@@ -2,9 +2,11 @@
 
     digits-FD      the Fréchet distance (Heusel et al. 2017, arXiv:1706.08500) between Gaussians fitted to a
                    fixed judge classifier's features of generated and of real held-out digits:
-                   FD = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2(Σ₁^½ Σ₂ Σ₁^½)^½). The judge is a small CNN trained once on
-                   the digits train split with a fixed seed and cached (`DEEPATLAS_CACHE`, default
-                   ~/.cache/deepatlas). `fd_real_halves` is the FD between the two halves of the real set:
+                   FD = |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2(Σ₁^½ Σ₂ Σ₁^½)^½). The judge is a small CNN trained on the
+                   digits train split with a fixed seed (`build_judge`); its weights ship with the package
+                   (judge-digits.safetensors, next to this file; `python -m deepatlas.tasks.generative`
+                   rebuilds them), so every machine measures with the same judge and nothing is written
+                   outside the package. `fd_real_halves` is the FD between the two halves of the real set:
                    the yardstick of what sampling noise alone costs.
     class_entropy  entropy (nats, at most ln 10) of the judge's predicted classes over the samples, and
     class_coverage the number of classes the judge assigns to at least 2% of them (a fifth of a fair share).
@@ -17,7 +19,6 @@ A generative objective subclasses `Generative` and writes `sample(n)`; the engin
 from __future__ import annotations
 
 import math
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,11 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.data import toy2d
+from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks import Objective
 
 SAMPLE_SEED = 1234
 TOY2D_SAMPLES = 2500
-JUDGE_VERSION = 1
+JUDGE_FILE = Path(__file__).with_name("judge-digits.safetensors")
+JUDGE_REBUILD = "python -m deepatlas.tasks.generative"
 
 
 @contextmanager
@@ -56,48 +59,61 @@ class Judge(nn.Module):
         return self.head(self.body(x))
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("DEEPATLAS_CACHE", Path.home() / ".cache" / "deepatlas"))
-
-
-def _train_judge() -> Judge:
+def build_judge() -> Judge:
+    """Train the digits judge from scratch (about 6 s): seed 0, Adam at 2e-3, 40 epochs of batches of 64 over
+    the digits train split, each batch shifted by ±1 pixel. Deterministic: it trains with gradients on
+    whatever context calls it, and on one intra-op thread, because a split over several threads sums in
+    another order and lands on other weights (a different CPU instruction set can too, see the tests)."""
     from deepatlas.data import images, split_indices
     x, y, _ = images._digits()
     train, _, _ = split_indices(y)
     x, y = x[train], torch.as_tensor(y[train])
-    generator = torch.Generator().manual_seed(0)
-    with seeded(0, torch.device("cpu")):
-        judge = Judge()
-    opt = torch.optim.Adam(judge.parameters(), lr=2e-3)
-    for _ in range(40):
-        for idx in torch.randperm(len(x), generator=generator).split(64):
-            # a pixel shift of ±1 keeps the judge's features smooth over small distortions
-            dx, dy = torch.randint(-1, 2, (2,), generator=generator).tolist()
-            loss = F.cross_entropy(judge(x[idx].roll((dy, dx), (-2, -1))), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.enable_grad():
+            generator = torch.Generator().manual_seed(0)
+            with seeded(0, torch.device("cpu")):
+                judge = Judge()
+            opt = torch.optim.Adam(judge.parameters(), lr=2e-3)
+            for _ in range(40):
+                for idx in torch.randperm(len(x), generator=generator).split(64):
+                    # a pixel shift of ±1 keeps the judge's features smooth over small distortions
+                    dx, dy = torch.randint(-1, 2, (2,), generator=generator).tolist()
+                    loss = F.cross_entropy(judge(x[idx].roll((dy, dx), (-2, -1))), y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+    finally:
+        torch.set_num_threads(threads)
     return judge.eval()
+
+
+def save_judge(model: Judge, path: Path = JUDGE_FILE) -> Path:
+    """Write the judge's weights (safetensors), noting the torch build and CPU kernels that trained them in
+    one metadata entry (one, so that a rebuild writes the same bytes)."""
+    import json
+    from safetensors.torch import save_file
+    build = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": 1,
+             "rebuild": JUDGE_REBUILD}
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"build": json.dumps(build, sort_keys=True)})
+    return path
 
 
 _JUDGE: Judge | None = None
 
 
 def judge() -> Judge:
-    """The digits judge: loaded from the cache, or trained (about 10 s) and cached."""
+    """The digits judge, loaded once per process from the weights shipped with the package."""
     global _JUDGE
     if _JUDGE is None:
-        from safetensors.torch import load_file, save_file
-        path = cache_dir() / f"judge-digits-v{JUDGE_VERSION}.safetensors"
+        from safetensors.torch import load_file
+        if not JUDGE_FILE.is_file():
+            raise DeepAtlasError(f"the digits judge's weights are missing ({JUDGE_FILE}); rebuild them with "
+                                 f"`{JUDGE_REBUILD}`")
         model = Judge()
-        if path.is_file():
-            model.load_state_dict(load_file(str(path)))
-        else:
-            model = _train_judge()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-            os.replace(tmp, path)
+        model.load_state_dict(load_file(str(JUDGE_FILE)))
         _JUDGE = model.eval().requires_grad_(False)
     return _JUDGE
 
@@ -172,3 +188,7 @@ class Generative(Objective):
             with seeded(SAMPLE_SEED, real.device):
                 return toy2d.mode_scores(self.sample(TOY2D_SAMPLES).float(), toy2d.density(source))
         return {}
+
+
+if __name__ == "__main__":  # python -m deepatlas.tasks.generative: rebuild the shipped judge
+    print(f"digits judge -> {save_judge(build_judge())}")
