@@ -18,9 +18,13 @@ import time
 
 import torch
 
+from deepatlas.models.sequence.gru import GRU_CELL
+from deepatlas.models.sequence.lstm import LSTM_CELL
+from deepatlas.models.sequence.rnn import RNN_CELL
 from deepatlas.nn.recurrent import Recurrent
 
 TORCH = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+CELLS = {"rnn": RNN_CELL, "lstm": LSTM_CELL, "gru": GRU_CELL}
 
 
 def step_time(module: torch.nn.Module, x: torch.Tensor) -> float:
@@ -33,7 +37,7 @@ def step_time(module: torch.nn.Module, x: torch.Tensor) -> float:
 
 def compare(cell: str, args) -> dict:
     torch.manual_seed(0)
-    ours = Recurrent(cell, args.inputs, args.hidden, num_layers=args.layers, bidirectional=args.bidirectional)
+    ours = Recurrent(CELLS[cell], args.inputs, args.hidden, num_layers=args.layers, bidirectional=args.bidirectional)
     peer = TORCH[cell](args.inputs, args.hidden, num_layers=args.layers, bidirectional=args.bidirectional,
                        batch_first=True)
     peer.load_state_dict(ours.state_dict())

@@ -1,4 +1,4 @@
-"""The "transformer": attention equal to torch's, causal and padding masks, sinusoidal positions, pre- and
+"""The "transformer": attention equal to torch's, the explicit attention equal to the fused kernel, causal and padding masks, sinusoidal positions, pre- and
 post-norm, label smoothing, the warm-up schedule, greedy and beam decoding, and learning the dates."""
 import itertools
 import math
@@ -14,8 +14,15 @@ from deepatlas import data as datasets
 from deepatlas.catalog import Recipe
 from deepatlas.data import pairs
 from deepatlas.engine.loop import lr_factor
-from deepatlas.models.language.transformer import attention_weights
-from deepatlas.nn.attention import MultiHeadAttention, causal_mask, padding_mask, sinusoidal_positions
+from deepatlas.models.language.transformer import (
+    MultiHeadAttention,
+    attention,
+    attention_probs,
+    attention_weights,
+    causal_mask,
+    padding_mask,
+    sinusoidal_positions,
+)
 from deepatlas.tasks.translation import BOS, EOS, PAD, Translation
 
 SMALL = {"src_vocab": 12, "tgt_vocab": 9, "d_model": 16, "heads": 4, "enc_layers": 2, "dec_layers": 2, "d_ff": 32}
@@ -70,6 +77,66 @@ def test_multi_head_attention_equals_torch(case):
         assert torch.allclose(attention_weights(ours, x, memory, padding_mask(keep_memory)), want_weights, atol=1e-6)
     assert got.shape == (3, 7, 16)
     assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["none", "causal", "padding", "causal+padding", "cross", "nowhere"])
+def test_explicit_attention_equals_the_fused_kernel(case):
+    """fused=False, softmax(Q K^T / sqrt(d_k) + M) V written out, and fused=True, torch's
+    F.scaled_dot_product_attention: the same outputs and the same gradients for inputs and weights."""
+    torch.manual_seed(0)
+    fused = MultiHeadAttention(16, 4).eval()
+    explicit = MultiHeadAttention(16, 4, fused=False).eval()
+    explicit.load_state_dict(fused.state_dict())
+    x, memory = torch.randn(3, 7, 16, requires_grad=True), torch.randn(3, 5, 16, requires_grad=True)
+    keep = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5], dtype=torch.bool)  # (B, T)
+    kwargs = {"none": {}, "causal": {"causal": True}, "padding": {"mask": padding_mask(keep)},
+              "causal+padding": {"mask": padding_mask(keep), "causal": True},
+              "cross": {"memory": memory, "mask": padding_mask(keep[:, :5])},
+              # query 0 of sentence 2 may look nowhere (its only earlier key is padding): zero weights, no NaN
+              "nowhere": {"mask": padding_mask(torch.cat([~keep[2:], keep[:2]])), "causal": True}}[case]
+    inputs = [x, memory] if case == "cross" else [x]
+    w = torch.randn(3, 7, 16)
+    results = []
+    for layer in (explicit, fused):
+        y = layer(x, **kwargs)                                                # (B, T, C)
+        results.append((y, torch.autograd.grad((y * w).sum(), inputs + list(layer.parameters()))))
+    (y_explicit, g_explicit), (y_fused, g_fused) = results
+    assert y_explicit.isfinite().all() and not torch.equal(y_explicit, torch.zeros_like(y_explicit))
+    torch.testing.assert_close(y_explicit, y_fused, rtol=0, atol=1e-5)
+    for a, b in zip(g_explicit, g_fused, strict=True):
+        assert a.isfinite().all()
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    if case == "nowhere":
+        assert (fused.weights(x, **kwargs)[0, :, 0] == 0).all()              # sentence 0's first query
+
+
+def test_attention_is_the_softmax_of_scaled_scores_over_the_values():
+    """Equation (1) for one head by hand: masked keys get weight 0, every row of weights sums to 1."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 8)  # (B, nh, T|S, hs)
+    keep = torch.tensor([[1] * 6, [1] * 3 + [0] * 3], dtype=torch.bool)
+    weights = attention_probs(q, k, padding_mask(keep))                       # (B, nh, T, S)
+    assert weights.shape == (2, 3, 4, 6)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3, 4))
+    assert (weights[1, :, :, 3:] == 0).all()
+    by_hand = torch.softmax(q[1, 2] @ k[1, 2, :3].T / math.sqrt(8), -1) @ v[1, 2, :3]  # (T, hs)
+    torch.testing.assert_close(attention(q, k, v, padding_mask(keep))[1, 2], by_hand)
+    torch.testing.assert_close(attention(q, k, v), F.scaled_dot_product_attention(q, k, v), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_explicit_transformer_equals_the_fused_one(norm_first):
+    """The whole encoder-decoder (padding, causal and cross-attention) with fused=False and fused=True, same weights:
+    the same logits and the same gradients of the training loss."""
+    src, tgt = random_ids(6, 12, 1, 8), torch.cat([decoder_input(6, 6), torch.full((6, 1), EOS)], 1)
+    grads = []
+    for fused in (False, True):
+        model = small_model(norm_first=norm_first, fused=fused)
+        assert all(b.attn.fused == fused == b.cross_attn.fused for b in model.decoder)
+        loss, _ = Translation(model).training_step((src, tgt))
+        grads.append([model(src, tgt[:, :-1]), *torch.autograd.grad(loss, list(model.parameters()))])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm_first", [False, True])

@@ -6,10 +6,14 @@ import torch
 
 import deepatlas
 from deepatlas.errors import DeepAtlasError
+from deepatlas.models.sequence.gru import GRU_CELL
+from deepatlas.models.sequence.lstm import LSTM_CELL
+from deepatlas.models.sequence.rnn import RNN_CELL
 from deepatlas.nn.recurrent import Recurrent
 
 TORCH = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 CELLS = ["rnn", "lstm", "gru"]
+CELL = {"rnn": RNN_CELL, "lstm": LSTM_CELL, "gru": GRU_CELL}  # each cell's equations live in its model file
 
 
 def as_tuple(state):
@@ -24,7 +28,7 @@ def test_matches_torch_outputs_states_and_gradients(cell, bidirectional):
     """Our weights load into torch's module by name; outputs, final states and every gradient agree."""
     torch.manual_seed(0)
     D = 2 if bidirectional else 1
-    ours = Recurrent(cell, 5, 7, num_layers=2, bidirectional=bidirectional).double()
+    ours = Recurrent(CELL[cell], 5, 7, num_layers=2, bidirectional=bidirectional).double()
     ref = TORCH[cell](5, 7, num_layers=2, bidirectional=bidirectional, batch_first=True).double()
     ref.load_state_dict(ours.state_dict())  # same names, same shapes: strict load
     x = torch.randn(3, 9, 5, dtype=torch.float64, requires_grad=True)
@@ -51,7 +55,7 @@ def test_matches_torch_outputs_states_and_gradients(cell, bidirectional):
 @pytest.mark.parametrize("cell", CELLS)
 def test_matches_torch_in_float32_without_initial_state(cell):
     torch.manual_seed(1)
-    ours = Recurrent(cell, 4, 16, num_layers=2, bidirectional=True)
+    ours = Recurrent(CELL[cell], 4, 16, num_layers=2, bidirectional=True)
     ref = TORCH[cell](4, 16, num_layers=2, bidirectional=True, batch_first=True)
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(8, 30, 4)
@@ -62,9 +66,9 @@ def test_matches_torch_in_float32_without_initial_state(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_hand_written_bptt_passes_gradcheck(cell):
-    """The back-propagation through time written in nn/recurrent.py against finite differences."""
+    """The back-propagation through time written in rnn.py, lstm.py and gru.py against finite differences."""
     torch.manual_seed(0)
-    layer = Recurrent(cell, 3, 4, bidirectional=True).double()
+    layer = Recurrent(CELL[cell], 3, 4, bidirectional=True).double()
     x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
     state = (h0, torch.randn_like(h0).requires_grad_()) if cell == "lstm" else h0
@@ -78,7 +82,7 @@ def test_hand_written_bptt_passes_gradcheck(cell):
 def test_gates_follow_torchs_order_and_the_lstm_equations():
     """One LSTM step by hand from the weights' i, f, g, o blocks: c = f c0 + i g, h = o tanh(c)."""
     torch.manual_seed(0)
-    layer = Recurrent("lstm", 3, 5).double()
+    layer = Recurrent(LSTM_CELL, 3, 5).double()
     x, h0, c0 = (torch.randn(2, 1, 3).double(), torch.randn(1, 2, 5).double(), torch.randn(1, 2, 5).double())
     _, (h, c) = layer(x, (h0, c0))
     pre = x[:, 0] @ layer.weight_ih_l0.T + layer.bias_ih_l0 + h0[0] @ layer.weight_hh_l0.T + layer.bias_hh_l0
@@ -86,6 +90,35 @@ def test_gates_follow_torchs_order_and_the_lstm_equations():
     c_hand = f.sigmoid() * c0[0] + i.sigmoid() * g.tanh()
     torch.testing.assert_close(c[0], c_hand)
     torch.testing.assert_close(h[0], o.sigmoid() * c_hand.tanh())
+
+
+def test_one_gru_step_and_one_elman_step_follow_their_equations():
+    """r, z, n from the weights' r, z, n blocks: h = (1 - z) n + z h0; and h = tanh(W_ih x + b_ih + W_hh h0 + b_hh)."""
+    torch.manual_seed(0)
+    x, h0 = torch.randn(2, 1, 3).double(), torch.randn(1, 2, 5).double()
+    gru = Recurrent(GRU_CELL, 3, 5).double()
+    _, h = gru(x, h0)
+    x_r, x_z, x_n = (x[:, 0] @ gru.weight_ih_l0.T + gru.bias_ih_l0).chunk(3, -1)
+    h_r, h_z, h_n = (h0[0] @ gru.weight_hh_l0.T + gru.bias_hh_l0).chunk(3, -1)
+    r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
+    n = (x_n + r * h_n).tanh()
+    torch.testing.assert_close(h[0], (1 - z) * n + z * h0[0])
+    rnn = Recurrent(RNN_CELL, 3, 5).double()
+    _, h = rnn(x, h0)
+    pre = x[:, 0] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h0[0] @ rnn.weight_hh_l0.T + rnn.bias_hh_l0
+    torch.testing.assert_close(h[0], pre.tanh())
+
+
+def test_the_layer_driver_imports_no_architecture():
+    """nn/recurrent.py stacks layers of any cell it is handed; the cells' equations live in the model files."""
+    import ast
+    import inspect
+
+    import deepatlas.nn.recurrent as recurrent
+    imported = [n.module for n in ast.walk(ast.parse(inspect.getsource(recurrent))) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in imported if m and m.startswith("deepatlas.models")]
+    assert (RNN_CELL.gates, LSTM_CELL.gates, GRU_CELL.gates) == (1, 4, 3)
+    assert LSTM_CELL.memory and not GRU_CELL.memory and GRU_CELL.bias_hh_in_scan
 
 
 # ---- bidirectional reading sees the future, unidirectional does not ---------------------------
@@ -150,7 +183,7 @@ def test_generate_feeds_its_predictions_back(cell):
 def test_state_carries_across_calls(cell):
     """Reading a sequence in two halves with the state handed over equals reading it at once."""
     torch.manual_seed(0)
-    layer = Recurrent(cell, 3, 6, num_layers=2).double()
+    layer = Recurrent(CELL[cell], 3, 6, num_layers=2).double()
     x = torch.randn(2, 10, 3, dtype=torch.float64)
     out, final = layer(x)
     first, mid = layer(x[:, :4])
@@ -164,19 +197,19 @@ def test_state_carries_across_calls(cell):
 
 def test_forget_gate_and_chrono_initialization():
     H = 16
-    lstm = Recurrent("lstm", 2, H, num_layers=2, forget_bias=1.0)
+    lstm = Recurrent(LSTM_CELL, 2, H, num_layers=2, forget_bias=1.0)
     for k in range(2):
         b_f = getattr(lstm, f"bias_ih_l{k}")[H:2 * H] + getattr(lstm, f"bias_hh_l{k}")[H:2 * H]
         assert torch.equal(b_f, torch.ones(H))
-    chrono = Recurrent("lstm", 2, H, chrono=200)
+    chrono = Recurrent(LSTM_CELL, 2, H, chrono=200)
     b = chrono.bias_ih_l0 + chrono.bias_hh_l0
     b_i, b_f = b[:H], b[H:2 * H]
     assert b_f.min() >= 0 and b_f.max() <= math.log(199) and b_f.std() > 0.5   # time scales 1..199 steps
     torch.testing.assert_close(b_i, -b_f)
-    gru = Recurrent("gru", 2, H, chrono=100)
+    gru = Recurrent(GRU_CELL, 2, H, chrono=100)
     b_z = (gru.bias_ih_l0 + gru.bias_hh_l0)[H:2 * H]             # torch's z keeps h_{t-1}
     assert b_z.min() >= 0 and b_z.max() <= math.log(99)
-    ortho = Recurrent("rnn", 2, H, init="orthogonal")
+    ortho = Recurrent(RNN_CELL, 2, H, init="orthogonal")
     w = ortho.weight_hh_l0
     torch.testing.assert_close(w @ w.T, torch.eye(H), atol=1e-5, rtol=0)
     assert ortho.bias_ih_l0.abs().sum() == 0
@@ -184,13 +217,13 @@ def test_forget_gate_and_chrono_initialization():
 
 def test_dropout_acts_between_layers_in_training_only():
     torch.manual_seed(0)
-    layer = Recurrent("lstm", 3, 8, num_layers=2, dropout=0.5)
+    layer = Recurrent(LSTM_CELL, 3, 8, num_layers=2, dropout=0.5)
     x = torch.randn(4, 6, 3)
     layer.train()
     assert not torch.equal(layer(x)[0], layer(x)[0])
     layer.eval()
     assert torch.equal(layer(x)[0], layer(x)[0])
-    single = Recurrent("lstm", 3, 8, num_layers=1, dropout=0.5).train()  # nothing between layers
+    single = Recurrent(LSTM_CELL, 3, 8, num_layers=1, dropout=0.5).train()  # nothing between layers
     assert torch.equal(single(x)[0], single(x)[0])
 
 
@@ -198,7 +231,7 @@ def test_dropout_acts_between_layers_in_training_only():
 def test_runs_under_bfloat16_autocast(cell):
     """--precision bf16-mixed: the projection comes out in bfloat16 and the recurrence follows it."""
     torch.manual_seed(0)
-    layer = Recurrent(cell, 3, 8, bidirectional=True)
+    layer = Recurrent(CELL[cell], 3, 8, bidirectional=True)
     x = torch.randn(4, 6, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, _ = layer(x)
@@ -209,13 +242,13 @@ def test_runs_under_bfloat16_autocast(cell):
 
 
 def test_bad_inputs_get_one_line_errors():
-    layer = Recurrent("gru", 3, 8)
+    layer = Recurrent(GRU_CELL, 3, 8)
     with pytest.raises(DeepAtlasError, match="expects input"):
         layer(torch.randn(4, 6, 5))
     with pytest.raises(DeepAtlasError, match="state must be"):
         layer(torch.randn(4, 6, 3), torch.zeros(2, 4, 8))
     with pytest.raises(DeepAtlasError, match="tuple"):
-        Recurrent("lstm", 3, 8)(torch.randn(4, 6, 3), torch.zeros(1, 4, 8))
+        Recurrent(LSTM_CELL, 3, 8)(torch.randn(4, 6, 3), torch.zeros(1, 4, 8))
     with pytest.raises(DeepAtlasError, match="unknown recurrent cell"):
         Recurrent("transformer", 3, 8)
 

@@ -54,7 +54,7 @@ class Config:
     """width multiplier of the backbone's channels"""
     feature_stage: int = 0
     """ResNet stage whose map feeds RPN and head: 0 (stride 4) suits the 64-px scenes' 5-24 px objects, which
-    span 1-3 cells at stride 8 (1, held-out mAP@0.5 0.81 instead of 0.88 with the same recipe)"""
+    span 1-3 cells at stride 8"""
     anchor_sizes: tuple[float, ...] = (10.0, 16.0, 24.0)
     """anchor sides sqrt(w h) in pixels (the paper's 128, 256, 512 for 600-px images)"""
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -371,4 +371,6 @@ register(Entry(
     config=Config, build=FasterRCNN, objective=FasterRCNNLoss, task="detection",
     recipe=Recipe(data="shapes", epochs=12, batch_size=16, lr=2e-3, weight_decay=1e-4, flip=True),
     bar=Bar("map_50", 0.85, "max", 300),
+    notes="feature_stage 0 (stride 4) rather than 1 (stride 8): with the same recipe, held-out mAP@0.5 0.88 "
+          "at stage 0 against 0.81 at stage 1.",
 ))

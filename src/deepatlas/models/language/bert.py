@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
 from deepatlas.data.text import CLS, MASK, PAD, SEP, SPECIALS
-from deepatlas.nn.attention import Block, padding_mask
+from deepatlas.models.language.transformer import Block, padding_mask
 from deepatlas.tasks import Objective
 
 N_SPECIAL = len(SPECIALS)  # ids below are PAD, UNK, MASK, CLS, SEP in every vocabulary: never selected or drawn

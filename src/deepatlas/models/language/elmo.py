@@ -42,6 +42,7 @@ from torch.nn.utils import parametrize
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
 from deepatlas.data.text import PAD
 from deepatlas.errors import DeepAtlasError
+from deepatlas.models.sequence.lstm import LSTM_CELL
 from deepatlas.nn.recurrent import Recurrent
 from deepatlas.tasks import Objective
 from deepatlas.tasks.language import sample_next, token_means, with_ratios
@@ -165,7 +166,7 @@ class LSTMStack(nn.Module):
 
     def __init__(self, cfg: Config, layers: int = 2):
         super().__init__()
-        self.lstms = nn.ModuleList(Recurrent("lstm", cfg.dim, cfg.dim, forget_bias=1.0) for _ in range(layers))
+        self.lstms = nn.ModuleList(Recurrent(LSTM_CELL, cfg.dim, cfg.dim, forget_bias=1.0) for _ in range(layers))
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, states: list | None = None) -> tuple[list[Tensor], list]:

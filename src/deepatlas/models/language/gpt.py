@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.nn.attention import Block
+from deepatlas.models.language.transformer import Block
 from deepatlas.tasks.language import NextToken, sample_next
 
 

@@ -26,6 +26,12 @@ log p / lp(Y) with Wu et al.'s length penalty lp(Y) = ((5 + |Y|) / 6)^α.
 
 Here the learning-rate schedule (3) is the engine's `inverse_sqrt` schedule: linear warm-up to the
 recipe's peak lr over `warmup` steps, then ∝ 1/sqrt(step).
+
+The attention (1) is written out in this file (`attention`, `MultiHeadAttention`, `Block`), and
+GPT, BERT and ViT import it from here. By default the layers compute the same function through
+torch's fused kernel `F.scaled_dot_product_attention` (`fused=True`: one kernel, no (T, S) weights
+kept in memory); `fused=False` runs the explicit softmax(Q K^T / sqrt(d_k) + M) V below, which the
+tests prove equal to the fused kernel, in outputs and gradients, to 1e-5.
 """
 from __future__ import annotations
 
@@ -37,10 +43,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.nn.attention import Block, MultiHeadAttention, padding_mask, sinusoidal_positions
+from deepatlas.nn.regularization import DropPath
 from deepatlas.tasks.translation import BOS, EOS, PAD, Translation
 
 POSITIONS = 256  # rows of the precomputed sinusoid table; longer sequences compute theirs when met
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh")}
 
 
 @dataclass
@@ -71,23 +78,159 @@ class Config:
     """default beam width for predict (1: greedy); validation always decodes greedily"""
     length_penalty: float = 0.6
     """α of the length penalty ((5 + |Y|) / 6)^α dividing log p when the beam ranks finished outputs (0: raw log p)"""
+    fused: bool = True
+    """attention through torch's fused F.scaled_dot_product_attention; false: the explicit softmax(Q K^T / sqrt(d_k) + M) V"""
+
+
+# ---- attention: equation (1), the masks, the positions, the layer -------------------------------
+# Shapes: B batch, T query positions, S key positions (S = T in self-attention), C = d_model,
+# nh heads, hs = C / nh the head size (the paper's d_k = d_v).
+
+def padding_mask(keep: Tensor) -> Tensor:
+    """(B, S) bool, True at real tokens -> an attention mask (B, 1, 1, S): no query looks at padding."""
+    return keep[:, None, None, :]
+
+
+def causal_mask(length: int, device=None) -> Tensor:
+    """(T, T) bool, True on and below the diagonal: position t looks at positions <= t only."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
+def with_causal(mask: Tensor | None, length: int, device=None) -> Tensor:
+    """The causal mask (T, T), combined with `mask` (True = may attend) when one is given."""
+    causal = causal_mask(length, device)
+    return causal if mask is None else mask & causal
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(same): (length, dim)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]                           # (T, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (d/2,)
+    pe = torch.zeros(length, dim)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return pe
+
+
+def attention_probs(q: Tensor, k: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The attention weights softmax(Q K^T / sqrt(d_k) + M): q (B, nh, T, hs), k (B, nh, S, hs) -> (B, nh, T, S).
+
+    mask: bool, True = may attend, broadcastable to (B, nh, T, S); M is 0 there and -inf elsewhere.
+    A query that may attend to no key at all gets all-zero weights (as torch's fused kernel gives it)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, nh, T, hs) @ (B, nh, hs, S) -> (B, nh, T, S)
+    if mask is None:
+        return scores.softmax(-1)                              # (B, nh, T, S), each row sums to 1
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)  # + M, then the softmax over keys S
+    return weights.masked_fill(~mask.any(-1, keepdim=True), 0.0)  # rows with no allowed key: 0, not NaN
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, dropout: float = 0.0) -> Tensor:
+    """Equation (1) written out, every head at once: softmax(Q K^T / sqrt(d_k) + M) V.
+
+    q (B, nh, T, hs), k and v (B, nh, S, hs), mask as in `attention_probs` -> (B, nh, T, hs). Dropout
+    (training only: pass 0 at eval) zeroes attention weights at random, as the fused kernel's dropout_p does."""
+    weights = F.dropout(attention_probs(q, k, mask), dropout)  # (B, nh, T, S)
+    return weights @ v                                         # (B, nh, T, S) @ (B, nh, S, hs) -> (B, nh, T, hs)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention (memory=None) or cross-attention: queries from x, keys and values from memory.
+
+    MultiHead(Q, K, V) = Concat(head_1..head_h) W^O. One (3C, C) projection holds W^Q, W^K, W^V stacked
+    (the heads side by side in each), so self-attention projects with one matmul. `fused` computes (1)
+    with torch's F.scaled_dot_product_attention, `fused=False` with `attention` above: the same function."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, fused: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads, self.dropout, self.fused = heads, dropout, fused
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+
+    def project(self, x: Tensor, memory: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Q = x W^Q, K = m W^K, V = m W^V (m = memory, or x itself), split into heads: (B, nh, T|S, hs) each."""
+        B, T, C = x.shape
+        hs = C // self.heads
+        if memory is None:
+            qkv = self.qkv(x).view(B, T, 3, self.heads, hs)                             # (B, T, 3, nh, hs)
+            return qkv.permute(2, 0, 3, 1, 4).unbind(0)                                  # 3 x (B, nh, T, hs)
+        w_q, w_kv = self.qkv.weight.split([C, 2 * C])
+        b_q, b_kv = self.qkv.bias.split([C, 2 * C]) if self.qkv.bias is not None else (None, None)
+        q = F.linear(x, w_q, b_q).view(B, T, self.heads, hs).transpose(1, 2)             # (B, nh, T, hs)
+        kv = F.linear(memory, w_kv, b_kv).view(B, -1, 2, self.heads, hs)                 # (B, S, 2, nh, hs)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)                                       # 2 x (B, nh, S, hs)
+        return q, k, v
+
+    def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
+                causal: bool = False) -> Tensor:
+        """x (B, T, C), memory (B, S, C) or None; mask bool, True = may attend, broadcastable to (B, nh, T, S);
+        causal: query t attends to keys <= t only (self-attention)."""
+        B, T, C = x.shape
+        q, k, v = self.project(x, memory)                                                # (B, nh, T|S, hs)
+        dropout = self.dropout if self.training else 0.0
+        if self.fused:  # torch's kernel takes the causal mask as a flag, or folded into the given mask
+            if causal and mask is not None:
+                mask, causal = mask & causal_mask(T, x.device), False
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                               dropout_p=dropout)                        # (B, nh, T, hs)
+        else:
+            y = attention(q, k, v, with_causal(mask, T, x.device) if causal else mask, dropout)  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, nh, hs) -> (B, T, C): heads concatenated, W^O
+
+    def weights(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
+                causal: bool = False) -> Tensor:
+        """The attention weights of every head, (B, nh, T, S): what the fused kernel computes but does not return."""
+        q, k, _ = self.project(x, memory)                                                # (B, nh, T|S, hs)
+        return attention_probs(q, k, with_causal(mask, x.shape[1], x.device) if causal else mask)
 
 
 def attention_weights(attn: MultiHeadAttention, x: Tensor, memory: Tensor, mask: Tensor | None) -> Tensor:
-    """softmax(Q K^T / sqrt(d_k)) of a cross-attention layer, averaged over its heads: (B, T, S).
+    """softmax(Q K^T / sqrt(d_k)) of a cross-attention layer, averaged over its heads: (B, T, S)."""
+    return attn.weights(x, memory, mask).mean(1)                # (B, nh, T, S) -> (B, T, S)
 
-    The layer itself calls a fused kernel that returns no weights; this recomputes them from its W^Q, W^K."""
-    B, T, C = x.shape
-    hs = C // attn.heads
-    w_q, w_k, _ = attn.qkv.weight.split(C)
-    b_q, b_k = attn.qkv.bias.split(C)[:2] if attn.qkv.bias is not None else (None, None)
-    q = F.linear(x, w_q, b_q).view(B, T, attn.heads, hs).transpose(1, 2)        # (B, nh, T, hs)
-    k = F.linear(memory, w_k, b_k).view(B, -1, attn.heads, hs).transpose(1, 2)  # (B, nh, S, hs)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)                             # (B, nh, T, S)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(-1).mean(1)                                            # (B, T, S)
 
+class Block(nn.Module):
+    """One transformer layer: self-attention, cross-attention over `memory` (if `cross`), then an MLP.
+
+    One block serves every transformer in the atlas. Pre-norm (`norm_first`, GPT-2 and ViT):
+    x + f(LN(x)). Post-norm (Vaswani et al., BERT): LN(x + f(x)). Each sublayer's output goes through
+    dropout (and stochastic depth) before the sum; a decoder block adds cross-attention over the
+    encoder's output.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 drop_path: float = 0.0, norm_first: bool = True, cross: bool = False,
+                 activation: str = "gelu", eps: float = 1e-5, fused: bool = True):
+        super().__init__()
+        self.norm_first = norm_first
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = MultiHeadAttention(dim, heads, dropout, fused=fused)
+        if cross:
+            self.norm_cross = nn.LayerNorm(dim, eps=eps)
+            self.cross_attn = MultiHeadAttention(dim, heads, dropout, fused=fused)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), ACTIVATIONS[activation](), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim))
+        self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def _residual(self, x: Tensor, norm: nn.LayerNorm, sublayer) -> Tensor:
+        if self.norm_first:
+            return x + self.drop_path(self.drop(sublayer(norm(x))))
+        return norm(x + self.drop_path(self.drop(sublayer(x))))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, causal: bool = False,
+                memory: Tensor | None = None, memory_mask: Tensor | None = None) -> Tensor:
+        """x (B, T, C); mask/causal for self-attention; memory (B, S, C) and memory_mask for cross-attention."""
+        x = self._residual(x, self.norm1, lambda h: self.attn(h, mask=mask, causal=causal))
+        if memory is not None:
+            x = self._residual(x, self.norm_cross, lambda h: self.cross_attn(h, memory, mask=memory_mask))
+        return self._residual(x, self.norm2, self.mlp)  # (B, T, C)
+
+
+# ---- the encoder-decoder -------------------------------------------------------------------------
 
 class Transformer(nn.Module):
     """Encoder-decoder with the Translation contract: forward (teacher forcing) and decode (free-running)."""
@@ -105,9 +248,10 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         ratio = (cfg.d_ff + 0.5) / d  # Block's MLP is int(d * ratio) wide: exactly d_ff
         self.encoder = nn.ModuleList(Block(d, cfg.heads, ratio, cfg.dropout, norm_first=cfg.norm_first,
-                                           activation="relu") for _ in range(cfg.enc_layers))
+                                           activation="relu", fused=cfg.fused) for _ in range(cfg.enc_layers))
         self.decoder = nn.ModuleList(Block(d, cfg.heads, ratio, cfg.dropout, norm_first=cfg.norm_first,
-                                           cross=True, activation="relu") for _ in range(cfg.dec_layers))
+                                           cross=True, activation="relu", fused=cfg.fused)
+                                     for _ in range(cfg.dec_layers))
         # post-norm layers already end in a LayerNorm; pre-norm ones leave the residual stream unnormalized
         self.enc_norm = nn.LayerNorm(d) if cfg.norm_first else nn.Identity()
         self.dec_norm = nn.LayerNorm(d) if cfg.norm_first else nn.Identity()

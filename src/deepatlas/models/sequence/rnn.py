@@ -11,16 +11,21 @@ a sequence of any length and the state h_t summarizes everything seen so far:
 
 The error reaching step t - k is multiplied k times by W_hh^T diag(tanh'): it vanishes (or
 explodes) geometrically, so dependencies longer than a few dozen steps are out of reach (Bengio,
-Simard & Frasconi 1994) — what the LSTM and GRU gates fix. The recurrence and its
-back-propagation through time are written out in `deepatlas.nn.recurrent`; stacked layers,
-bidirectional reading (Schuster & Paliwal 1997) and dropout between layers are config fields.
+Simard & Frasconi 1994) — what the LSTM and GRU gates fix. The recurrence is written out below,
+with its back-propagation through time, as `RNN_CELL`; `deepatlas.nn.recurrent.Recurrent` stacks
+layers of it, reads bidirectionally (Schuster & Paliwal 1997) and puts dropout between layers,
+all config fields.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import Tensor
+from torch.autograd import Function
+
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.nn.recurrent import Init, RecurrentNet
+from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
 
@@ -44,8 +49,51 @@ class Config:
     """weights: orthogonal W_hh, Xavier W_ih, zero biases (gradients keep their norm longer), or uniform (torch's)"""
 
 
+# ---- the cell: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), every step of one layer ----------
+# Shapes: T time, D directions (1, or 2 for a bidirectional layer, run together), B batch, H hidden.
+# xg_t = W_ih x_t + b_ih + b_hh arrives precomputed for every step (see `deepatlas.nn.recurrent.Cell`).
+
+class ElmanScan(Function):
+    """h_t = tanh(xg_t + W_hh h_{t-1}) for t = 1..T, and its back-propagation through time."""
+
+    @staticmethod
+    def forward(ctx, xg: Tensor, h0: Tensor, w_hh: Tensor):
+        # xg (T, D, B, H) with both biases folded in; h0 (D, B, H); w_hh (D, H, H)
+        w_t = w_hh.transpose(1, 2)                                   # (D, H_in, H_out)
+        h = torch.empty_like(xg)                                     # (T, D, B, H) every state
+        h_prev = h0
+        for x_t, h_t in zip(xg.unbind(0), h.unbind(0)):              # per-step views (D, B, H), made once
+            # h_t = tanh(xg_t + W_hh h_{t-1}):  (D, B, H) @ (D, H, H) -> (D, B, H)
+            h_prev = torch.baddbmm(x_t, h_prev, w_t, out=h_t).tanh_()
+        ctx.save_for_backward(h, h0, w_hh)
+        return h, h[-1].clone()
+
+    @staticmethod
+    def backward(ctx, d_h: Tensor, d_hT: Tensor):
+        # d_h (T, D, B, H): dL/dh_t from the layer's outputs; d_hT (D, B, H): from the final state
+        h, h0, w_hh = ctx.saved_tensors
+        slope = 1 - h * h                                            # tanh' at every step, (T, D, B, H)
+        d_pre = torch.empty_like(h)                                  # dL/d(pre-activation) per step
+        slope_t, d_pre_t, d_h_t = slope.unbind(0), d_pre.unbind(0), d_h.unbind(0)
+        dh = d_h_t[-1] + d_hT
+        for t in range(len(slope_t) - 1, -1, -1):
+            torch.mul(dh, slope_t[t], out=d_pre_t[t])                # d(pre)_t = dh_t ⊙ (1 - h_t²)
+            # dh_{t-1} = d(pre)_t W_hh + the output's own gradient:  (D, B, H) @ (D, H, H) -> (D, B, H)
+            dh = torch.bmm(d_pre_t[t], w_hh) if t == 0 else torch.baddbmm(d_h_t[t - 1], d_pre_t[t], w_hh)
+        return d_pre, dh, grad_w_hh(d_pre, h, h0)
+
+
+def scan(xg: Tensor, h0: Tensor, c0: None, w_hh: Tensor, b_hh: None) -> tuple[Tensor, Tensor, None]:
+    """The `Cell` interface: every state h (T, D, B, H), the final one (D, B, H), no memory cell."""
+    h, h_T = ElmanScan.apply(xg, h0, w_hh)
+    return h, h_T, None
+
+
+RNN_CELL = Cell("rnn", gates=1, scan=scan)
+
+
 def build(cfg: Config) -> RecurrentNet:
-    return RecurrentNet("rnn", cfg)
+    return RecurrentNet(RNN_CELL, cfg)
 
 
 register(Entry(

@@ -30,8 +30,12 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.models.sequence.gru import GRU_CELL
+from deepatlas.models.sequence.lstm import LSTM_CELL
 from deepatlas.nn.recurrent import Recurrent
 from deepatlas.tasks.translation import BOS, EOS, PAD, Translation
+
+CELLS = {"lstm": LSTM_CELL, "gru": GRU_CELL}  # Config.cell -> the cell's equations, in lstm.py and gru.py
 
 
 @dataclass
@@ -81,8 +85,8 @@ class Encoder(nn.Module):
         self.embed = nn.Embedding(cfg.src_vocab, cfg.embed, padding_idx=PAD)
         self.drop = nn.Dropout(cfg.dropout)
         self.reverse = cfg.reverse_source
-        self.forward_rnn = Recurrent(cfg.cell, cfg.embed, cfg.hidden, cfg.layers, dropout=cfg.dropout)
-        self.backward_rnn = (Recurrent(cfg.cell, cfg.embed, cfg.hidden, cfg.layers, dropout=cfg.dropout)
+        self.forward_rnn = Recurrent(CELLS[cfg.cell], cfg.embed, cfg.hidden, cfg.layers, dropout=cfg.dropout)
+        self.backward_rnn = (Recurrent(CELLS[cfg.cell], cfg.embed, cfg.hidden, cfg.layers, dropout=cfg.dropout)
                              if cfg.bidirectional else None)
 
     def read(self, rnn: nn.Module, x: Tensor, lengths: Tensor, backwards: bool) -> tuple[Tensor, Tensor]:
@@ -115,7 +119,7 @@ class Decoder(nn.Module):
         n_states = cfg.layers * (2 if cfg.cell == "lstm" else 1)           # (h, c) per layer for an LSTM
         self.bridge = nn.Linear(memory, n_states * cfg.hidden)              # W_s
         context = memory if cfg.attention else 0
-        self.rnn = Recurrent(cfg.cell, cfg.embed + context, cfg.hidden, cfg.layers, dropout=cfg.dropout)
+        self.rnn = Recurrent(CELLS[cfg.cell], cfg.embed + context, cfg.hidden, cfg.layers, dropout=cfg.dropout)
         if cfg.attention:
             self.W_a = nn.Linear(cfg.hidden, cfg.attention_size, bias=False)
             self.U_a = nn.Linear(memory, cfg.attention_size)

@@ -19,8 +19,7 @@ The depth presets are the paper's configurations A, B, D and E, with these convo
 Through the poolings the windows keep growing: one unit after vgg16's last stage sees 212x212
 input pixels (`receptive_field`). Here the widths are scaled by `width` (the first stage's channels)
 and FC6/FC7 by `hidden`; five poolings need an input of at least 32x32 pixels (digits are upscaled).
-Batch normalization (Ioffe & Szegedy 2015) is on by default: without it this recipe reaches about
-0.87 validation accuracy on digits in 20 epochs, with it 0.99.
+Batch normalization (Ioffe & Szegedy 2015) is on by default.
 """
 from __future__ import annotations
 
@@ -119,4 +118,6 @@ register(Entry(
     config=Config, build=VGG, objective=Classification, task="image_classification",
     recipe=Recipe(data="digits", image_size=32, epochs=20, batch_size=64, lr=2e-3, weight_decay=1e-4),
     bar=Bar("accuracy", 0.97, "max", 120),
+    notes="Without batch normalization this recipe reaches about 0.87 validation accuracy on digits in 20 epochs, "
+          "with it 0.99.",
 ))

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
-from deepatlas.nn.attention import Block
+from deepatlas.models.language.transformer import Block
 from deepatlas.nn.patch import PatchEmbed
 from deepatlas.tasks.classification import Classification
 
