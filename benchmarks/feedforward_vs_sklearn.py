@@ -26,15 +26,15 @@ from deepatlas.data.tabular import load
 def peer(name: str, entry):
     cfg = entry.config()
     if name == "perceptron":
-        return SkPerceptron(max_iter=entry.recipe.epochs, random_state=0)
-    return MLPClassifier(hidden_layer_sizes=(cfg.width,) * cfg.depth, alpha=entry.recipe.weight_decay,
-                         batch_size=entry.recipe.batch_size, learning_rate_init=entry.recipe.lr,
-                         max_iter=entry.recipe.epochs, random_state=0)
+        return SkPerceptron(max_iter=entry.train.epochs, random_state=0)
+    return MLPClassifier(hidden_layer_sizes=(cfg.width,) * cfg.depth, alpha=entry.train.weight_decay,
+                         batch_size=entry.train.batch_size, learning_rate_init=entry.train.lr,
+                         max_iter=entry.train.epochs, random_state=0)
 
 
 def compare(name: str) -> dict:
     entry = deepatlas.get(name)
-    data = load(entry.recipe.data)
+    data = load(entry.data.data)
     (x, y), (xt, yt) = (t.numpy() for t in data.train.tensors), (t.numpy() for t in data.test.tensors)
     start = time.perf_counter()
     model = peer(name, entry).fit(x, y)
@@ -44,7 +44,7 @@ def compare(name: str) -> dict:
         ours = deepatlas.train(name, out=tmp)
         ours_s = time.perf_counter() - start
     acc = ours["test"]["accuracy"]
-    return {"name": name, "data": entry.recipe.data, "peer": type(model).__name__,
+    return {"name": name, "data": entry.data.data, "peer": type(model).__name__,
             "accuracy": round(acc, 4), "peer_accuracy": round(peer_acc, 4), "accuracy_ratio": round(acc / peer_acc, 3),
             "seconds": round(ours_s, 2), "peer_seconds": round(peer_s, 2), "time_ratio": round(ours_s / peer_s, 2)}
 

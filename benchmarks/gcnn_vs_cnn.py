@@ -33,7 +33,7 @@ def run(group: str, seed: int) -> dict:
 def compare(seeds: list[int]) -> dict:
     rows = [run(group, seed) for seed in seeds for group in ("p4", "z2")]
     mean = {g: statistics.mean(r["accuracy"] for r in rows if r["group"] == g) for g in ("p4", "z2")}
-    return {"data": deepatlas.get("gcnn").recipe.data, "rows": rows, "p4_accuracy": round(mean["p4"], 4),
+    return {"data": deepatlas.get("gcnn").data.data, "rows": rows, "p4_accuracy": round(mean["p4"], 4),
             "z2_accuracy": round(mean["z2"], 4), "gap_points": round(100 * (mean["p4"] - mean["z2"]), 2)}
 
 

@@ -48,13 +48,13 @@ def sb3(algo: str, seed: int) -> dict:
         env = make_vec_env("CartPole-v1", n_envs=cfg.envs, seed=seed)
         model = PPO("MlpPolicy", env, n_steps=cfg.steps, batch_size=cfg.envs * cfg.steps // cfg.minibatches,
                     gae_lambda=cfg.gae_lambda, gamma=cfg.gamma, n_epochs=cfg.update_epochs, ent_coef=cfg.entropy_coef,
-                    learning_rate=linear(catalog.get(algo).recipe.lr), clip_range=linear(cfg.clip), seed=seed,
+                    learning_rate=linear(catalog.get(algo).train.lr), clip_range=linear(cfg.clip), seed=seed,
                     device="cpu", verbose=0)
         budget, n_envs = cfg.total_steps, cfg.envs
         eval_every = cfg.validate_every * cfg.envs * cfg.steps
     else:
         env = make_vec_env("CartPole-v1", n_envs=1, seed=seed)
-        model = DQN("MlpPolicy", env, learning_rate=catalog.get(algo).recipe.lr, batch_size=catalog.get(algo).recipe.batch_size,
+        model = DQN("MlpPolicy", env, learning_rate=catalog.get(algo).train.lr, batch_size=catalog.get(algo).train.batch_size,
                     buffer_size=cfg.buffer_size, learning_starts=cfg.learning_starts, gamma=cfg.gamma,
                     target_update_interval=cfg.target_update, train_freq=cfg.train_freq,
                     gradient_steps=cfg.gradient_steps, exploration_fraction=cfg.eps_fraction,

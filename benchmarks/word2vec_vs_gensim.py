@@ -39,7 +39,7 @@ def our_run(data, sentences, args) -> tuple[float, object]:
     objective = entry.objective(model).train()
     objective.prepare(data)
     rows = data.train.tensors[0].repeat(args.repeat, 1)
-    recipe = entry.recipe
+    recipe = entry.train
     optimizer = torch.optim.AdamW(objective.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = -(-len(rows) // args.batch)
     total, step = args.epochs * steps_per_epoch, 0
@@ -101,7 +101,7 @@ if __name__ == "__main__":
     parser.add_argument("--json", help="write the result to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    args.batch = args.batch or catalog.get("word2vec").recipe.batch_size
+    args.batch = args.batch or catalog.get("word2vec").train.batch_size
     data = words.load(args.data)
     vocab = data.spec["vocab"]
     sentences = [[vocab[i] for i in row if i != words.PAD] for row in data.train.tensors[0].tolist()] * args.repeat

@@ -68,10 +68,10 @@ def test_train_eval_predict(cli_run, tmp_path, rows_csv):
     assert code == 0 and 0 <= json.loads(out)["accuracy"] <= 1
 
     code, out, _ = cli_run("predict", run, rows_csv, "--json", "--out", tmp_path / "p.csv")
-    [result] = json.loads(out)
-    assert code == 0 and result["classes"] == ["malignant", "benign"]
-    assert len(result["probabilities"]) == 5
-    assert all(abs(sum(p) - 1) < 1e-5 for p in result["probabilities"])
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 5 and all(list(r["probabilities"]) == ["malignant", "benign"] for r in rows)
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    assert all(r["predicted"] == max(r["probabilities"], key=r["probabilities"].get) for r in rows)
     code, out, _ = cli_run("predict", run, rows_csv, "--out", tmp_path / "p.csv")
     assert code == 0 and "p(benign)" in out
     assert (tmp_path / "p.csv").read_text().count("\n") == 6

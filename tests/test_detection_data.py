@@ -1,4 +1,5 @@
 """Detection and segmentation data: shapes scenes, COCO (polygons, RLE) and YOLO folders, PNG label masks."""
+from deepatlas.tasks import get_task
 import json
 import math
 import time
@@ -10,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
 from deepatlas import data
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Data
 from deepatlas.data import detection, images, segmentation, shapes
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.boxes import box_area
@@ -95,7 +96,7 @@ def test_generating_the_default_splits_is_fast():
 # ---- the detection dataset ----------------------------------------------------------------
 
 def test_load_for_dims_spec_and_collate():
-    d = data.load("detection", Recipe(data="shapes-30", flip=True))
+    d = get_task("detection").load(Data(data="shapes-30", flip=True))
     assert d.dims == {"in_channels": 3, "image_size": 64, "n_classes": 4}
     assert d.spec == {"kind": "detection", "source": "shapes-30", "classes": shapes.CLASSES, "image_size": 64}
     assert len(d.train) == 30 and len(d.val) == 250
@@ -115,13 +116,13 @@ def test_load_for_dims_spec_and_collate():
         same = torch.equal(flipped[i], x[i])
         assert same or torch.equal(flipped[i], x[i].flip(-1))
         assert torch.equal(out[i]["masks"], targets[i]["masks"] if same else targets[i]["masks"].flip(-1))
-    assert data.load("detection", Recipe(data="shapes-30", image_size=48)).dims["image_size"] == 48
+    assert get_task("detection").load(Data(data="shapes-30", image_size=48)).dims["image_size"] == 48
 
 
 def test_random_crop_moves_boxes_and_masks_with_the_image():
     """A padded random crop (`crop_pad`) translates each image; its boxes and masks move by the same offset, are
     clipped to the image, and an object mostly cropped away (under a third of its box left) is dropped."""
-    d = data.load("detection", Recipe(data="shapes-30", flip=False, crop_pad=30))
+    d = get_task("detection").load(Data(data="shapes-30", flip=False, crop_pad=30))
     x, targets = next(iter(DataLoader(d.train, batch_size=16, collate_fn=d.train.collate)))
     torch.manual_seed(0)
     moved, out = d.train_transform((x, targets))
@@ -317,7 +318,7 @@ def test_yolo_errors_name_the_file_and_line(tmp_path):
 # ---- segmentation -------------------------------------------------------------------------
 
 def test_segmentation_shapes_match_detection_scenes(val):
-    d = data.load("segmentation", Recipe(data="shapes-20"))
+    d = get_task("segmentation").load(Data(data="shapes-20"))
     assert d.dims == {"in_channels": 3, "image_size": 64, "n_classes": 5}
     assert d.spec["classes"] == ["background", *shapes.CLASSES]
     x, y = d.val.tensors

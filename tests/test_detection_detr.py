@@ -1,14 +1,17 @@
 """"detr" (DETR): Hungarian matching against brute force, the set loss's invariance to the ground-truth order,
 output shapes, one auxiliary loss per decoder layer, no NMS at inference, the pre-training's object windows, the
 backbone's learning-rate scale, and a short learning test."""
+import dataclasses
 import itertools
 
 import pytest
 import torch
 
-from deepatlas.catalog import Recipe
+from deepatlas import catalog
+from deepatlas.catalog import Train
 from deepatlas.data.detection import load
-from deepatlas.engine.loop import make_optimizers
+from deepatlas.engine.loop import Scaling, fit, make_fabric, make_optimizers
+from deepatlas.engine.rundir import RunDir
 from deepatlas.models.detection.detr import DETR, Config, DETRLoss, match, object_windows, sine_positions
 from deepatlas.nn.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 
@@ -155,17 +158,56 @@ def test_backbone_learning_rate_is_a_multiple_of_the_recipes():
     """backbone_lr_scale reaches the optimizer: the backbone's group peaks at scale x the recipe's lr (the value the
     schedule scales), every other parameter at the recipe's, and each parameter is in exactly one group."""
     objective = DETRLoss(small(backbone_lr_scale=0.1))
-    backbone, rest = make_optimizers(objective, Recipe(lr=2e-3))["model"].param_groups
+    backbone, rest = make_optimizers(objective, Train(lr=2e-3))["model"].param_groups
     assert {id(p) for p in backbone["params"]} == {id(p) for p in objective.model.backbone.parameters()}
     assert backbone["base_lr"] == pytest.approx(2e-4) and rest["base_lr"] == pytest.approx(2e-3)
     assert len(backbone["params"]) + len(rest["params"]) == len(list(objective.parameters()))
 
 
-def test_pretraining_teaches_the_backbone_the_classes():
-    """A few epochs of the object-centric pre-training: the backbone's pooled features tell the validation split's
-    objects apart far above chance (4 classes: 0.25; the commonest class is under 0.35 of them)."""
+def test_pretraining_phase_teaches_the_backbone_the_classes(tmp_path):
+    """A few epochs of the object-centric pre-training phase, in the engine's fit loop: the backbone's pooled
+    features tell the validation split's objects apart far above chance (4 classes: 0.25; the commonest class is
+    under 0.35 of them), and DETR's backbone is the one the phase trained."""
     torch.manual_seed(0)
     data = load("shapes")
-    objective = DETRLoss(DETR(Config(pretrain_epochs=3)))
-    objective.prepare(data)
-    assert objective.pretrain_accuracy > 0.6
+    objective = DETRLoss(DETR(Config()))
+    [phase] = objective.phases(data)
+    assert phase.name == "pretrain" and phase.objective.backbone is objective.model.backbone
+    settings = catalog.get("detr").phases["pretrain"]
+    summary = fit(phase.objective, phase.train_set, phase.val_set, dataclasses.replace(settings, epochs=3),
+                  RunDir(tmp_path).create().phase("pretrain"), fabric=make_fabric(Scaling()), monitor=phase.monitor)
+    assert summary["epochs"] == 3 and summary["val"]["accuracy"] > 0.6
+    assert (tmp_path / "checkpoint-pretrain.safetensors").exists() and (tmp_path / "log-pretrain.csv").exists()
+
+
+def test_a_phased_run_logs_each_phase_skips_it_on_request_and_resumes_inside_it(tmp_path):
+    """The pre-training is a phase of the run: its own checkpoint, log and curves; `--set pretrain.epochs=0` skips
+    it; a run stopped after the phase (no main checkpoint yet) resumes from the phase's checkpoint to the very same
+    weights; the time budget covers the phases too."""
+    from safetensors.torch import load_file
+
+    import deepatlas
+    tiny = {"d_model": "16", "heads": "2", "encoder_layers": "1", "decoder_layers": "1", "ffn": "32",
+            "n_queries": "5", "width": "0.25", "epochs": "1", "batch_size": "8", "pretrain.epochs": "2"}
+    run = tmp_path / "run"
+    deepatlas.train("detr", data="shapes-24", overrides=tiny, out=run)
+    assert json_of(run / "config.json")["phases"]["pretrain"]["epochs"] == 2
+    for name in ("checkpoint-pretrain.safetensors", "log-pretrain.csv", "curves-pretrain.png", "model.safetensors"):
+        assert (run / name).exists(), name
+    first = load_file(run / "model.safetensors")
+    (run / "checkpoint.safetensors").unlink()                 # as if stopped between the phase and the main training
+    deepatlas.train(resume=run)
+    again = load_file(run / "model.safetensors")
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+    skipped = tmp_path / "skipped"
+    deepatlas.train("detr", data="shapes-24", overrides={**tiny, "pretrain.epochs": "0"}, out=skipped)
+    assert not (skipped / "checkpoint-pretrain.safetensors").exists() and (skipped / "model.safetensors").exists()
+
+    hurried = deepatlas.train("detr", data="shapes-24", overrides=tiny, out=tmp_path / "hurried", max_time=0.01)
+    assert hurried["status"] == "stopped: time budget reached" and hurried["steps"] <= 1
+
+
+def json_of(path):
+    import json
+    return json.loads(path.read_text())

@@ -97,7 +97,7 @@ def test_run_directory_layout(mlp_run):
     for name in ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.json", "log.csv", "curves.png"):
         assert (mlp_run / name).is_file(), name
     config = json.loads((mlp_run / "config.json").read_text())
-    assert {"name", "seed", "model", "recipe", "data"} <= set(config)
+    assert {"name", "seed", "model", "train", "phases", "options", "data"} <= set(config)
     assert (mlp_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     header = (mlp_run / "log.csv").read_text().splitlines()[0]
     assert header == "step,epoch,name,value"

@@ -1,5 +1,6 @@
 """Every registered entry, for free: a complete card, a bar, a recipe, a model that builds from
 its defaults, finite forward and backward passes, a loss that drops on a fixed batch, and tests."""
+from deepatlas.tasks import get_task
 import dataclasses
 from pathlib import Path
 
@@ -8,9 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import deepatlas
-from deepatlas import catalog, data
-from deepatlas.catalog import Recipe
-from deepatlas.engine.run import INTERACTIVE
+from deepatlas import api, catalog
 from deepatlas.tasks.classification import Classification
 
 ENTRIES = [e.name for e in catalog.entries()]
@@ -32,10 +31,10 @@ def test_card_is_complete(name):
     assert set(card["bar"]) == {"metric", "goal", "direction", "budget_s"}
     for bar in entry.bars:
         assert bar.direction in ("max", "min") and bar.budget_s > 0
-        _, recipe_over = catalog.split_overrides(entry, bar.overrides)  # every key is a real setting
-        assert catalog.apply_overrides(entry.recipe, recipe_over).data in data.embedded(entry.task)
+        _, settings = api.settings_for(entry, bar.overrides)  # every key is a setting the run reads
+        assert settings.options.data in get_task(entry.task).embedded()
     assert not entry.bar.overrides, "the main bar runs the recipe as it is"
-    assert entry.recipe.data in data.embedded(entry.task), "default recipe must train on embedded data"
+    assert entry.data.data in get_task(entry.task).embedded(), "default recipe must train on embedded data"
 
 
 @pytest.mark.parametrize("name", ENTRIES)
@@ -50,21 +49,22 @@ def test_config_fields_are_documented(name):
     entry = catalog.get(name)
     docs = catalog.field_help(entry.config)
     assert set(docs) == {f.name for f in dataclasses.fields(entry.config)}
-    shadowed = {f.name for f in dataclasses.fields(entry.config)} & {f.name for f in dataclasses.fields(Recipe)}
-    assert shadowed <= {"image_size"}, f"--set {shadowed} would reach the recipe, never the config: rename them"
+    keys = api.settings_keys(entry)  # the settings this entry's run reads (ppo's own `steps` is its config's)
+    shadowed = {f.name for f in dataclasses.fields(entry.config)} & {*keys["train"], *keys["data"]}
+    assert shadowed <= {"image_size"}, f"a bare --set {shadowed} would reach the settings, never the config: rename"
 
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_builds_runs_and_learns_a_fixed_batch(name, tmp_path):
     entry = catalog.get(name)
     torch.manual_seed(0)
-    if entry.task in INTERACTIVE:  # the loop is the algorithm: a short real run through the engine instead
+    if get_task(entry.task).loop == "own":  # the loop is the algorithm: a short real run through the engine instead
         result = deepatlas.train(name, max_time=2, out=tmp_path / "run")
         value = result["test"][entry.bar.metric]
         assert torch.isfinite(torch.tensor(value)) and (tmp_path / "run" / "model.safetensors").exists()
         assert deepatlas.evaluate(tmp_path / "run")[entry.bar.metric] == pytest.approx(value)  # seeded episodes
         return  # whether it learns is its own test's business (tests/test_rl*.py, test_evolution*.py)
-    dataset = data.load(entry.task, entry.recipe)
+    dataset = get_task(entry.task).load(entry.data)
     fields = {f.name for f in dataclasses.fields(entry.config)}
     model = deepatlas.create_model(name, **{k: v for k, v in dataset.dims.items() if k in fields})
     objective = entry.objective(model).train()

@@ -1,13 +1,14 @@
 """The "autoencoder", "denoising_autoencoder" and "vae" entries: shapes, their defining properties (PCA
 baseline, corruption against a clean target, analytic KL, reparameterization, interpolation) and short
 learning tests on the digits."""
+from deepatlas.tasks import get_task
 import pytest
 import torch
 import torch.nn.functional as F
 
 import deepatlas
 from deepatlas import catalog, data
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Data
 from deepatlas.models.generative.autoencoder import training_images
 from deepatlas.models.generative.denoising_autoencoder import corrupt
 from deepatlas.models.generative.vae import gaussian_kl, reparameterize
@@ -15,7 +16,7 @@ from deepatlas.models.generative.vae import gaussian_kl, reparameterize
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.load("generation", Recipe(data="digits"))
+    return get_task("generation").load(Data(data="digits"))
 
 
 def objective_for(name: str, **overrides):

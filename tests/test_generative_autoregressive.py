@@ -1,5 +1,6 @@
 """The autoregressive generative models: "pixelcnn" (masked convolutions) and "wavenet" (causal dilated
 convolutions over μ-law audio). Causality is checked exactly with autograd over every position."""
+from deepatlas.tasks import get_task
 import dataclasses
 import math
 from itertools import islice
@@ -100,7 +101,7 @@ def test_pixelcnn_shapes_gates_and_samples():
 def test_pixelcnn_learns_below_the_independent_pixel_baseline():
     torch.manual_seed(0)
     entry = catalog.get("pixelcnn")
-    ds = data.load("generation", entry.recipe)
+    ds = get_task("generation").load(entry.data)
     model = pixelcnn.PixelCNN(pixelcnn.Config(channels=32, layers=4))
     objective = pixelcnn.PixelCNNObjective(model)
     objective.prepare(ds)
@@ -176,8 +177,8 @@ def test_wavenet_generation_with_queues_matches_the_parallel_pass():
 
 def test_wavenet_learns_below_the_unigram_baseline():
     torch.manual_seed(0)
-    recipe = dataclasses.replace(catalog.get("wavenet").recipe, window=250)
-    ds = data.load("generation", recipe)
+    recipe = dataclasses.replace(catalog.get("wavenet").data, window=250)
+    ds = get_task("generation").load(recipe)
     cfg = wavenet.Config(data_shape=[250], residual_channels=16, gate_channels=16, skip_channels=32,
                          layers_per_block=6, blocks=1)
     model = wavenet.WaveNet(cfg)

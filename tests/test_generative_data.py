@@ -1,5 +1,6 @@
 """The generative family's shared pieces: data views, toy densities, audio files, sample metrics, writers,
 and the loop's manual optimization (two optimizers stepped by the objective, resumed exactly)."""
+from deepatlas.tasks import get_task
 import math
 import wave
 
@@ -10,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from deepatlas import data
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Data, Train
 from deepatlas.data import audio, generative, toy2d
 from deepatlas.engine.checkpoint import load_state
 from deepatlas.engine.loop import Scaling, fit, make_fabric
@@ -20,7 +21,7 @@ from deepatlas.tasks import generative as metrics
 
 
 def load(name, **recipe):
-    return data.load("generation", Recipe(data=name, **recipe))
+    return get_task("generation").load(Data(data=name, **recipe))
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ class TwoPlayers(metrics.Generative):
 
 def test_manual_optimization_steps_each_player_and_resumes_exactly(tmp_path):
     points = load("25gaussians")
-    recipe = Recipe(data="25gaussians", epochs=2, batch_size=2000, lr=1e-2)
+    recipe = Train(epochs=2, batch_size=2000, lr=1e-2)
     runs = {}
     for name in ("a", "b"):
         torch.manual_seed(0)
@@ -277,19 +278,18 @@ def test_sample_refuses_runs_that_do_not_generate(mlp_run, cli_run):
 
 
 def test_bench_shares_one_run_between_bars_with_equal_overrides(monkeypatch):
-    from deepatlas import catalog
-    from deepatlas.engine import bench
-    from deepatlas.engine import run as runs
+    from deepatlas import api
+    from deepatlas.tools import bench
     calls = []
 
     def fake_train(name, overrides, seed, out, max_time):
         calls.append(overrides)
         return {"test": {"modes": 8.0, "high_quality": 0.8, "digits_fd": 30.0}, "params": 1, "status": "completed"}
 
-    monkeypatch.setattr(runs, "train", fake_train)
+    monkeypatch.setattr(api, "train", fake_train)
     results = bench.bench("gan")
     assert [r["metric"] for r in results] == ["modes", "high_quality", "digits_fd"]
     assert len(calls) == 2 and calls[0] == {} and calls[1]["data"] == "digits", "one run for the two ring bars"
     assert results[0]["seconds"] == results[1]["seconds"] and all(r["passed"] for r in results)
     assert all("metrics" not in r for r in results)
-    assert catalog.get("gan").bars[1].overrides == {}
+    assert api.get("gan").bars[1].overrides == {}

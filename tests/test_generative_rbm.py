@@ -1,6 +1,7 @@
 """Energy-based models: the "rbm" (free energy, partition function, conditionals, Gibbs sampling and the CD-k
 gradient against brute-force enumeration on a tiny RBM; learning) and the "dbn" (greedy layer-wise
 pre-training, the fine-tuned net starting from the RBMs' weights, learning, pre-trained vs random)."""
+from deepatlas.tasks import get_task
 import itertools
 
 import pytest
@@ -109,7 +110,7 @@ def test_rbm_pseudo_likelihood_matches_enumeration(tiny):
 
 @pytest.fixture(scope="module")
 def binary_digits():
-    return data.load("generation", catalog.get("rbm").recipe)
+    return get_task("generation").load(catalog.get("rbm").data)
 
 
 def test_rbm_shapes_and_samples():
@@ -168,14 +169,35 @@ def test_rbm_pseudo_likelihood_improves(binary_digits):
 
 @pytest.fixture(scope="module")
 def digits():
-    return data.load("generation", catalog.get("dbn").recipe)
+    return get_task("generation").load(catalog.get("dbn").data)
+
+
+def pretrain(objective, digits, tmp, epochs: int = 10) -> list[dict]:
+    """The entry's pre-training phases, through the engine (`run_phases`), with `epochs` per RBM; returns each
+    phase's validation reconstruction error (of its own data) before and after its training."""
+    import dataclasses
+
+    from deepatlas.engine.loop import Scaling, make_fabric, run_phases
+    from deepatlas.engine.rundir import RunDir
+    phases = objective.phases(digits)
+    errors = []
+    for phase in phases:  # measured before any phase trains would use untrained lower layers: track per phase
+        phase.finish, finish = None, phase.finish
+        phase.start()
+        before = float(phase.objective.validation_step(phase.val_set.tensors)["recon"])
+        settings = {"pretrain": dataclasses.replace(catalog.get("dbn").phases["pretrain"], epochs=epochs)}
+        run_phases([phase], settings, RunDir(tmp).create(), fabric=make_fabric(Scaling()))
+        after = float(phase.objective.validation_step(phase.val_set.tensors)["recon"])
+        finish()
+        errors.append({"name": phase.name, "recon_before": before, "recon_after": after})
+    return errors
 
 
 @pytest.fixture(scope="module")
-def pretrained(digits):
+def pretrained(digits, tmp_path_factory):
     torch.manual_seed(0)
-    objective = DBNObjective(deepatlas.create_model("dbn", **digits.dims, hidden=[128, 64], pretrain_epochs=8))
-    objective.prepare(digits)
+    objective = DBNObjective(deepatlas.create_model("dbn", **digits.dims, hidden=[128, 64]))
+    objective.errors = pretrain(objective, digits, tmp_path_factory.mktemp("dbn"), epochs=8)
     return objective
 
 
@@ -187,9 +209,11 @@ def test_dbn_shapes(digits):
     assert probs.shape == (5, 10) and torch.allclose(probs.sum(-1), torch.ones(5))
 
 
-def test_dbn_pretraining_lowers_each_layers_reconstruction_error(pretrained):
-    assert len(pretrained.pretrain_log) == 2
-    for layer in pretrained.pretrain_log:
+def test_dbn_pretraining_lowers_each_layers_reconstruction_error(pretrained, tmp_path):
+    """One phase per RBM, each in the engine's loop with its own checkpoint and log; each lowers its RBM's
+    reconstruction error of its own data (the layer below's hidden probabilities) on held-out digits."""
+    assert [e["name"] for e in pretrained.errors] == ["rbm1", "rbm2"]
+    for layer in pretrained.errors:
         assert layer["recon_after"] < 0.8 * layer["recon_before"], layer
 
 
@@ -220,14 +244,15 @@ def test_dbn_learns_to_classify(pretrained, digits):
     assert fine_tune(pretrained, digits, epochs=12) > 0.85   # chance is 0.1
 
 
-def test_dbn_pretrained_vs_random_with_few_labels(digits):
-    """The figure the docstring quotes: pre-training on all training images, fine-tuning on 100 labelled
+def test_dbn_pretrained_vs_random_with_few_labels(digits, tmp_path):
+    """The figure the entry's notes quote: pre-training on all training images, fine-tuning on 100 labelled
     ones for 30 epochs (about 120 steps), default sizes, seed 0."""
     accuracy = {}
-    for pretrain in (True, False):
+    for pretrained in (True, False):
         torch.manual_seed(0)
-        objective = DBNObjective(deepatlas.create_model("dbn", **digits.dims, pretrain=pretrain))
-        objective.prepare(digits)
-        accuracy[pretrain] = fine_tune(objective, digits, epochs=30, labels=100)
+        objective = DBNObjective(deepatlas.create_model("dbn", **digits.dims))
+        if pretrained:
+            pretrain(objective, digits, tmp_path)
+        accuracy[pretrained] = fine_tune(objective, digits, epochs=30, labels=100)
     print(f"\ndbn, 100 labels: pretrained {accuracy[True]:.3f}, random {accuracy[False]:.3f}")
     assert accuracy[True] > accuracy[False] + 0.05

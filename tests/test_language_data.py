@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Train
 from deepatlas.data import planted, text
 from deepatlas.engine.loop import Scaling, evaluate_loader, lr_factor, make_fabric
 from deepatlas.errors import DeepAtlasError
@@ -141,11 +141,11 @@ def test_evaluate_weighs_by_counts():
 
 
 def test_warmup_schedules():
-    recipe = Recipe(schedule="inverse_sqrt", warmup=100)
+    recipe = Train(schedule="inverse_sqrt", warmup=100)
     assert lr_factor(recipe, 49, 1000) == pytest.approx(0.5)
     assert lr_factor(recipe, 99, 1000) == pytest.approx(1.0)
     assert lr_factor(recipe, 399, 1000) == pytest.approx(0.5)  # sqrt(100 / 400)
-    cosine = Recipe(schedule="cosine", warmup=10)
+    cosine = Train(schedule="cosine", warmup=10)
     assert lr_factor(cosine, 4, 100) == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 4 / 100)))
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import deepatlas
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Data
 from deepatlas.data import planted, words
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.embedding import (
@@ -70,11 +70,11 @@ def test_users_text_file_and_folder(tmp_path):
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "a.txt").write_text(text)
     (tmp_path / "corpus" / "b.txt").write_text("Another sentence here.\n\nAnd one more, with words: x-ray and don't.")
-    data = words.load_for(Recipe(data=str(tmp_path / "corpus"), tokens="word"))
+    data = words.load_for(Data(data=str(tmp_path / "corpus"), tokens="word"))
     vocab = data.spec["vocab"]
     assert vocab[words.N_SPECIALS] == "the" and {"x-ray", "don't", "cat"} <= set(vocab)
     assert len(data.train) + len(data.val) + len(data.test) == 43  # 40 + 3 (split after . ! ? ; :)
-    small = words.load_for(Recipe(data=str(tmp_path / "corpus" / "a.txt"), tokens="word", vocab=3))
+    small = words.load_for(Data(data=str(tmp_path / "corpus" / "a.txt"), tokens="word", vocab=3))
     assert small.spec["vocab"] == words.SPECIALS + ["the", "a", "away"]   # the 3 most frequent, ties alphabetical
     rows = small.train.tensors[0]
     assert rows.max() < len(small.spec["vocab"]) and words.UNK not in rows  # dropped, not UNK
@@ -295,15 +295,15 @@ def test_word2vec_validation_loss_is_repeatable(planted_data):
 def test_predict_lists_neighbours_of_the_same_category(skipgram_run):
     run, _ = skipgram_run
     result = deepatlas.predict(run, "red, hammer  bus")
-    assert result["names"] == ["red", "hammer", "bus"]
+    assert result.names == ["red", "hammer", "bus"]
     spec = words.load("planted-semantics").spec
     category = dict(zip(spec["vocab"], spec["category"]))
-    for word, details in zip(result["names"], result["details"]):
+    for word, details in zip(result.names, result.details):
         neighbours = [w for w, _ in details["neighbours"]]
         assert len(neighbours) == 10 and word not in neighbours
         assert sum(category[w] == category[word] for w in neighbours[:5]) >= 4
         cosines = [c for _, c in details["neighbours"]]
         assert cosines == sorted(cosines, reverse=True)
-        assert result["predicted"][result["names"].index(word)] == ", ".join(neighbours)
+        assert result.predicted[result.names.index(word)] == ", ".join(neighbours)
     with pytest.raises(DeepAtlasError, match="'zebra' is not in the vocabulary of this run"):
         deepatlas.predict(run, "zebra")

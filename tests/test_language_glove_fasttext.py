@@ -211,5 +211,5 @@ def test_fasttext_unseen_word_lands_nearest_its_category(fasttext_run, planted_d
     assert unseen_hits(untrained, planted_data.spec) < 0.5
     spec = planted_data.spec
     prediction = deepatlas.predict(run, "tractors")                         # predict --neighbours uses it too
-    neighbours = [spec["category"][spec["vocab"].index(w)] for w, _ in prediction["details"][0]["neighbours"][:5]]
+    neighbours = [spec["category"][spec["vocab"].index(w)] for w, _ in prediction.details[0]["neighbours"][:5]]
     assert neighbours.count(spec["category_names"].index("vehicle")) >= 4

@@ -124,7 +124,7 @@ def test_learns_to_copy_what_only_attention_can_see():
 def test_trains_on_text_and_continues_a_prompt(tmp_path, cli_run):
     run = tmp_path / "gpt"
     metrics = deepatlas.train("gpt", out=run, overrides={"dim": "32", "layers": "1", "heads": "2",
-                                                           "window": "32", "train_windows": "256", "epochs": "1"})
+                                                           "window": "32", "steps": "8", "epochs": "1"})
     assert metrics["test"]["ce_vs_bigram"] > 0 and metrics["test"]["cross_entropy"] < 5.0
     code, out, err = cli_run("predict", run, "def ")
     assert code == 0, err

@@ -1,5 +1,6 @@
 """The "transformer": attention equal to torch's, the explicit attention equal to the fused kernel, causal and padding masks, sinusoidal positions, pre- and
 post-norm, label smoothing, the warm-up schedule, greedy and beam decoding, and learning the dates."""
+from deepatlas.tasks import get_task
 import itertools
 import math
 
@@ -11,7 +12,7 @@ from torch import nn
 import deepatlas
 from deepatlas import catalog
 from deepatlas import data as datasets
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Train, Data
 from deepatlas.data import pairs
 from deepatlas.engine.loop import lr_factor
 from deepatlas.models.language.transformer import (
@@ -254,7 +255,7 @@ def test_label_smoothing_is_the_models_and_follows_its_definition():
 
 def test_warm_up_then_inverse_square_root_schedule():
     """lr rises linearly to recipe.lr at `warmup` steps, then falls as 1/sqrt(step): the paper's (3) up to a constant."""
-    recipe = Recipe(lr=1e-3, schedule="inverse_sqrt", warmup=100)
+    recipe = Train(lr=1e-3, schedule="inverse_sqrt", warmup=100)
     assert lr_factor(recipe, 0, 10_000) == pytest.approx(0.01)
     assert lr_factor(recipe, 49, 10_000) == pytest.approx(0.5)
     assert lr_factor(recipe, 99, 10_000) == pytest.approx(1.0)       # the peak, at the end of the warm-up
@@ -265,7 +266,7 @@ def test_warm_up_then_inverse_square_root_schedule():
         paper = d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
         assert lr_factor(recipe, step - 1, 10_000) * (d_model * warmup) ** -0.5 == pytest.approx(paper)
     entry = catalog.get("transformer")
-    assert entry.recipe.schedule == "inverse_sqrt" and entry.recipe.warmup > 0
+    assert entry.train.schedule == "inverse_sqrt" and entry.train.warmup > 0
 
 
 # ---- decoding ------------------------------------------------------------------------------------
@@ -342,13 +343,13 @@ def test_length_penalty_and_batching():
 def test_transformer_learns_dates():
     """400 steps of a one-layer model on dates. A model that ignores its input can at best guess each position's
     most common character (the dashes, the EOS, the century...), and almost never a whole date."""
-    data = datasets.load("translation", Recipe(data="dates"))
+    data = get_task("translation").load(Data(data="dates"))
     torch.manual_seed(0)
     model = deepatlas.create_model("transformer", **data.dims, d_model=32, d_ff=64, enc_layers=1, dec_layers=1,
                                    beam=2)
     objective = catalog.get("transformer").objective(model)
     src, tgt = data.train.tensors
-    recipe = Recipe(lr=5e-3, schedule="inverse_sqrt", warmup=50)
+    recipe = Train(lr=5e-3, schedule="inverse_sqrt", warmup=50)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     for step in range(400):
         for group in opt.param_groups:

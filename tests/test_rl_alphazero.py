@@ -105,8 +105,9 @@ class Context:
     """The few parts of the engine's context (engine/interact.py) that `learn` uses, without a run directory."""
 
     def __init__(self, env, seed: int = 0):
-        from deepatlas.catalog import Recipe
-        self.env, self.recipe, self.device = env, Recipe(data="tictactoe", lr=3e-3), torch.device("cpu")
+        from deepatlas.catalog import Data, Train
+        self.env, self.device = env, torch.device("cpu")
+        self.train, self.options = Train(lr=3e-3), Data("tictactoe")
         self.rng, self.generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
         self.validations = 0
 

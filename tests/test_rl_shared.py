@@ -177,7 +177,7 @@ def test_cli_eval_episodes_predict_and_render(tmp_path, cli_run):
     code, out, _ = cli_run("eval", tmp_path / "run", "--episodes", "3", "--json")
     assert code == 0 and set(json.loads(out)) == {"mean_return", "std_return"}
     code, out, _ = cli_run("predict", tmp_path / "run", "--json")
-    assert code == 0 and json.loads(out)[0]["names"] == ["CartPole-v1"]
+    assert code == 0 and json.loads(out)[0]["input"] == "CartPole-v1"
     gif = tmp_path / "episode.gif"
     code, _, _ = cli_run("predict", tmp_path / "run", "--render", gif)
     assert code == 0 and gif.read_bytes()[:6] == b"GIF89a"

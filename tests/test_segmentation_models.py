@@ -121,7 +121,7 @@ def test_unet_skips_are_concatenations():
 
 @pytest.mark.parametrize("name", ["fcn", "unet"])
 def test_learns_shapes_past_the_background_baseline(name):
-    """A few seconds of training on 64 small (32x32) scenes; pixel accuracy and mIoU on those scenes beat
+    """A few seconds of training (200 steps) on 64 small (32x32) scenes; pixel accuracy and mIoU on those scenes beat
     predicting background everywhere (pixel accuracy = the background share, about 0.87; mIoU about 0.17)."""
     torch.manual_seed(0)
     data = segmentation.load("shapes-64", 32)
@@ -130,7 +130,7 @@ def test_learns_shapes_past_the_background_baseline(name):
              "unet": lambda: unet.UNet(unet.Config(base=8, levels=3))}[name]()
     objective = Segmentation(model)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(100):
+    for _ in range(200):  # 100 left FCN 0.001 under the pixel-accuracy bar on 2 threads (0.896 vs 0.897)
         idx = torch.randint(0, 64, (16,))
         loss, _ = objective.train().training_step((images[idx], masks[idx]))
         opt.zero_grad()

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from deepatlas import catalog
 from deepatlas.catalog import Bar
 from deepatlas.data import sequences
-from deepatlas.engine import bench, run as runs
+from deepatlas import api
+from deepatlas.tools import bench
 from deepatlas.errors import DeepAtlasError
 
 
@@ -132,8 +133,8 @@ def test_train_on_a_csv_series_and_forecast_from_the_command_line(series_csv, tm
     assert code == 0 and json.loads(out)["mse"] < 0.5  # standardized units: a constant guess scores 1
     code, out, _ = cli_run("predict", run, series_csv, "--json")
     [row] = json.loads(out)
-    assert row["names"] == [f"{series_csv} [load]"] and len(row["details"][0]["values"]) == 10
-    assert all(8.5 < v < 11.5 for v in row["details"][0]["values"])  # the series lives in 10 ± 1
+    assert row["input"] == f"{series_csv} [load]" and len(row["values"]) == 10
+    assert all(8.5 < v < 11.5 for v in row["values"])  # the series lives in 10 ± 1
     code, _, err = cli_run("train", "gru", "--data", series_csv, "--column", "load", "--target", "load")
     assert code == 2 and "give one" in err
 
@@ -148,10 +149,10 @@ def test_bench_runs_every_bar_with_its_overrides(monkeypatch):
         seen.append((overrides, max_time))
         return {"test": {"accuracy": 0.97}, "params": 1, "status": "completed"}
 
-    monkeypatch.setattr(runs, "train", fake_train)
+    monkeypatch.setattr(api, "train", fake_train)
     results = bench.bench("mlp")
     assert [r["overrides"] for r in results] == [{}, {"data": "wine"}]
     assert seen == [({}, entry.bar.budget_s), ({"data": "wine"}, 30)]
     assert all(r["passed"] for r in results)
-    assert runs.monitor_for(entry, catalog.apply_overrides(entry.recipe, {"data": "wine"})) == ("accuracy", "max")
+    assert api.monitor_for(entry, api.settings_for(entry, {}, "wine")[1].options) == ("accuracy", "max")
     assert "on wine in 30 s" in catalog.markdown_table([entry])

@@ -205,7 +205,7 @@ def test_recursive_nn_learns_to_evaluate_expressions(tmp_path):
     assert result["test"]["accuracy"] > 0.20 + 0.50  # majority class: 0.20
     run = result["run_dir"]
     answer = deepatlas.predict(run, "(3+4)*2-7*(1-5)")                  # 14 - (-28) = 42 -> 2 (mod 10)
-    assert answer["names"] == ["(3+4)*2-7*(1-5)"] and answer["details"][0]["exact"] == "2"
+    assert answer.names == ["(3+4)*2-7*(1-5)"] and answer.details[0]["exact"] == "2"
     lines = tmp_path / "exprs.txt"
     sample = random_trees(100, seed=7, max_height=4)
     lines.write_text("\n".join(trees.to_string(t) for t in sample) + "\n")

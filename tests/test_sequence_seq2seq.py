@@ -1,5 +1,6 @@
 """Seq2seq: beam search against greedy and against exhaustive search, attention that ignores
 padding, the dates generator, the TSV reader, and learning to reverse strings."""
+from deepatlas.tasks import get_task
 import datetime
 import itertools
 import json
@@ -12,9 +13,9 @@ from conftest import fit_steps
 
 import deepatlas
 from deepatlas import cli, data as datasets
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Data
 from deepatlas.data import pairs
-from deepatlas.engine.run import load
+from deepatlas.api import load
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.translation import BOS, EOS, PAD, Translation, exact_match
 
@@ -226,7 +227,7 @@ def reverse_pairs(n: int, seed: int) -> list[tuple[str, str]]:
 def test_tsv_is_split_80_10_10_and_encoded(tmp_path):
     path = tmp_path / "pairs.tsv"
     path.write_text("".join(f"{s}\t{t}\n" for s, t in reverse_pairs(100, 0)) + "\n")
-    data = datasets.load("translation", Recipe(data=str(path)))
+    data = get_task("translation").load(Data(data=str(path)))
     assert [len(d) for d in (data.train, data.val, data.test)] == [80, 10, 10]
     assert data.spec["tgt_vocab"][4:] == list("abcdef")
     labeled = pairs.read_labeled(data.spec, str(path))
@@ -258,7 +259,7 @@ def test_seq2seq_learns_to_reverse_strings(tmp_path, capsys):
 
 def test_predict_a_date_with_attention_weights(tmp_path):
     """A briefly trained dates model answers with a string and its attention map over the input's characters."""
-    data = datasets.load("translation", Recipe(data="dates"))
+    data = get_task("translation").load(Data(data="dates"))
     model = deepatlas.create_model("seq2seq", **data.dims, **{k: int(v) for k, v in SMALL.items()}, beam=2)
     objective = Translation(model)
     src, tgt = data.train.tensors

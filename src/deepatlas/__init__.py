@@ -4,11 +4,19 @@
     model = deepatlas.create_model("mlp", in_features=30, n_classes=2)
     result = deepatlas.train("mlp", out="runs/mlp")
     trained = deepatlas.load("runs/mlp")
+
+The public functions live in `deepatlas.api`; they are imported on first use, so that `import deepatlas`
+(and `deepatlas list`) costs no torch import.
 """
-from deepatlas.catalog import Entry, entries, get
-from deepatlas.engine.loop import Scaling
-from deepatlas.engine.run import VERSION as __version__, create_model, evaluate, load, predict, sample, train
 from deepatlas.errors import DeepAtlasError
 
-__all__ = ["__version__", "create_model", "train", "evaluate", "load", "predict", "sample", "entries", "get", "Entry", "Scaling",
-           "DeepAtlasError"]
+__version__ = "0.1.0"
+__all__ = ["__version__", "create_model", "train", "evaluate", "load", "predict", "sample", "entries", "get",
+           "cards", "Entry", "Scaling", "DeepAtlasError"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from deepatlas import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'deepatlas' has no attribute {name!r}")

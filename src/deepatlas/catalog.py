@@ -1,20 +1,43 @@
 """The catalog: one Entry per architecture, with its card, its bar and its builders.
 
-Every module under `deepatlas.models` is imported explicitly by `_discover()` the first time
-the catalog is read; each calls `register(Entry(...))` once at its bottom.
+The registry is the explicit list `MODULES`; each module calls `register(Entry(...))` once at its bottom.
+Cards (name, title, family, year, paper, summary, when to use, related, bars, task, notes, training settings
+and data) are read
+from those calls statically, with `ast`, without importing the module: `deepatlas list` imports neither
+torch nor Lightning, `get(name)` imports only that entry's module, and a module that fails to import breaks
+only its own entry, with one clear line when that entry is used.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib
-import pkgutil
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 from deepatlas.errors import DeepAtlasError
+
+MODULES = tuple(f"deepatlas.models.{m}" for m in (
+    "feedforward.perceptron", "feedforward.mlp", "feedforward.residual_mlp",
+    "vision.lenet", "vision.alexnet", "vision.vgg", "vision.inception", "vision.resnet", "vision.xception",
+    "vision.gcnn", "vision.vit", "vision.convnext",
+    "detection.yolo", "detection.faster_rcnn", "detection.mask_rcnn", "detection.detr",
+    "segmentation.fcn", "segmentation.unet",
+    "sequence.rnn", "sequence.lstm", "sequence.gru", "sequence.tcn", "sequence.seq2seq", "sequence.recursive_nn",
+    "language.transformer", "language.gpt", "language.bert", "language.word2vec", "language.glove",
+    "language.fasttext", "language.elmo",
+    "generative.autoencoder", "generative.denoising_autoencoder", "generative.vae", "generative.gan",
+    "generative.pixelcnn", "generative.wavenet", "generative.rbm", "generative.dbn",
+    "rl.reinforce", "rl.dqn", "rl.a2c", "rl.ppo", "rl.alphazero", "rl.mpc",
+    "evolution.genetic", "evolution.evolution_strategies", "evolution.ga_search",
+))
+"""every architecture's module, in the order a reader meets them; adding an architecture adds a line here"""
 
 FAMILIES = ("feedforward", "vision", "detection", "segmentation", "sequence", "language", "generative",
             "graph", "geometry", "dynamics", "tracking", "rl", "evolution")
@@ -52,12 +75,14 @@ class Bar:
 
 
 @dataclass
-class Recipe:
-    """How an entry is trained by default. Every field can be changed with `--set key=value`."""
-    data: str = "breast_cancer"
-    """embedded dataset name, or a path to the user's file"""
+class Train:
+    """How an entry is trained: the fit loop's settings. A method that owns its loop reads only the few its entry
+    names (`Entry.train_keys`). Every field can be changed with `--set [train.]key=value`."""
     epochs: int = 50
-    """passes over the training split"""
+    """passes over the training examples"""
+    steps: int = 0
+    """a budget in optimizer steps for a large corpus: steps × batch_size / epochs training examples drawn at
+    random once per seeded run, passed over `epochs` times (0: every training example)"""
     batch_size: int = 64
     """examples per optimizer step"""
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -76,6 +101,16 @@ class Recipe:
     """stop after this many epochs without a better validation metric (0: never)"""
     grad_clip: float = 0.0
     """clip the gradient norm to this value (0: off)"""
+    stop_at: float | None = None
+    """rl and evolution: stop once the validation episodes' metric reaches this (None: use the whole budget)"""
+
+
+@dataclass
+class Data:
+    """What an entry trains on and how that data is prepared. A task's data module reads `data` and the options its
+    Task names (`Task.options`); `--set [data.]key=value` changes them."""
+    data: str = "breast_cancer"
+    """embedded dataset name, or a path to the user's file"""
     image_size: int = 0
     """images: resize to this side length (0: keep the data's size)"""
     crop_pad: int = 0
@@ -92,12 +127,18 @@ class Recipe:
     """text: characters, byte-pair subwords learned on the train split, or words (spelled out for char-aware models)"""
     vocab: int = 0
     """text: BPE vocabulary size, or the number of most frequent words kept (0: the data's default)"""
-    stop_at: float | None = None
-    """rl and evolution: stop once the validation episodes' metric reaches this (None: use the whole budget)"""
+
+
+def split_recipe(recipe: dict) -> tuple[Train, Data]:
+    """A 0.1 run's one `recipe` (config.json) as its training settings and data options."""
+    train = {f.name for f in dataclasses.fields(Train)}
+    return (Train(**{k: v for k, v in recipe.items() if k in train}),
+            Data(**{k: v for k, v in recipe.items() if k not in train}))
 
 
 @dataclass
-class Entry:
+class Card:
+    """What is known of an entry without importing its module: the literal arguments of its `register` call."""
     name: str
     title: str
     family: str
@@ -107,36 +148,53 @@ class Entry:
     when_to_use: str
     when_not: str
     related: list[str]
+    bar: Bar
+    train: Train = field(default_factory=Train)
+    """how it is trained by default"""
+    data: Data = field(default_factory=Data)
+    """what it trains on by default (an embedded dataset)"""
+    task: str = "classification"
+    """its Task (deepatlas.tasks): the data domain, the loop, what `predict` and `eval` give"""
+    more_bars: list[Bar] = field(default_factory=list)
+    """further promises, each a fresh run of the recipe with the bar's `overrides` applied"""
+    notes: str = ""
+    """calibration notes: what was measured to choose the recipe (printed by `info`)"""
+    module: str = ""
+    """the module that registers the entry (imported by `get`)"""
+
+    @property
+    def bars(self) -> list[Bar]:
+        return [self.bar, *self.more_bars]
+
+
+@dataclass(kw_only=True)
+class Entry(Card):
+    """A card and what builds and trains its architecture."""
     config: type
     """the architecture's @dataclass Config; its defaults are the small preset"""
     build: Callable[[Any], Any]
     """Config -> nn.Module"""
     objective: Callable[[Any], Any]
     """nn.Module -> objective with training_step / validation_step"""
-    bar: Bar
-    recipe: Recipe = field(default_factory=Recipe)
-    task: str = "classification"
-    """what the model does with data: decides the data domain, `predict` and `eval`"""
-    more_bars: list[Bar] = field(default_factory=list)
-    """further promises, each a fresh run of the recipe with the bar's `overrides` applied"""
-    notes: str = ""
-    """calibration notes: what was measured to choose the recipe (printed by `info`)"""
-
-    @property
-    def bars(self) -> list[Bar]:
-        return [self.bar, *self.more_bars]
+    train_keys: tuple[str, ...] | None = None
+    """the Train fields a method that owns its loop reads (`--set` refuses the others); None: the fit loop's all"""
+    phases: dict[str, Train] = field(default_factory=dict)
+    """training settings of each phase before the main training (the objective's `phases`), by phase name"""
 
     def card(self) -> dict:
-        """The JSON card of `list --json` and `info --json`."""
-        return {
-            "name": self.name, "title": self.title, "family": self.family, "year": self.year,
-            "paper": str(self.paper), "summary": self.summary, "when_to_use": self.when_to_use,
-            "when_not": self.when_not, "related": list(self.related), "task": self.task, "notes": self.notes,
-            "bar": _bar_card(self.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)}
-                                                      for b in self.more_bars],
-            "recipe": dataclasses.asdict(self.recipe),
-            "config": dataclasses.asdict(self.config()),
-        }
+        """The JSON card of `info --json`: the static card and the default config."""
+        return {**card_json(self), "config": dataclasses.asdict(self.config())}
+
+
+def card_json(c: Entry | Card) -> dict:
+    """The JSON card of `list --json`."""
+    return {
+        "name": c.name, "title": c.title, "family": c.family, "year": c.year,
+        "paper": str(c.paper), "summary": c.summary, "when_to_use": c.when_to_use,
+        "when_not": c.when_not, "related": list(c.related), "task": c.task, "notes": c.notes,
+        "bar": _bar_card(c.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
+        "train": dataclasses.asdict(c.train), "data": dataclasses.asdict(c.data),
+    }
 
 
 def _bar_card(bar: Bar) -> dict:
@@ -144,7 +202,6 @@ def _bar_card(bar: Bar) -> dict:
 
 
 _REGISTRY: dict[str, Entry] = {}
-_discovered = False
 
 
 def register(entry: Entry) -> Entry:
@@ -152,36 +209,103 @@ def register(entry: Entry) -> Entry:
         raise ValueError(f"{entry.name}: unknown family {entry.family!r}")
     if entry.name in _REGISTRY and _REGISTRY[entry.name] is not entry:
         raise ValueError(f"entry {entry.name!r} is registered twice")
+    entry.module = entry.module or entry.config.__module__
     _REGISTRY[entry.name] = entry
     return entry
 
 
-def _discover() -> None:
-    """Import every module under deepatlas.models once; each registers its entry."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    import deepatlas.models as models
-    for info in pkgutil.walk_packages(models.__path__, models.__name__ + "."):
-        importlib.import_module(info.name)
+# ---- cards, read without importing -----------------------------------------------------------
+
+_CARD_FIELDS = {f.name for f in dataclasses.fields(Card)} - {"module"}
+_LITERAL_CALLS = {"Paper": Paper, "Bar": Bar, "Train": Train, "Data": Data}
+
+
+def _literal(node: ast.AST, module: str) -> Any:
+    """The value of a card argument: literals, lists, dicts, and Paper(...), Bar(...), Train(...), Data(...)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _LITERAL_CALLS:
+        return _LITERAL_CALLS[node.func.id](*[_literal(a, module) for a in node.args],
+                                            **{k.arg: _literal(k.value, module) for k in node.keywords})
+    if isinstance(node, ast.List):
+        return [_literal(e, module) for e in node.elts]
+    if isinstance(node, ast.Dict):
+        return {_literal(k, module): _literal(v, module) for k, v in zip(node.keys, node.values)}
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise DeepAtlasError(f"{module}: card field at line {node.lineno} is not a literal "
+                             f"(cards are read without importing their module)") from None
+
+
+def _source(module: str) -> Path | None:
+    """The file of `module`, found without importing it (nor, for deepatlas's own, its packages)."""
+    if module.startswith("deepatlas."):
+        return Path(__file__).parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    spec = importlib.util.find_spec(module)  # a module of one's own, outside the package
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def _read_card(module: str) -> Card:
+    path = _source(module)
+    if path is None or not path.is_file():
+        raise DeepAtlasError(f"{module}: listed in catalog.MODULES but its file does not exist")
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    calls = [node.value.args[0] for node in tree.body
+             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+             and getattr(node.value.func, "id", None) == "register"]
+    if len(calls) != 1 or not isinstance(calls[0], ast.Call):
+        raise DeepAtlasError(f"{module}: expected one top-level register(Entry(...)) call, found {len(calls)}")
+    values = {k.arg: _literal(k.value, module) for k in calls[0].keywords if k.arg in _CARD_FIELDS}
+    return Card(**values, module=module)
+
+
+@cache
+def cards() -> tuple[Card, ...]:
+    """Every entry's card, in catalog order (family, year, name), without importing any model module."""
+    found = [_read_card(m) for m in MODULES]
+    return tuple(sorted(found, key=lambda c: (FAMILIES.index(c.family), c.year, c.name)))
+
+
+def card(name: str) -> Card:
+    by_name = {c.name: c for c in cards()}
+    if name in by_name:
+        return by_name[name]
+    close = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `deepatlas list`"
+    raise DeepAtlasError(f"unknown entry {name!r}{hint}")
+
+
+def _check_family(family: str | None) -> None:
+    if family is not None and family not in FAMILIES:
+        raise DeepAtlasError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
+
+
+def family_cards(family: str | None = None) -> list[Card]:
+    _check_family(family)
+    return [c for c in cards() if family is None or c.family == family]
+
+
+# ---- entries: importing the module ------------------------------------------------------------
+
+def get(name: str) -> Entry:
+    """The registered Entry of `name`, importing only its module; a module that fails to import is one line."""
+    found = card(name)
+    if name not in _REGISTRY:
+        try:
+            importlib.import_module(found.module)
+        except DeepAtlasError:
+            raise
+        except Exception as err:  # a broken model file breaks its own entry only
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise DeepAtlasError(f"{name}: its module {found.module} failed to import "
+                                 f"({type(err).__name__}: {first})") from err
+        if name not in _REGISTRY:
+            raise DeepAtlasError(f"{name}: {found.module} did not register it")
+    return _REGISTRY[name]
 
 
 def entries(family: str | None = None) -> list[Entry]:
-    _discover()
-    if family is not None and family not in FAMILIES:
-        raise DeepAtlasError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
-    found = [e for e in _REGISTRY.values() if family is None or e.family == family]
-    return sorted(found, key=lambda e: (FAMILIES.index(e.family), e.year, e.name))
-
-
-def get(name: str) -> Entry:
-    _discover()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see `deepatlas list`"
-    raise DeepAtlasError(f"unknown entry {name!r}{hint}")
+    """Every entry (of `family`), each module imported; raises on the first module that fails to import."""
+    return [get(c.name) for c in family_cards(family)]
 
 
 # ---- typed overrides for `--set key=value` -------------------------------------------------
@@ -225,26 +349,57 @@ def apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
     return dataclasses.replace(obj, **changes)
 
 
-def split_overrides(entry: Entry, overrides: dict[str, Any]) -> tuple[dict, dict]:
-    """Split `--set` pairs into (model config, recipe) overrides; an unknown key lists both."""
-    model_keys = {f.name for f in dataclasses.fields(entry.config)}
-    recipe_keys = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = [k for k in overrides if k not in model_keys | recipe_keys]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], model_keys | recipe_keys, n=1)
-        if close:
-            raise DeepAtlasError(f"unknown setting {unknown[0]!r} for {entry.name}; did you mean {close[0]}?")
-        raise DeepAtlasError(f"unknown setting {unknown[0]!r} for {entry.name}; valid: "
-                             f"{', '.join(sorted(model_keys))} (model), {', '.join(sorted(recipe_keys))} (recipe)")
-    # a key in both (image_size) belongs to the recipe: the data is made to it, the model follows the data
-    return ({k: v for k, v in overrides.items() if k in model_keys - recipe_keys},
-            {k: v for k, v in overrides.items() if k in recipe_keys})
+def settings_keys(entry: Entry, data_keys: tuple[str, ...] | None = None) -> dict[str, list[str]]:
+    """The keys `--set` accepts for `entry`, by part: its config's, the training settings its loop reads, the
+    data options its task's data module reads (`data_keys`; None: all), and each phase's training settings."""
+    train = [f.name for f in dataclasses.fields(Train)]
+    return {"model": [f.name for f in dataclasses.fields(entry.config)],
+            "train": [k for k in train if entry.train_keys is None or k in entry.train_keys],
+            "data": [f.name for f in dataclasses.fields(Data) if data_keys is None or f.name in ("data", *data_keys)],
+            **{phase: [k for k in train if k != "stop_at"] for phase in entry.phases}}
+
+
+def split_overrides(entry: Entry, overrides: dict[str, Any], data_keys: tuple[str, ...] | None = None
+                    ) -> dict[str, dict]:
+    """Split `--set` pairs by part: {"model", "train", "data", and each phase's name: {key: value}}. A key may name
+    its part: `model.width`, `train.lr`, `data.window`, `pretrain.epochs`; a bare key goes where it is unambiguous
+    (one in both the config and the data options, image_size, belongs to the data: the data is made to it, the
+    model follows the data; a bare key never reaches a phase). A key the run never reads (not in the entry's
+    `train_keys`, or not in its task's data options `data_keys`) or that no part has is one line naming the
+    valid ones."""
+    parts = settings_keys(entry, data_keys)
+    split: dict[str, dict] = {part: {} for part in parts}
+    for raw, value in overrides.items():
+        part, dot, key = raw.partition(".")
+        if not dot:
+            part, key = ("data" if raw in parts["data"] else "train" if raw in parts["train"] else "model"), raw
+        if part not in parts:
+            raise DeepAtlasError(f"--set {raw}: name a part as {', '.join(f'{p}.KEY' for p in parts)}")
+        if key not in parts[part]:
+            raise DeepAtlasError(_unknown_setting(entry, raw, key, part if dot else None, parts))
+        split[part][key] = value
+    return split
+
+
+def _unknown_setting(entry: Entry, raw: str, key: str, part: str | None, parts: dict[str, list[str]]) -> str:
+    elsewhere = [p for p in ("model", "train", "data") if p != part and key in parts[p]]
+    if part and elsewhere:
+        return f"--set {raw}: {key} is a {elsewhere[0]} setting of {entry.name} ({elsewhere[0]}.{key})"
+    never_read = key in {f.name for f in (*dataclasses.fields(Train), *dataclasses.fields(Data))}
+    if never_read and part in (None, "train", "data"):
+        return (f"--set {raw}: {entry.name} never reads {key}; valid: {', '.join(parts['model'])} (model), "
+                f"{', '.join(parts['train'])} (train), {', '.join(parts['data'])} (data)")
+    where = [part] if part else list(parts)
+    close = difflib.get_close_matches(key, [k for p in where for k in parts[p]], n=1)
+    if close:
+        return f"unknown setting {raw!r} for {entry.name}; did you mean {close[0]}?"
+    return (f"unknown setting {raw!r} for {entry.name}; valid: " +
+            ", ".join(f"{', '.join(sorted(parts[p]))} ({p})" for p in where if parts[p]))
 
 
 def field_help(cls: type) -> dict[str, str]:
     """The docstring under each dataclass field (what `info` prints as help); a config that subclasses another
     dataclass inherits its fields' docstrings (and may redocument them)."""
-    import ast
     import inspect
     import textwrap
     out = {}
@@ -252,14 +407,14 @@ def field_help(cls: type) -> dict[str, str]:
         body = ast.parse(textwrap.dedent(inspect.getsource(base))).body[0].body
         for node, nxt in zip(body, body[1:]):
             if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-                out[node.target.id] = str(nxt.value.value).strip()
+                out[node.target.id] = " ".join(str(nxt.value.value).split())  # one line, however it wraps
     return out
 
 
-def markdown_table(found: list[Entry] | None = None) -> str:
-    """The README's catalog table, generated from the registry."""
+def markdown_table(found: list[Card] | None = None) -> str:
+    """The README's catalog table, generated from the cards."""
     rows = ["| name | family | year | paper | bar (test split, 2-core CPU) |", "|---|---|---|---|---|"]
-    for e in found if found is not None else entries():
-        bars = "; ".join(b.describe(e.recipe.data) for b in e.bars)
+    for e in found if found is not None else cards():
+        bars = "; ".join(b.describe(e.data.data) for b in e.bars)
         rows.append(f"| `{e.name}` | {e.family} | {e.year} | {e.title}: {e.paper.authors}, {e.paper.ref} | {bars} |")
     return "\n".join(rows)

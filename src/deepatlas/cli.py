@@ -1,7 +1,10 @@
-"""The `deepatlas` command: parse, call the API, print. No logic lives here."""
+"""The `deepatlas` command: parse, call the API (and the tools built on it), print. No logic lives here.
+
+It imports only `deepatlas.api` at start, which is cheap: `--help` and `list` import neither torch nor
+Lightning, and `info NAME` imports only that entry's module.
+"""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import sys
@@ -12,16 +15,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-import deepatlas
-from deepatlas import catalog
-from deepatlas.data.draw import numbered
+from deepatlas import api
 from deepatlas.errors import DeepAtlasError
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # piped: do not cut names
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(deepatlas.__version__, prog_name="deepatlas")
+@click.version_option(api.VERSION, prog_name="deepatlas")
 def app():
     """deepatlas: the landmark architectures of deep learning, runnable, tested and measured."""
 
@@ -46,16 +47,16 @@ def _json(obj) -> None:
 @click.option("--markdown", is_flag=True, help="print the README's catalog table")
 def list_(family, as_json, markdown):
     """List the architectures in the catalog."""
-    found = catalog.entries(family)
+    found = api.family_cards(family)
     if as_json:
-        return _json([e.card() for e in found])
+        return _json([api.card_json(c) for c in found])
     if markdown:
-        return print(catalog.markdown_table(found))
+        return print(api.markdown_table(found))
     if not found:
         return out.print(f"no entries in family {family} yet")
     table = Table("name", "family", "year", "title", "bar")
     for e in found:
-        table.add_row(e.name, e.family, str(e.year), e.title, "\n".join(b.describe(e.recipe.data) for b in e.bars))
+        table.add_row(e.name, e.family, str(e.year), e.title, "\n".join(b.describe(e.data.data) for b in e.bars))
     out.print(table)
 
 
@@ -63,8 +64,8 @@ def list_(family, as_json, markdown):
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print the card as JSON")
 def info(name, as_json):
-    """Show an architecture's card, config fields and default recipe."""
-    entry = catalog.get(name)
+    """Show an architecture's card, its config fields, training settings and data options."""
+    entry = api.get(name)
     card = entry.card()
     if as_json:
         return _json(card)
@@ -78,12 +79,19 @@ def info(name, as_json):
     if receptive_field is not None:  # convolutional sequence models see a bounded past
         out.print(f"receptive field (default config): {receptive_field} steps")
     for b in entry.bars:
-        out.print(f"bar (test split): {b.describe(entry.recipe.data)}")
-    for title, obj in (("config (--set key=value)", entry.config()), ("recipe (--set key=value)", entry.recipe)):
-        table = Table("field", "default", "meaning", title=title, title_justify="left")
-        docs = catalog.field_help(type(obj))
+        out.print(f"bar (test split): {b.describe(entry.data.data)}")
+    keys = api.settings_keys(entry)
+    parts = [("model (--set [model.]key=value)", entry.config(), None),
+             ("train (--set [train.]key=value)", entry.train, keys["train"]),
+             ("data (--set [data.]key=value)", entry.data, keys["data"]),
+             *[(f"phase {name}, before training (--set {name}.key=value)", settings, keys[name])
+               for name, settings in entry.phases.items()]]
+    for title, obj, shown in parts:
+        table = Table("field", "default", "meaning", title=escape(title), title_justify="left")
+        docs = api.field_help(type(obj))
         for f in dataclasses.fields(obj):
-            table.add_row(f.name, str(getattr(obj, f.name)), docs.get(f.name, ""))
+            if shown is None or f.name in shown:
+                table.add_row(f.name, str(getattr(obj, f.name)), docs.get(f.name, ""))
         out.print(table)
 
 
@@ -93,7 +101,7 @@ def info(name, as_json):
 @click.option("--target", help="label column of a CSV file")
 @click.option("--column", help="value column of a CSV time series (forecasting)")
 @click.option("--max-time", type=float, help="stop training after this many seconds")
-@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a config or recipe field")
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a model, train or data setting (model.width=64, train.lr=3e-4, data.window=20; the part may be left out where the key is unambiguous)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same run)")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="run directory (default runs/NAME-TIME)")
 @click.option("--resume", type=click.Path(path_type=Path), help="continue this run from its last checkpoint")
@@ -105,11 +113,10 @@ def info(name, as_json):
 def train(name, data, target, column, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy, num_nodes,
           precision):
     """Train an architecture's default recipe (or your data) and write a run directory."""
-    from deepatlas.engine.loop import Scaling
-    scaling = Scaling(accelerator, int(devices) if devices.isdigit() else devices, strategy, num_nodes, precision)
+    scaling = api.Scaling(accelerator, int(devices) if devices.isdigit() else devices, strategy, num_nodes, precision)
     if target and column:
         raise DeepAtlasError("--target names a label column, --column a series column: give one")
-    result = deepatlas.train(name, data=data, target=target or column, overrides=_pairs(set_), seed=seed, out=out_dir,
+    result = api.train(name, data=data, target=target or column, overrides=_pairs(set_), seed=seed, out=out_dir,
                              max_time=max_time, resume=resume, scaling=scaling)
     if "test" not in result:  # a DDP worker other than rank 0
         return
@@ -129,7 +136,7 @@ def eval_(run_dir, data, episodes, as_json):
     """Evaluate a trained run on its held-out test split (rl: its test episodes) or on your file."""
     if episodes is not None and episodes < 1:
         raise DeepAtlasError(f"--episodes {episodes}: play at least one episode")
-    metrics = deepatlas.evaluate(run_dir, data=data, episodes=episodes)
+    metrics = api.evaluate(run_dir, data=data, episodes=episodes)
     if as_json:
         return _json(metrics)
     for k, v in metrics.items():
@@ -153,37 +160,23 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file):
     continue, a sentence to classify, or (--neighbours) a word's nearest neighbours. rl runs take no input:
     they play one test episode (--render GIF) or, for a board game, show a game against the perfect player."""
     inputs = (*inputs, *words)
-    if not inputs or render_file is not None:  # rl runs play their environment; other runs say what they need
-        result = deepatlas.predict(run_dir, inputs[0] if inputs else None, render=render_file)
-        return _json([result]) if as_json else _print_outputs([result], None, None)
-    drawn = out_file is not None and out_file.suffix.lower() == ".png"  # annotated images, not a CSV
-    results = [deepatlas.predict(run_dir, p, out=numbered(out_file, i, len(inputs)) if drawn else None)
-               for i, p in enumerate(inputs)]
-    if drawn:
-        several = len(inputs) > 1 or len(results[0]["names"]) > 1
-        out.print(f"drawn: {out_file}" + (" (numbered: one file per image)" if several else ""), highlight=False)
-        out_file = None
+    if render_file is not None:
+        result = api.predict(run_dir, inputs[0] if inputs else None, render=render_file)
+    else:
+        drawn = out_file is not None and out_file.suffix.lower() == ".png"  # annotated images, not a CSV
+        result = api.predict_many(run_dir, list(inputs), out=out_file if drawn else None)
+        if drawn:
+            several = len(inputs) > 1 or len(result.rows) > 1
+            out.print(f"drawn: {out_file}" + (" (numbered: one file per image)" if several else ""), highlight=False)
+            out_file = None
     if as_json:
-        return _json([{"input": str(p), **r} for p, r in zip(inputs, results)])
-    if "classes" not in results[0]:
-        return _print_outputs(results, out_file, plot_file)
-    classes = results[0]["classes"]
-    rows = [[name, label, probs] for r in results for name, label, probs in zip(r["names"], r["predicted"], r["probabilities"])]
-    if len(classes) <= 4:  # every probability fits on the line
-        table = Table("input", "predicted", *[f"p({c})" for c in classes])
-        for name, label, probs in rows:
-            table.add_row(escape(name), label, *[f"{p:.4f}" for p in probs])
-    else:  # the top three classes
-        table = Table("input", "predicted", "top classes")
-        for name, label, probs in rows:
-            top = sorted(zip(probs, classes), reverse=True)[:3]
-            table.add_row(escape(name), label, "  ".join(f"{c} {p:.3f}" for p, c in top))
-    out.print(table)
+        return _json(result.to_json())
+    result.show(out)
     if out_file:
-        with out_file.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["input", "predicted", *[f"p_{c}" for c in classes]])
-            w.writerows([[name, label, *probs] for name, label, probs in rows])
+        result.save(out_file)
+    if plot_file:
+        for path in result.plot(plot_file):
+            out.print(f"attention: {path}")
 
 
 @app.command()
@@ -195,40 +188,11 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file):
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same samples)")
 def sample(run_dir, n, out_file, interpolate, seed):
     """Generate from a trained generative model: a PNG grid of images, a scatter over a toy density, or WAV files."""
-    result = deepatlas.sample(run_dir, n=n, out=out_file, interpolate=interpolate, seed=seed)
+    result = api.sample(run_dir, n=n, out=out_file, interpolate=interpolate, seed=seed)
     files = result["files"]
     what = "interpolation rows" if interpolate else "samples"
     shown = files[0] if len(files) == 1 else f"{len(files)} files in {Path(files[0]).parent}"
     out.print(f"{result['n']} {what} -> {shown}")
-
-
-def _print_outputs(results: list[dict], out_file: Path | None, plot_file: Path | None) -> None:
-    """Non-class predictions (a translation, a forecast, a value): input -> output, and attention maps."""
-    from deepatlas.engine.rundir import plot_attention
-    rows = [(name, pred, details) for r in results for name, pred, details in zip(r["names"], r["predicted"], r["details"])]
-    if all("continuation" in d for _, _, d in rows):  # generated text reads best as text
-        for name, _, d in rows:
-            out.print(f"[bold]{escape(name)}[/bold]{escape(d['continuation'])}\n")
-        return
-    if all("game" in d for _, _, d in rows):  # a board game is shown move by move
-        for name, pred, d in rows:
-            out.print(f"{escape(d['game'])}\n[bold]{escape(name)}[/bold]: {escape(pred)}")
-        return
-    table = Table("input", "predicted")
-    for name, pred, _ in rows:
-        table.add_row(escape(name), escape(pred))  # "[column]" is text, not rich markup
-    out.print(table)
-    if out_file:
-        with out_file.open("w", newline="") as f:
-            csv.writer(f).writerows([["input", "predicted"], *[(name, pred) for name, pred, _ in rows]])
-    if plot_file:
-        maps = [(name, d["attention"]) for name, _, d in rows if d.get("attention")]
-        if not maps:
-            raise DeepAtlasError("--plot: this model returns no attention weights")
-        for i, (name, att) in enumerate(maps):
-            path = plot_file if len(maps) == 1 else plot_file.with_name(f"{plot_file.stem}-{i + 1}{plot_file.suffix}")
-            plot_attention(att["source"], att["target"], att["weights"], path, title=name)
-            out.print(f"attention: {path}")
 
 
 @app.command()
@@ -238,12 +202,12 @@ def _print_outputs(results: list[dict], out_file: Path | None, plot_file: Path |
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 def bench(names, all_, json_file, seed):
     """Train each default recipe fresh and check its bar on the held-out test split."""
-    from deepatlas.engine.bench import bench as run_bench
-    chosen = [e.name for e in catalog.entries()] if all_ else list(names or [])
+    from deepatlas.tools.bench import bench as run_bench
+    chosen = [c.name for c in api.cards()] if all_ else list(names or [])
     if not chosen:
         raise DeepAtlasError("name entries to benchmark, or give --all")
     for name in chosen:
-        catalog.get(name)  # fail on a bad name before hours of training
+        api.card(name)  # fail on a bad name before hours of training
     results = []
     table = Table("name", "metric", "value", "goal", "seconds", "budget", "params", "passed")
     for r in (r for name in chosen for r in run_bench(name, seed=seed)):
@@ -267,11 +231,10 @@ def bench(names, all_, json_file, seed):
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="write the rows to this JSON file")
 def compare(names, data, seed, out_dir, chart, json_file):
     """Train (or reuse) several entries of one task on the same data and compare them."""
-    from deepatlas.engine import compare as comparing
-    from deepatlas.engine.run import monitor_for
+    from deepatlas.tools import compare as comparing
     rows = comparing.compare(list(names), data=data, seed=seed, out=out_dir)
-    entry = catalog.get(comparing.parse_variant(names[0])[0])
-    metric, direction = monitor_for(entry, catalog.apply_overrides(entry.recipe, {"data": rows[0]["data"]}))
+    entry = api.get(comparing.parse_variant(names[0])[0])
+    metric, direction = api.monitor_for(entry, api.settings_for(entry, {}, rows[0]["data"])[1].options)
     table = Table("name", f"test {metric}", "params", "train s", "latency ms", "run")
     for r in sorted(rows, key=lambda r: -r[f"test_{metric}"] if direction == "max" else r[f"test_{metric}"]):
         table.add_row(r["name"], f"{r[f'test_{metric}']:.4f}", f"{r['params']:,}", f"{r['train_seconds']:.1f}",
@@ -289,10 +252,7 @@ def compare(names, data, seed, out_dir, chart, json_file):
 @click.option("--second", is_flag=True, help="let the agent move first")
 def play(run_dir, second):
     """Play a board game against a trained agent (alphazero on tic-tac-toe) in the terminal."""
-    agent = deepatlas.load(run_dir)
-    if not hasattr(agent, "play"):
-        raise DeepAtlasError(f"{run_dir}: this run does not play board games (train alphazero)")
-    agent.play(human_first=not second, ask=lambda prompt: click.prompt(prompt, prompt_suffix=""), say=out.print)
+    api.play(run_dir, human_first=not second, ask=lambda prompt: click.prompt(prompt, prompt_suffix=""), say=out.print)
 
 
 def run(argv: list[str] | None = None) -> int:

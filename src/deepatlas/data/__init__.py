@@ -1,7 +1,7 @@
 """Datasets: embedded ones (generated or shipped inside a dependency) and readers for users' files.
 
-Each task has a data module with the same four functions:
-    load_for(recipe, target)      -> a `Splits`: train/val/test Datasets, a JSON `spec` that
+Each Task (deepatlas.tasks) names its data module; a data module has the same four functions:
+    load_for(options, target)      -> a `Splits`: train/val/test Datasets, a JSON `spec` that
                                      re-encodes new inputs the way training did, `dims` (the
                                      sizes a model config takes from its data) and
                                      `train_transform` (a batch augmentation, or None)
@@ -16,7 +16,6 @@ and, for generative models (task "generation"),
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Callable
 
 import numpy as np
@@ -25,12 +24,6 @@ from torch.utils.data import Dataset
 from deepatlas.errors import DeepAtlasError
 
 SPLIT_SEED = 0
-_MODULES = {"classification": "deepatlas.data.tabular", "image_classification": "deepatlas.data.images",
-            "sequence": "deepatlas.data.sequences", "translation": "deepatlas.data.pairs", "tree": "deepatlas.data.trees",
-            "language_model": "deepatlas.data.text", "embedding": "deepatlas.data.words",
-            "generation": "deepatlas.data.generative", "detection": "deepatlas.data.detection",
-            "segmentation": "deepatlas.data.segmentation", "rl": "deepatlas.data.envs",
-            "search": "deepatlas.data.tabular"}  # search: a hyperparameter search trains a tabular classifier
 
 
 @dataclass
@@ -43,21 +36,6 @@ class Splits:
     """plain JSON, saved in the run's config.json: re-encodes new inputs the way training did"""
     train_transform: Callable | None = None
     """a batch augmentation the loop applies on the batch's device, or None"""
-
-
-def module(task: str):
-    if task not in _MODULES:
-        raise DeepAtlasError(f"no data loader for task {task!r}")
-    return import_module(_MODULES[task])
-
-
-def load(task: str, recipe, target: str | None = None):
-    return module(task).load_for(recipe, target)
-
-
-def embedded(task: str) -> list[str]:
-    """Names of the embedded datasets a task can train on without any file."""
-    return list(module(task).EMBEDDED)
 
 
 def split_indices(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

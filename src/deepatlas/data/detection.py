@@ -538,8 +538,8 @@ def load(source: str, image_size: int = 0, flip: bool = False, crop_pad: int = 0
     return DetectionData(train, val, test, spec, Augment(flip, crop_pad) if flip or crop_pad else None)
 
 
-def load_for(recipe, target: str | None = None) -> DetectionData:
-    return load(recipe.data, recipe.image_size, recipe.flip, recipe.crop_pad)
+def load_for(options, target: str | None = None) -> DetectionData:
+    return load(options.data, options.image_size, options.flip, options.crop_pad)
 
 
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:

@@ -77,10 +77,10 @@ class Environment:
                                  f"but {self.id} has {kind} actions")
 
 
-def load_for(recipe, target: str | None = None) -> Environment:
+def load_for(options, target: str | None = None) -> Environment:
     if target is not None:
         raise DeepAtlasError("--target: an environment has no target column")
-    return Environment(describe(recipe.data))
+    return Environment(describe(options.data))
 
 
 def describe(env_id: str) -> dict:

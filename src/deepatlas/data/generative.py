@@ -102,14 +102,14 @@ def _load_audio(source: str, window: int) -> GenerativeData:
 
 # ---- the data module API ------------------------------------------------------------------
 
-def load_for(recipe, target: str | None = None) -> GenerativeData:
-    source = recipe.data
+def load_for(options, target: str | None = None) -> GenerativeData:
+    source = options.data
     if source in toy2d.NAMES:
         return _load_points(source)
     if source == "tones" or (Path(source).is_dir() and any(Path(source).glob("*.wav"))):
-        return _load_audio(source, recipe.window or DEFAULT_WINDOW)
+        return _load_audio(source, options.window or DEFAULT_WINDOW)
     if source == "digits" or Path(source).is_dir():
-        return _load_images(source, recipe.image_size, getattr(recipe, "binarize", False))
+        return _load_images(source, options.image_size, options.binarize)
     if Path(source).exists():
         raise DeepAtlasError(f"{source}: expected a folder of images or of .wav files")
     raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor one of {', '.join(sorted(EMBEDDED))}")

@@ -144,8 +144,8 @@ def load(source: str, image_size: int = 0, augment: Augment | None = None) -> Im
     return ImageData(train, val, test, spec, augment if augment is not None and augment.active else None)
 
 
-def load_for(recipe, target: str | None = None) -> ImageData:
-    return load(recipe.data, recipe.image_size, Augment(recipe.crop_pad, recipe.flip, recipe.rotate))
+def load_for(options, target: str | None = None) -> ImageData:
+    return load(options.data, options.image_size, Augment(options.crop_pad, options.flip, options.rotate))
 
 
 # ---- users' files -------------------------------------------------------------------------

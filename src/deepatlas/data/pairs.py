@@ -191,10 +191,10 @@ def load(source: str) -> PairData:
     return PairData(*(to_dataset(splits[name], spec) for name in ("train", "val", "test")), spec)
 
 
-def load_for(recipe, target: str | None = None) -> PairData:
+def load_for(options, target: str | None = None) -> PairData:
     if target is not None:
         raise DeepAtlasError("--target does not apply to translation pairs (the second TSV column is the target)")
-    return load(recipe.data)
+    return load(options.data)
 
 
 def read_labeled(spec: dict, path: str) -> TensorDataset:

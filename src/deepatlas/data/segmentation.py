@@ -139,8 +139,8 @@ def load(source: str, image_size: int = 0, flip: bool = False) -> SegmentationDa
     return SegmentationData(*parts, spec, Flip() if flip else None)
 
 
-def load_for(recipe, target: str | None = None) -> SegmentationData:
-    return load(recipe.data, recipe.image_size, recipe.flip)
+def load_for(options, target: str | None = None) -> SegmentationData:
+    return load(options.data, options.image_size, options.flip)
 
 
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:

@@ -183,8 +183,8 @@ def load(source: str, column: str | None = None, window: int = 0) -> SequenceDat
                          "(adding-T and copy-T take any length T)")
 
 
-def load_for(recipe, target: str | None = None) -> SequenceData:
-    return load(recipe.data, target, getattr(recipe, "window", 0))
+def load_for(options, target: str | None = None) -> SequenceData:
+    return load(options.data, target, options.window)
 
 
 def _series_spec(spec: dict, what: str) -> None:

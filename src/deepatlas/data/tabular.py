@@ -202,5 +202,5 @@ def read_labeled(spec: dict, path: str) -> TensorDataset:
     return TensorDataset(encode(spec, columns, path), encode_target(spec, columns[spec["target"]], path))
 
 
-def load_for(recipe, target: str | None = None) -> TabularData:
-    return load(recipe.data, target)
+def load_for(options, target: str | None = None) -> TabularData:
+    return load(options.data, target)

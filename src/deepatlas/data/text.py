@@ -316,8 +316,8 @@ def load(source: str, tokens: str = "char", window: int = 0, vocab: int = 0) -> 
     return TextData(sets["train"], sets["val"], sets["test"], spec, vocab_size=V, window=window)
 
 
-def load_for(recipe, target: str | None = None) -> TextData:
-    return load(recipe.data, recipe.tokens, recipe.window, recipe.vocab)
+def load_for(options, target: str | None = None) -> TextData:
+    return load(options.data, options.tokens, options.window, options.vocab)
 
 
 def read_labeled(spec: dict, path: str) -> TensorDataset:

@@ -319,10 +319,10 @@ def load(source: str) -> TreeData:
                          f"nor one of {', '.join(EMBEDDED)}")
 
 
-def load_for(recipe, target: str | None = None) -> TreeData:
+def load_for(options, target: str | None = None) -> TreeData:
     if target is not None:
         raise DeepAtlasError("--target: expression files have no columns; the label follows a tab on each line")
-    return load(recipe.data)
+    return load(options.data)
 
 
 def read_labeled(spec: dict, path: str) -> TensorDataset:

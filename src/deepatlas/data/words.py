@@ -204,12 +204,12 @@ def load(source: str, keep: int = 0) -> WordData:
     raise DeepAtlasError(f"unknown dataset {source!r}: not a .txt file or folder, nor one of {', '.join(EMBEDDED)}")
 
 
-def load_for(recipe, target: str | None = None) -> WordData:
+def load_for(options, target: str | None = None) -> WordData:
     if target is not None:
         raise DeepAtlasError("--target does not apply to word embeddings (they learn from unlabelled text)")
-    if recipe.tokens not in ("word", "char"):  # "char" is the Recipe default: embeddings always read words
-        raise DeepAtlasError(f"--set tokens={recipe.tokens}: word embeddings read words")
-    return load(recipe.data, recipe.vocab)
+    if options.tokens not in ("word", "char"):  # "char" is the Recipe default: embeddings always read words
+        raise DeepAtlasError(f"--set tokens={options.tokens}: word embeddings read words")
+    return load(options.data, options.vocab)
 
 
 def read_labeled(spec: dict, path: str) -> TensorDataset:

@@ -9,7 +9,7 @@ every such loop needs, so that each method's file holds only its algorithm.
             if it is time: ctx.validate(step); ctx.checkpoint(optimizers, state)
 
 The context keeps the weights that scored best on the validation episodes (model.safetensors, as the
-supervised loop keeps its best epoch), stops at the time budget or when validation reaches the recipe's
+supervised loop keeps its best epoch), stops at the time budget or when validation reaches the settings'
 `stop_at`, and checkpoints weights, optimizers and the loop's own state (safetensors) so `--resume` continues.
 Environments cannot be saved mid-episode: a resumed run starts fresh episodes.
 """
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Data, Train
 from deepatlas.data.envs import Environment
 from deepatlas.engine.checkpoint import load_state, save_state, save_weights
 from deepatlas.engine.progress import Progress
@@ -29,12 +29,17 @@ from deepatlas.engine.rundir import CSVLog, RunDir, plot_curves
 
 
 class Context:
-    """What `Algorithm.learn(ctx)` gets: `env`, `recipe`, `seed`, `device`, a seeded `generator` (torch) and
-    `rng` (numpy), and the methods below."""
+    """What `Algorithm.learn(ctx)` gets: `env`, `train` (the training settings it reads), `options` (the data
+    options), `seed`, `device`, a seeded `generator` (torch) and
+    `rng` (numpy), `api` (the public API the run was started from: a search trains other entries through it),
+    and the methods below."""
 
-    def __init__(self, objective, env: Environment, recipe: Recipe, run: RunDir, *, seed: int, device: torch.device,
-                 monitor: tuple[str, str], max_time: float | None, resume: bool, title: str):
-        self.objective, self.env, self.recipe, self.run, self.seed, self.device = objective, env, recipe, run, seed, device
+    def __init__(self, objective, env: Environment, train: Train, options: Data, run: RunDir, *, seed: int,
+                 device: torch.device,
+                 monitor: tuple[str, str], max_time: float | None, resume: bool, title: str, api=None):
+        self.objective, self.env, self.train, self.options = objective, env, train, options
+        self.run, self.seed, self.device = run, seed, device
+        self.api = api
         self.metric, self.direction = monitor
         self.max_time = max_time
         self.generator = torch.Generator().manual_seed(seed)
@@ -59,7 +64,7 @@ class Context:
         return self.max_time is not None and self.elapsed() > self.max_time
 
     def should_stop(self) -> bool:
-        """True once the time budget is spent or validation reached the recipe's `stop_at`."""
+        """True once the time budget is spent or validation reached the settings' `stop_at`."""
         return self.time_up() or self.solved
 
     def progress(self, done: int, total: int, info: str = "") -> None:
@@ -81,7 +86,7 @@ class Context:
         if self.best is None or value >= self.best:
             self.best, self.best_step = value, step
             save_weights(self.objective, self.best_path)
-        stop_at = self.recipe.stop_at
+        stop_at = self.train.stop_at
         if stop_at is not None:
             self.solved = logs[self.metric] >= stop_at if self.direction == "max" else logs[self.metric] <= stop_at
         self.val_logs = logs
@@ -130,8 +135,9 @@ class Context:
         plot_curves(self.run.log, self.run.curves, self.title)
 
 
-def learn(objective, env: Environment, recipe: Recipe, run: RunDir, *, seed: int, device: torch.device,
-          monitor: tuple[str, str], max_time: float | None = None, resume: bool = False, title: str = "train") -> dict:
+def learn(objective, env: Environment, train: Train, options: Data, run: RunDir, *, seed: int, device: torch.device,
+          monitor: tuple[str, str], max_time: float | None = None, resume: bool = False, title: str = "train",
+          api=None) -> dict:
     """Run `objective.learn(ctx)` and leave the run directory as `fit` does. Returns {"status", "steps",
     "seconds", "best_step", "val"}."""
     torch.manual_seed(seed)
@@ -141,15 +147,15 @@ def learn(objective, env: Environment, recipe: Recipe, run: RunDir, *, seed: int
         resume = False
     if not resume and run.log.exists():
         run.log.unlink()
-    ctx = Context(objective, env, recipe, run, seed=seed, device=device, monitor=monitor, max_time=max_time,
-                  resume=resume, title=title)
+    ctx = Context(objective, env, train, options, run, seed=seed, device=device, monitor=monitor, max_time=max_time,
+                  resume=resume, title=title, api=api)
     status = "completed"
     try:
         objective.learn(ctx)
         if ctx.time_up():
             status = "stopped: time budget reached"
         elif ctx.solved:
-            status = f"stopped: validation {ctx.metric} reached stop_at={recipe.stop_at:g}"
+            status = f"stopped: validation {ctx.metric} reached stop_at={train.stop_at:g}"
         if ctx.best is None:  # a method that never validated: judge its final weights
             ctx.validate(ctx.step)
     except KeyboardInterrupt:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 import torch
 from lightning_fabric import Fabric
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
-from deepatlas.catalog import Recipe
+from deepatlas.catalog import Train
 from deepatlas.engine.checkpoint import SafetensorsIO, save_weights
 from deepatlas.engine.progress import Progress
 from deepatlas.engine.rundir import CSVLog, RunDir, plot_curves
 from deepatlas.errors import DeepAtlasError
+from deepatlas.protocols import ManualOptimization, OptimizerGroups, SampleMetrics, SplitMetrics, Summarize
 
 
 @dataclass
@@ -56,30 +57,30 @@ class LoopState:
     bad_epochs: int = 0
 
 
-def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
-    """`params`: parameters, or param groups (dicts) whose own "lr", "betas"... override the recipe's, and
-    whose "lr_scale" multiplies the recipe's lr (a pre-trained backbone trained 10x slower: lr_scale 0.1).
+def make_optimizer(params, train: Train) -> torch.optim.Optimizer:
+    """`params`: parameters, or param groups (dicts) whose own "lr", "betas"... override the settings', and
+    whose "lr_scale" multiplies their lr (a pre-trained backbone trained 10x slower: lr_scale 0.1).
     Each group remembers its peak lr as "base_lr", which the schedule scales."""
-    if recipe.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if train.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     for group in optimizer.param_groups:
         group["lr"] *= group.pop("lr_scale", 1.0)
         group.setdefault("base_lr", group["lr"])
     return optimizer
 
 
-def make_optimizers(objective, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
+def make_optimizers(objective, train: Train) -> dict[str, torch.optim.Optimizer]:
     """One optimizer over all parameters, or one per entry of the objective's `optimizer_groups()`
     ({name: parameters or param groups}: a GAN's discriminator and generator)."""
-    groups = objective.optimizer_groups() if hasattr(objective, "optimizer_groups") else {"model": objective.parameters()}
-    return {name: make_optimizer(params, recipe) for name, params in groups.items()}
+    groups = objective.optimizer_groups() if isinstance(objective, OptimizerGroups) else {"model": objective.parameters()}
+    return {name: make_optimizer(params, train) for name, params in groups.items()}
 
 
 class Optimize:
     """`optimize(name, loss)`: one update of optimizer `name` from `loss` (zero grads, backward, clip, step).
-    Objectives with `manual_optimization = True` get it in `training_step(batch, optimize)` and call it
+    `ManualOptimization` objectives get it in `training_step(batch, optimize)` and call it
     themselves, in the order their algorithm needs (a GAN: discriminator, then generator)."""
 
     def __init__(self, fabric: Fabric, model, optimizers: dict, grad_clip: float):
@@ -94,14 +95,23 @@ class Optimize:
         optimizer.step()
 
 
-def lr_factor(recipe: Recipe, step: int, total: int) -> float:
-    """The multiple of recipe.lr at optimizer step `step` (0-based) of `total`."""
-    warm = min(1.0, (step + 1) / recipe.warmup) if recipe.warmup else 1.0
-    if recipe.schedule == "cosine":
+def lr_factor(train: Train, step: int, total: int) -> float:
+    """The multiple of the peak lr `train.lr` at optimizer step `step` (0-based) of `total`."""
+    warm = min(1.0, (step + 1) / train.warmup) if train.warmup else 1.0
+    if train.schedule == "cosine":
         return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-    if recipe.schedule == "inverse_sqrt":  # Vaswani et al. (3): peak lr at the end of the warm-up, then 1/sqrt(step)
-        return warm * min(1.0, math.sqrt(max(recipe.warmup, 1) / (step + 1)))
+    if train.schedule == "inverse_sqrt":  # Vaswani et al. (3): peak lr at the end of the warm-up, then 1/sqrt(step)
+        return warm * min(1.0, math.sqrt(max(train.warmup, 1) / (step + 1)))
     return warm
+
+
+def within_steps(train_set: Dataset, train: Train) -> Dataset:
+    """The training examples a `steps` budget allows: steps × batch_size / epochs of them drawn at random, once
+    (the seeded run's draw), or all of them when that is as many or more."""
+    n = train.steps * train.batch_size // max(train.epochs, 1)
+    if not 0 < n < len(train_set):
+        return train_set
+    return Subset(train_set, torch.randperm(len(train_set))[:n].tolist())
 
 
 def make_loader(fabric: Fabric, dataset: Dataset, batch_size: int, train: bool, seed: int) -> DataLoader:
@@ -119,21 +129,21 @@ def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = Non
     """Mean of each validation value over all examples (all ranks).
 
     A batch mean averages over the batch's examples, unless the logs also hold "NAME#n": the number
-    of things (tokens, queries) that batch's NAME averages over, which then weighs it instead. An
-    objective with `summarize(means) -> means` derives further values (a ratio of two means). A generative
-    objective's `sample_metrics(real)` scores its samples against the split's whole input tensor (single device);
-    during training only when the `monitor`ed metric is not already among the batch means. An objective with
-    `reset_metrics()` / `compute_metrics() -> dict` accumulates what its validation_step sees (predictions and
-    targets for mAP) and adds the split's metrics at the end (single device)."""
+    of things (tokens, queries) that batch's NAME averages over, which then weighs it instead. A `Summarize`
+    objective derives further values (a ratio of two means). A `SampleMetrics` objective scores its samples
+    against the split's whole input tensor (single device); during training only when the `monitor`ed metric
+    is not already among the batch means. A `SplitMetrics` objective accumulates what its validation_step sees
+    (predictions and targets for mAP) and adds the split's metrics at the end (single device)."""
     objective.eval()
+    plain = unwrap(objective)  # the objective itself: Fabric's wrapper forwards only the step methods
     sums: dict[str, torch.Tensor] = {}
-    sample_metrics = getattr(objective, "sample_metrics", None)  # generative models: scores of their samples
+    scores_samples = isinstance(plain, SampleMetrics)  # generative models: scores of their samples
     real = []
-    if hasattr(objective, "compute_metrics"):  # metrics of the whole split (mAP, mean IoU), accumulated per batch
-        objective.reset_metrics()
+    if isinstance(plain, SplitMetrics):  # metrics of the whole split (mAP, mean IoU), accumulated per batch
+        plain.reset_metrics()
     for batch in loader:
         n = len(batch[0]) if isinstance(batch, (list, tuple)) else len(next(iter(batch.values())))
-        if sample_metrics is not None:
+        if scores_samples:
             real.append(batch[0])
         with fabric.autocast():
             logs = objective.validation_step(batch)
@@ -146,13 +156,41 @@ def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = Non
     total = fabric.all_reduce(torch.stack(list(sums.values())), reduce_op="sum")
     totals = dict(zip(sums, total.tolist()))
     means = {k: v / max(totals[f"{k}#n"], 1e-12) for k, v in totals.items() if not k.endswith("#n")}
-    if hasattr(objective, "compute_metrics"):
-        means.update(objective.compute_metrics())
-    summarize = getattr(objective, "summarize", None)
-    means = summarize(means) if summarize is not None else means
-    if sample_metrics is not None and real and monitor not in means:  # per epoch only if they pick the best epoch
-        means.update(sample_metrics(torch.cat(real)))
+    if isinstance(plain, SplitMetrics):
+        means.update(plain.compute_metrics())
+    if isinstance(plain, Summarize):
+        means = plain.summarize(means)
+    if scores_samples and real and monitor not in means:  # per epoch only if they pick the best epoch
+        means.update(plain.sample_metrics(torch.cat(real)))
     return means
+
+
+def unwrap(module):
+    """The module inside Fabric's wrapper (protocols are checked, and non-step methods called, on it)."""
+    return getattr(module, "_original_module", module)
+
+
+def run_phases(phases: list, settings: dict[str, Train], run: RunDir, *, fabric: Fabric, seed: int = 0,
+               max_time: float | None = None, resume: bool = False, title: str = "train") -> float:
+    """Train each `Phase` in order with its settings (a phase whose settings have no epochs is skipped), each a `fit`
+    of its own with its own checkpoint, log and curves (`run.phase(name)`), all within `max_time`. Resuming, a
+    phase whose checkpoint exists continues from it (a finished one only reloads its weights). Returns the seconds
+    spent, which the main training's budget leaves out."""
+    started = time.perf_counter()
+    for phase in phases:
+        train = settings[phase.settings or phase.name]
+        if train.epochs <= 0:
+            continue
+        part = run.phase(phase.name)
+        if phase.start is not None:
+            phase.start()
+        left = None if max_time is None else max(max_time - (time.perf_counter() - started), 0.0)
+        fit(phase.objective, phase.train_set, phase.val_set, train, part, fabric=fabric, seed=seed,
+            monitor=phase.monitor, max_time=left, resume=resume and part.checkpoint.exists(),
+            title=f"{title} {phase.name}")
+        if phase.finish is not None:
+            phase.finish()
+    return time.perf_counter() - started
 
 
 def _key(logs: dict, metric: str, direction: str) -> list[float]:
@@ -163,7 +201,7 @@ def _key(logs: dict, metric: str, direction: str) -> list[float]:
     return [value, -logs.get("loss", 0.0)]
 
 
-def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: RunDir, *, fabric: Fabric,
+def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunDir, *, fabric: Fabric,
         monitor: tuple[str, str], seed: int = 0, max_time: float | None = None, resume: bool = False,
         title: str = "train", train_transform=None) -> dict:
     """Train `objective` (an nn.Module with training_step/validation_step) and leave the run directory
@@ -174,17 +212,17 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
     """
     metric, direction = monitor
     fabric.seed_everything(seed, verbose=False)
-    names = list(make_optimizers(objective, recipe).items())
+    names = list(make_optimizers(objective, train).items())
     model, *optimizers = fabric.setup(objective, *(o for _, o in names))
     optimizers = dict(zip((n for n, _ in names), optimizers))
-    manual = getattr(objective, "manual_optimization", False)
-    optimize = Optimize(fabric, model, optimizers, recipe.grad_clip)
+    manual = isinstance(objective, ManualOptimization) and objective.manual_optimization
+    optimize = Optimize(fabric, model, optimizers, train.grad_clip)
     saved = {"model": model, **{"optimizer" if n == "model" else f"optimizer_{n}": o for n, o in optimizers.items()}}
     model.mark_forward_method("training_step")   # route through DDP's forward so gradients sync
     model.mark_forward_method("validation_step")
-    train_loader = make_loader(fabric, train_set, recipe.batch_size, True, seed)
-    val_loader = make_loader(fabric, val_set, recipe.batch_size, False, seed)
-    total_steps = recipe.epochs * len(train_loader)
+    train_loader = make_loader(fabric, train_set, train.batch_size, True, seed)
+    val_loader = make_loader(fabric, val_set, train.batch_size, False, seed)
+    total_steps = train.epochs * len(train_loader)
 
     state = LoopState()
     if resume:
@@ -198,7 +236,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
 
     status, val_logs, started = "completed", {}, time.perf_counter() - state.elapsed
     try:
-        while state.epoch < recipe.epochs and status == "completed":
+        while state.epoch < train.epochs and status == "completed":
             torch.manual_seed(seed * 100_003 + state.epoch)  # this epoch's shuffle and dropout, resumed or not
             if isinstance(train_loader.sampler, DistributedSampler):
                 train_loader.sampler.set_epoch(state.epoch)
@@ -207,10 +245,10 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
             for batch in train_loader:
                 if train_transform is not None:
                     batch = train_transform(batch)
-                factor = lr_factor(recipe, state.step, total_steps)
+                factor = lr_factor(train, state.step, total_steps)
                 for optimizer in optimizers.values():
                     for group in optimizer.param_groups:
-                        group["lr"] = group.get("base_lr", recipe.lr) * factor
+                        group["lr"] = group.get("base_lr", train.lr) * factor
                 with fabric.autocast():  # --precision applies to the step, not only to forward()
                     loss, logs = model.training_step(batch, optimize) if manual else model.training_step(batch)
                 finite = fabric.all_reduce(torch.isfinite(loss.detach()).float(), reduce_op="min")
@@ -227,7 +265,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
                 if main:  # every loss per step: a GAN's two players each get a curve
                     log.write(state.step, state.epoch, {"train/step_loss": loss.item(), **{
                         f"train/step_{k}": float(v) for k, v in logs.items() if k.endswith("_loss")}})
-                    progress.step(state.step, f"epoch {state.epoch + 1}/{recipe.epochs} loss {loss.item():.4f}")
+                    progress.step(state.step, f"epoch {state.epoch + 1}/{train.epochs} loss {loss.item():.4f}")
                 if max_time is not None and time.perf_counter() - started > max_time:
                     status = "stopped: time budget reached"
                     break
@@ -244,17 +282,17 @@ def fit(objective, train_set: Dataset, val_set: Dataset, recipe: Recipe, run: Ru
                     save_weights(objective, best_path)
             else:
                 state.bad_epochs += 1
-            if recipe.patience and state.bad_epochs >= recipe.patience and status == "completed":
-                status = f"stopped early: no better val {metric} for {recipe.patience} epochs"
+            if train.patience and state.bad_epochs >= train.patience and status == "completed":
+                status = f"stopped early: no better val {metric} for {train.patience} epochs"
             fabric.save(run.checkpoint, {**saved, "loop": vars(state)})
             if main:
                 train_means = {f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()}
                 log.write(state.step, state.epoch, {**train_means, **{f"val/{k}": v for k, v in val_logs.items()},
-                                                     "train/lr": recipe.lr * lr_factor(recipe, max(state.step - 1, 0),
+                                                     "train/lr": train.lr * lr_factor(train, max(state.step - 1, 0),
                                                                                        total_steps)})
                 log.flush()
                 shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train_means, **{f"val/{k}": v for k, v in val_logs.items()}}.items())
-                progress.epoch(f"epoch {state.epoch}/{recipe.epochs}  {shown}")
+                progress.epoch(f"epoch {state.epoch}/{train.epochs}  {shown}")
     except KeyboardInterrupt:
         status = "interrupted"
         raise

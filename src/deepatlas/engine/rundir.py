@@ -6,6 +6,8 @@
     metrics.json         final metrics on the held-out splits
     log.csv              every logged value: step, epoch, name, value
     curves.png           loss and metric curves
+    *-PHASE.*            the same for each phase before the main training (checkpoint-pretrain.safetensors,
+                         log-pretrain.csv, curves-pretrain.png, model-pretrain.safetensors)
 """
 from __future__ import annotations
 
@@ -28,6 +30,10 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.json")
     log = property(lambda self: self.path / "log.csv")
     curves = property(lambda self: self.path / "curves.png")
+
+    def phase(self, name: str) -> "RunDir":
+        """The files of phase `name` in this run directory (a phase trains like a run of its own)."""
+        return PhaseDir(self.path, name)
 
     @staticmethod
     def default_path(name: str, root: str | Path = "runs") -> Path:
@@ -57,6 +63,19 @@ class RunDir:
             return json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise DeepAtlasError(f"{path}: malformed JSON ({err})") from None
+
+
+class PhaseDir(RunDir):
+    """A phase's own checkpoint, weights, log and curves, beside the run's."""
+
+    def __init__(self, path: str | Path, name: str):
+        super().__init__(path)
+        self.name = name
+
+    model = property(lambda self: self.path / f"model-{self.name}.safetensors")
+    checkpoint = property(lambda self: self.path / f"checkpoint-{self.name}.safetensors")
+    log = property(lambda self: self.path / f"log-{self.name}.csv")
+    curves = property(lambda self: self.path / f"curves-{self.name}.png")
 
 
 class CSVLog:
@@ -130,19 +149,3 @@ def plot_curves(log: Path, out: Path, title: str = "") -> None:
     fig.savefig(out, dpi=100)
     plt.close(fig)
 
-
-def plot_attention(source: list[str], target: list[str], weights, out: Path, title: str = "") -> None:
-    """Attention weights (len(target), len(source)) as a heat map: one row per output token."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * len(source) + 1.5), max(3.0, 0.32 * len(target) + 1.2)))
-    image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
-    ax.set_xticks(range(len(source)), ["␣" if t == " " else t for t in source], fontsize=8)
-    ax.set_yticks(range(len(target)), ["␣" if t == " " else t for t in target], fontsize=8)
-    ax.set(xlabel="source", ylabel="output", title=title)
-    fig.colorbar(image, ax=ax, fraction=0.04)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)

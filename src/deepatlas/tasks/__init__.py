@@ -1,14 +1,112 @@
-"""Objectives and metrics shared by several architectures.
+"""Tasks: one `Task` object per domain, and the objectives and metrics shared by several architectures.
+
+A Task is what a domain means to the rest of deepatlas: its data module (embedded datasets and readers for
+users' files), which loop trains its methods, and what `predict` and `sample` give. An Entry names its task;
+`get_task(name)` returns the object. The engine and the CLI never branch on task names.
 
 An objective wraps a network (its `.model`, a plain nn.Module) and gives the loop
-`training_step(batch) -> (loss, logs)` and `validation_step(batch) -> logs`. Most measure a batch
-the same way in both; they subclass `Objective` and write only `measure`.
+`training_step(batch) -> (loss, logs)` and `validation_step(batch) -> logs` (`deepatlas.protocols`). Most
+measure a batch the same way in both; they subclass `Objective` and write only `measure`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+
+from deepatlas.errors import DeepAtlasError
+from deepatlas.protocols import Predicts
+from deepatlas.tasks.predictions import ClassProbabilities, Prediction
+
+TASK_MODULES = {
+    "classification": "deepatlas.tasks.classification", "image_classification": "deepatlas.tasks.classification",
+    "sequence": "deepatlas.tasks.sequence", "tree": "deepatlas.tasks.sequence",
+    "translation": "deepatlas.tasks.translation", "language_model": "deepatlas.tasks.language",
+    "embedding": "deepatlas.tasks.embedding", "generation": "deepatlas.tasks.generative",
+    "detection": "deepatlas.tasks.detection", "segmentation": "deepatlas.tasks.detection",
+    "rl": "deepatlas.tasks.rl", "search": "deepatlas.tasks.rl",
+}
+"""task name -> the module that defines its Task in `TASKS`; adding a domain adds a line here"""
+
+
+def get_task(name: str) -> Task:
+    if name not in TASK_MODULES:
+        raise DeepAtlasError(f"unknown task {name!r}; tasks: {', '.join(TASK_MODULES)}")
+    found = {t.name: t for t in import_module(TASK_MODULES[name]).TASKS}
+    return found[name]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A domain. Its data module has `load_for(options, target) -> Splits`, `EMBEDDED`, `read_labeled(spec,
+    path)` (for `eval --data`), and optionally `read_inputs(spec, path)` (classifiers' inputs),
+    `predict(objective, spec, path[, out]) -> rows`, `write_samples(spec, samples, out)` and
+    `plot_predictions(objective, spec, dataset, path)`."""
+    name: str
+    data: str
+    """the data module"""
+    loop: Literal["fit", "own"] = "fit"
+    """fit: the engine's loop trains its methods; own: each method's `learn(ctx)` is the loop (rl, search)"""
+    prediction: type[Prediction] = Prediction
+    """what the data module's `predict` rows are"""
+    draws: bool = False
+    """`predict` can draw its predictions into a PNG (detection, segmentation)"""
+    options: tuple[str, ...] = ()
+    """the data options (catalog.Data fields) its data module reads besides `data`; `--set` refuses the others"""
+
+    @property
+    def module(self) -> ModuleType:
+        return import_module(self.data)
+
+    def load(self, options, target: str | None = None):
+        """The data's `Splits` (an `Environment` for own-loop tasks) for data options `options` (catalog.Data)."""
+        return self.module.load_for(options, target)
+
+    def embedded(self) -> list[str]:
+        """Names of the embedded datasets this task trains on without any file."""
+        return list(self.module.EMBEDDED)
+
+    def read_labeled(self, spec: dict, path: str) -> Dataset:
+        return self.module.read_labeled(spec, path)
+
+    def predict(self, objective, spec: dict, path: str | None, out: Path | None = None,
+                render: Path | None = None) -> Prediction:
+        """Predictions for the inputs in `path` (a file, a folder, or the input text itself)."""
+        if render is not None:
+            raise DeepAtlasError("--render: only rl runs play episodes")
+        if path is None:
+            raise DeepAtlasError("give INPUTS to predict for (or --neighbours WORD for an embedding run)")
+        if out is not None and not self.draws:
+            raise DeepAtlasError("--out PNG: only detection and segmentation runs draw their predictions")
+        module = self.module
+        if hasattr(module, "predict"):
+            rows = module.predict(objective, spec, str(path), **({"out": Path(out)} if out else {}))
+            return self.prediction(rows, files=[str(out)] if out else [])
+        if not isinstance(objective, Predicts):
+            raise DeepAtlasError(f"{type(objective.model).__name__} generates rather than predicts: "
+                                 f"try `deepatlas sample RUN_DIR`")
+        x, names = module.read_inputs(spec, str(path))
+        probs = objective.predict(x)
+        classes = spec["classes"]
+        return ClassProbabilities([{"input": n, "predicted": classes[int(p.argmax())],
+                                    "probabilities": dict(zip(classes, p.tolist()))} for n, p in zip(names, probs)])
+
+    def write_samples(self, spec: dict, samples: Tensor, out: Path, columns: int = 0) -> list[Path]:
+        """Samples where people look at them (a PNG grid, a scatter, WAV files)."""
+        if not hasattr(self.module, "write_samples"):
+            raise DeepAtlasError(f"the {self.name} task does not generate samples")
+        return self.module.write_samples(spec, samples, out, **({"columns": columns} if columns else {}))
+
+    def after_training(self, objective, spec: dict, splits, run_path: Path) -> None:
+        """Dense predictions are judged by eye too: a grid of validation images (predictions.png)."""
+        if hasattr(self.module, "plot_predictions"):
+            self.module.plot_predictions(objective, spec, splits.val, run_path / "predictions.png")
 
 
 class Objective(nn.Module):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.tasks import Objective
+from deepatlas.tasks import Objective, Task
 
 
 class Classification(Objective):
@@ -40,3 +40,7 @@ class Classification(Objective):
 
 def accuracy(scores: Tensor, y: Tensor) -> Tensor:
     return (scores.argmax(-1) == y).float().mean()
+
+
+TASKS = [Task("classification", "deepatlas.data.tabular"),
+         Task("image_classification", "deepatlas.data.images", options=("image_size", "crop_pad", "flip", "rotate"))]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.nn.boxes import box_iou
-from deepatlas.tasks import Objective
+from deepatlas.tasks import Objective, Task
 
 # Bit-identical to pycocotools' thresholds (np.linspace): a recall of exactly 0.35 then falls on the same side
 # of the 0.35 recall threshold as in the reference (np.linspace's 0.35 is 0.35000000000000003).
@@ -313,3 +313,7 @@ class Segmentation(Objective):
 
     def compute_metrics(self) -> dict[str, float]:
         return self.confusion.compute() if self.confusion is not None else {}
+
+
+TASKS = [Task("detection", "deepatlas.data.detection", draws=True, options=("image_size", "crop_pad", "flip")),
+         Task("segmentation", "deepatlas.data.segmentation", draws=True, options=("image_size", "flip"))]

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.data.words import ANALOGY, N_SPECIALS, PAD, PURITY
-from deepatlas.tasks import Objective
+from deepatlas.tasks import Objective, Task
 
 TABLE_SIZE = 1_000_000  # slots of the negative-sampling table (word2vec.c: 1e8)
 VALIDATION_SEED = 0
@@ -222,3 +222,6 @@ class EmbeddingObjective(Objective):
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):  # same draws every call
             torch.manual_seed(VALIDATION_SEED)
             return {"loss": self.measure(batch)["loss"]}
+
+
+TASKS = [Task("embedding", "deepatlas.data.words", options=("tokens", "vocab"))]

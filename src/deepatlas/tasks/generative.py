@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from deepatlas.data import toy2d
 from deepatlas.errors import DeepAtlasError
-from deepatlas.tasks import Objective
+from deepatlas.tasks import Objective, Task
 
 SAMPLE_SEED = 1234
 TOY2D_SAMPLES = 2500
@@ -188,6 +188,9 @@ class Generative(Objective):
             with seeded(SAMPLE_SEED, real.device):
                 return toy2d.mode_scores(self.sample(TOY2D_SAMPLES).float(), toy2d.density(source))
         return {}
+
+
+TASKS = [Task("generation", "deepatlas.data.generative", options=("image_size", "binarize", "window"))]
 
 
 if __name__ == "__main__":  # python -m deepatlas.tasks.generative: rebuild the shipped judge

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deepatlas.data.text import PAD
-from deepatlas.tasks import Objective
+from deepatlas.tasks import Objective, Task
+from deepatlas.tasks.predictions import ClassProbabilities, Continuations, Prediction
 
 
 def token_means(name: str, nll: Tensor, real: Tensor) -> dict[str, Tensor]:
@@ -59,3 +60,14 @@ class NextToken(Objective):
 
     def summarize(self, means: dict[str, float]) -> dict[str, float]:
         return with_ratios(means)
+
+
+class TextTask(Task):
+    """Text: a topic run classifies sentences, a language model continues a prompt."""
+
+    def predict(self, objective, spec: dict, path: str | None, out=None, render=None) -> Prediction:
+        rows = super().predict(objective, spec, path, out, render).rows
+        return ClassProbabilities(rows) if "classes" in spec else Continuations(rows)
+
+
+TASKS = [TextTask("language_model", "deepatlas.data.text", options=("window", "tokens", "vocab"))]

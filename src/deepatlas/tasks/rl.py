@@ -11,13 +11,18 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from deepatlas.data import envs
 from deepatlas.data.envs import EPISODES, Environment, episode_returns, episode_seeds, summarize_returns
+from deepatlas.errors import DeepAtlasError
+from deepatlas.tasks import Task
+from deepatlas.tasks.predictions import Episodes, Prediction
 
 
 @dataclass
@@ -245,3 +250,27 @@ def discounted_returns(rewards: Tensor, gamma: float) -> Tensor:
     powers = gamma ** (exponent[None, :] - exponent[:, None]).clamp(min=0).to(rewards.dtype)  # (T, T)
     return (torch.triu(powers) * rewards[None, :]).sum(1)
 
+
+# ---- the tasks --------------------------------------------------------------------------------
+
+class EnvironmentTask(Task):
+    """rl: methods act in an environment (a gymnasium id or a board game) and own their loop; `predict` takes
+    no input: it plays one test episode (`render`: saved as a GIF) or shows a board game."""
+
+    def predict(self, objective, spec: dict, path=None, out=None, render=None) -> Prediction:
+        if path is not None or out is not None:
+            raise DeepAtlasError(f"this run takes no input: it plays {spec['env']} (--render GIF to watch)")
+        return Episodes(envs.predict(objective, spec, render=Path(render) if render else None),
+                        files=[str(render)] if render else [])
+
+
+class SearchTask(Task):
+    """search: a method that trains other entries (on tabular data) and keeps its findings."""
+
+    def predict(self, objective, spec: dict, path=None, out=None, render=None) -> Prediction:
+        raise DeepAtlasError("a search run searches rather than predicts: its findings are in its metrics.json "
+                             "and search.json")
+
+
+TASKS = [EnvironmentTask("rl", "deepatlas.data.envs", loop="own"),
+         SearchTask("search", "deepatlas.data.tabular", loop="own")]  # the search trains tabular classifiers

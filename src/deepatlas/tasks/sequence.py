@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepatlas.tasks import Objective
+from deepatlas.tasks import Objective, Task
 
 
 class SequenceObjective(Objective):
@@ -31,3 +31,6 @@ class SequenceObjective(Objective):
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+
+TASKS = [Task("sequence", "deepatlas.data.sequences", options=("window",)), Task("tree", "deepatlas.data.trees")]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.data.pairs import BOS, EOS, PAD, UNK  # noqa: F401  (re-exported for the models)
-from deepatlas.tasks import Objective
+from deepatlas.tasks import Objective, Task
 
 
 class Translation(Objective):
@@ -72,3 +72,6 @@ def exact_match(tokens: Tensor, target: Tensor) -> Tensor:
     a = F.pad(tokens, (0, width - tokens.shape[1]), value=PAD)
     b = F.pad(target, (0, width - target.shape[1]), value=PAD)
     return (a == b).all(1)
+
+
+TASKS = [Task("translation", "deepatlas.data.pairs")]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
 from deepatlas.nn.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, make_anchors, nms_per_image, roi_align
@@ -369,7 +369,8 @@ register(Entry(
              "NMS and sampling are unwelcome (set-prediction detectors).",
     related=["yolo", "resnet"],
     config=Config, build=FasterRCNN, objective=FasterRCNNLoss, task="detection",
-    recipe=Recipe(data="shapes", epochs=12, batch_size=16, lr=2e-3, weight_decay=1e-4, flip=True),
+    train=Train(epochs=12, batch_size=16, lr=2e-3, weight_decay=1e-4),
+    data=Data("shapes", flip=True),
     bar=Bar("map_50", 0.85, "max", 300),
     notes="feature_stage 0 (stride 4) rather than 1 (stride 8): with the same recipe, held-out mAP@0.5 0.88 "
           "at stage 0 against 0.81 at stage 1.",

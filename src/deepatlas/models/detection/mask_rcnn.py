@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.detection import faster_rcnn
 from deepatlas.models.detection.faster_rcnn import FasterRCNN, FasterRCNNLoss
 from deepatlas.nn.boxes import roi_align
@@ -185,6 +185,7 @@ register(Entry(
              "fine boundaries on large objects (28x28 masks are coarse).",
     related=["faster_rcnn", "fcn", "unet", "detr", "resnet"],
     config=Config, build=MaskRCNN, objective=MaskRCNNLoss, task="detection",
-    recipe=Recipe(data="shapes", epochs=9, batch_size=16, lr=2e-3, weight_decay=1e-4, flip=True),
+    train=Train(epochs=9, batch_size=16, lr=2e-3, weight_decay=1e-4),
+    data=Data("shapes", flip=True),
     bar=Bar("mask_map_50", 0.70, "max", 300),
 ))

@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
 from deepatlas.nn.boxes import batched_nms, box_area, clip_boxes
@@ -235,7 +235,7 @@ register(Entry(
              "one-stage detectors (later YOLOs) or two-stage ones (Faster R-CNN) are more accurate.",
     related=["resnet", "faster_rcnn"],
     config=Config, build=YOLO, objective=YOLOLoss, task="detection",
-    recipe=Recipe(data="shapes", epochs=20, batch_size=32, lr=3e-3, weight_decay=0.05, warmup=100, flip=True,
-                  grad_clip=10.0),
+    train=Train(epochs=20, batch_size=32, lr=3e-3, weight_decay=0.05, warmup=100, grad_clip=10.0),
+    data=Data("shapes", flip=True),
     bar=Bar("map_50", 0.80, "max", 300),
 ))

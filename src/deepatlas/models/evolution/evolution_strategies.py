@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.evolution.population import Policy, population_returns
 from deepatlas.tasks.rl import Algorithm, EnvSizes
 
@@ -83,7 +83,7 @@ class EvolutionStrategies(Algorithm):
         if cfg.population < 2 or cfg.population % 2:
             raise ValueError(f"population must be even and at least 2 (antithetic pairs), not {cfg.population}")
         policy.set_bounds(ctx.env)
-        optimizer = torch.optim.Adam(policy.net.parameters(), lr=ctx.recipe.lr, weight_decay=ctx.recipe.weight_decay)
+        optimizer = torch.optim.Adam(policy.net.parameters(), lr=ctx.train.lr, weight_decay=ctx.train.weight_decay)
         state = ctx.restore({"theta": optimizer}) or {"generation": 0}
         h = cfg.population // 2
         while state["generation"] < cfg.generations and not ctx.should_stop():
@@ -126,6 +126,8 @@ register(Entry(
              "policy has millions of weights and few workers: policy gradients (PPO) or DQN use data better.",
     related=["genetic", "ppo", "reinforce", "mlp"],
     config=Config, build=build, objective=lambda model: model, task="rl",
-    recipe=Recipe(data="CartPole-v1", lr=0.05, weight_decay=0.005, stop_at=500.0),
+    train_keys=("stop_at", "lr", "weight_decay"),
+    train=Train(lr=0.05, weight_decay=0.005, stop_at=500.0),
+    data=Data("CartPole-v1"),
     bar=Bar("mean_return", 475.0, "max", 300),
 ))

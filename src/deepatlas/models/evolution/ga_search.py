@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from deepatlas import catalog
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.rl import Algorithm
 
@@ -96,7 +96,7 @@ SPACE: dict[str, Gene] = {
     "dropout": Gene("float", 0.0, 0.5),
     "lr": Gene("log", 1e-4, 1e-1),
 }
-"""the mlp entry's hyperparameters searched (width, depth, dropout: its Config; lr: its Recipe)"""
+"""the mlp entry's hyperparameters searched (width, depth, dropout: its Config; lr: its training settings)"""
 
 
 @dataclass
@@ -269,7 +269,7 @@ class GASearch(Algorithm):
         if not hasattr(env, "train") or not hasattr(env, "dims"):
             raise DeepAtlasError(f"{name} searches over training runs on a tabular dataset, not an environment")
         target = catalog.get(self.cfg.target)
-        fields = {f.name for f in dataclasses.fields(target.config())} | {f.name for f in dataclasses.fields(Recipe)}
+        fields = {f.name for f in dataclasses.fields(target.config())} | {f.name for f in dataclasses.fields(Train)}
         missing = sorted(set(SPACE) - fields)
         if missing:
             raise DeepAtlasError(f"{name}: target {self.cfg.target} has no field {missing[0]} to search over")
@@ -329,7 +329,7 @@ class GASearch(Algorithm):
                 if not table:
                     continue
                 genome, value = max(((t[0], t[1]) for t in table), key=lambda t: t[1])
-                test = self.test_once(run_dirs.get((method, key(genome))), genome)
+                test = self.test_once(ctx, run_dirs.get((method, key(genome))), genome)
                 m = self.model
                 getattr(m, f"{method}_genome").copy_(torch.tensor([float(genome[n]) for n in SPACE], dtype=torch.float64))
                 getattr(m, f"{method}_val").fill_(value)
@@ -340,23 +340,21 @@ class GASearch(Algorithm):
         ctx.checkpoint({}, {"runs": len(rows)})
 
     def train_once(self, ctx, genome: Genome, out: Path) -> float:
-        """One short real training run of the target through the engine; its validation metric."""
-        from deepatlas.engine.run import train  # the engine trains the target (lazy: no cycle)
+        """One short real training run of the target through the API the run was handed; its validation metric."""
         overrides = {**genome, "epochs": self.cfg.run_epochs}
         budget = self.cfg.run_time                                  # never past the whole search's time budget
         if ctx.max_time is not None:
             budget = max(min(budget, ctx.max_time - ctx.elapsed()), 0.5)
         with contextlib.redirect_stderr(io.StringIO()):             # the inner runs' progress lines stay quiet
-            metrics = train(self.cfg.target, data=ctx.recipe.data, overrides=overrides, seed=ctx.seed, out=out,
-                            max_time=budget)
+            metrics = ctx.api.train(self.cfg.target, data=ctx.options.data, overrides=overrides, seed=ctx.seed,
+                                    out=out, max_time=budget)
         return float(metrics["val"][self.cfg.metric])
 
-    def test_once(self, run_dir: Path | None, genome: Genome) -> float:
+    def test_once(self, ctx, run_dir: Path | None, genome: Genome) -> float:
         """The test metric of a method's best configuration, measured once after the search."""
         if run_dir is None:                                          # a synthetic fitness: no held-out split
             return bowl(genome) if self.fitness is None else self.fitness(genome)
-        from deepatlas.engine.run import evaluate
-        return float(evaluate(run_dir, split="test")[self.cfg.metric])
+        return float(ctx.api.evaluate(run_dir, split="test")[self.cfg.metric])
 
     def write_table(self, path: Path, rows: list[dict]) -> None:
         """search.csv (every training run), search.json (each method's best genome, its validation and test
@@ -414,6 +412,7 @@ register(Entry(
              "the space is tiny (grid search), or a single learning-rate sweep would do.",
     related=["mlp", "genetic", "evolution_strategies"],
     config=Config, build=build, objective=lambda model: model, task="search",
-    recipe=Recipe(data="digits"),
+    train_keys=("stop_at",),
+    data=Data("digits"),
     bar=Bar("ga_minus_random", 0.0, "max", 300),
 ))

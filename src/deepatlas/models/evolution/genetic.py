@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.evolution.population import Policy, population_returns
 from deepatlas.tasks.rl import Algorithm, EnvSizes
 
@@ -165,6 +165,8 @@ register(Entry(
              "strategies or policy gradients), or when environment steps are expensive.",
     related=["evolution_strategies", "ga_search", "ppo", "mlp"],
     config=Config, build=build, objective=lambda model: model, task="rl",
-    recipe=Recipe(data="CartPole-v1", stop_at=500.0),
+    train_keys=("stop_at",),
+    train=Train(stop_at=500.0),
+    data=Data("CartPole-v1"),
     bar=Bar("mean_return", 475.0, "max", 300),
 ))

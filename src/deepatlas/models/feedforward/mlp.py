@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
@@ -68,6 +68,7 @@ register(Entry(
              "DeepSets or GNN); small tabular data where gradient-boosted trees usually win.",
     related=["perceptron", "residual_mlp"],
     config=Config, build=MLP, objective=Classification,
-    recipe=Recipe(data="breast_cancer", epochs=40, batch_size=32, lr=3e-3, weight_decay=1e-4),
+    train=Train(epochs=40, batch_size=32, lr=3e-3, weight_decay=1e-4),
+    data=Data("breast_cancer"),
     bar=Bar("accuracy", 0.96, "max", 60),
 ))

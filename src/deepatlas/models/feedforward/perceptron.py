@@ -22,7 +22,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.classification import Classification
 
 
@@ -75,7 +75,7 @@ register(Entry(
     related=["mlp"],
     config=Config, build=Perceptron,
     objective=lambda model: Classification(model, loss=perceptron_criterion),
-    recipe=Recipe(data="iris_setosa", epochs=10, batch_size=1, optimizer="sgd", lr=1.0, schedule="constant",
-                  patience=3),
+    train=Train(epochs=10, batch_size=1, optimizer="sgd", lr=1.0, schedule="constant", patience=3),
+    data=Data("iris_setosa"),
     bar=Bar("accuracy", 1.0, "max", 10),
 ))

@@ -18,7 +18,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
@@ -84,6 +84,7 @@ register(Entry(
     when_not="Tiny datasets where a shallow MLP or trees suffice; structured inputs (images, sequences, graphs).",
     related=["mlp", "perceptron"],
     config=Config, build=ResidualMLP, objective=Classification,
-    recipe=Recipe(data="digits", epochs=40, batch_size=64, lr=2e-3, weight_decay=1e-4),
+    train=Train(epochs=40, batch_size=64, lr=2e-3, weight_decay=1e-4),
+    data=Data("digits"),
     bar=Bar("accuracy", 0.97, "max", 90),
 ))

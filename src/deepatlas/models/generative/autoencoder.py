@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks import Objective
 
@@ -171,6 +171,7 @@ register(Entry(
              "when PCA's linear subspace is enough, PCA is exact and faster.",
     related=["denoising_autoencoder", "vae", "rbm", "dbn", "mlp"],
     config=Config, build=Autoencoder, objective=AutoencoderObjective, task="generation",
-    recipe=Recipe(data="digits", epochs=100, batch_size=64, lr=3e-3, schedule="cosine"),
+    train=Train(epochs=100, batch_size=64, lr=3e-3, schedule="cosine"),
+    data=Data("digits"),
     bar=Bar("mse_vs_pca", 1.0, "min", 90),
 ))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.generative.autoencoder import Autoencoder, reconstruction_loss
 from deepatlas.nn.activations import Activation
 from deepatlas.tasks import Objective
@@ -103,7 +103,8 @@ register(Entry(
              "noise unlike the training corruption; plain compression, where a bottleneck autoencoder suffices.",
     related=["autoencoder", "vae", "rbm", "dbn"],
     config=Config, build=Autoencoder, objective=DenoisingObjective, task="generation",
-    recipe=Recipe(data="digits", epochs=100, batch_size=64, lr=3e-3, schedule="cosine"),
+    train=Train(epochs=100, batch_size=64, lr=3e-3, schedule="cosine"),
+    data=Data("digits"),
     bar=Bar("mse_vs_noisy", 0.4, "min", 90),
     more_bars=[Bar("mse_vs_noisy", 0.4, "min", 90, overrides={"corruption": "gaussian", "level": "0.3"})],
 ))

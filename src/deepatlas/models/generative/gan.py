@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.generative import Generative
 
 
@@ -279,7 +279,8 @@ register(Entry(
              "tiny data sets where the discriminator memorizes.",
     related=["vae", "autoencoder", "pixelcnn", "rbm"],
     config=Config, build=GAN, objective=Adversarial, task="generation",
-    recipe=Recipe(data="8gaussians", epochs=60, batch_size=512, lr=1e-3, schedule="cosine"),
+    train=Train(epochs=60, batch_size=512, lr=1e-3, schedule="cosine"),
+    data=Data("8gaussians"),
     bar=Bar("modes", 7, "max", 120),
     more_bars=[
         Bar("high_quality", 0.7, "max", 120),

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.generative import Generative
 
 
@@ -220,7 +220,8 @@ register(Entry(
              "samples mix poorly; VAEs, autoregressive models or diffusion do better.",
     related=["dbn", "autoencoder", "vae", "pixelcnn"],
     config=Config, build=build, objective=RBMObjective, task="generation",
-    recipe=Recipe(data="digits", binarize=True, epochs=15, batch_size=16, lr=3e-2, schedule="cosine"),
+    train=Train(epochs=15, batch_size=16, lr=3e-2, schedule="cosine"),
+    data=Data("digits", binarize=True),
     bar=Bar("recon_vs_untrained", 0.5, "min", 60),
     notes="init_std 0.1 rather than the practical guide's 0.01: from 0.01 a few hundred Adam steps pass before "
           "reconstructions move at all.",

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.generative.autoencoder import Decoder, Encoder
 from deepatlas.nn.activations import Activation
 from deepatlas.tasks.generative import Generative
@@ -133,7 +133,8 @@ register(Entry(
              "exact likelihoods (PixelCNN, flows).",
     related=["autoencoder", "denoising_autoencoder", "gan", "pixelcnn", "rbm"],
     config=Config, build=VAE, objective=VAEObjective, task="generation",
-    recipe=Recipe(data="digits", epochs=250, batch_size=64, lr=2e-3, schedule="cosine"),
+    train=Train(epochs=250, batch_size=64, lr=2e-3, schedule="cosine"),
+    data=Data("digits"),
     bar=Bar("digits_fd", 80.0, "min", 150),
     notes="The bar: the FD between two random halves of the real test set is 22.0 ± 6.8 (200 halvings), the "
           "noise of the yardstick itself; 3 × 22.0 + 2 × 6.8 ≈ 80 is the issue's rule (3× the halves' FD plus a "

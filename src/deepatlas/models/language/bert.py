@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.data.text import CLS, MASK, PAD, SEP, SPECIALS
 from deepatlas.models.language.transformer import Block, padding_mask
 from deepatlas.tasks import Objective
@@ -64,8 +64,6 @@ class Config:
     """pre-train with next-sentence prediction too: segment B is a random other window in half the examples"""
     pretrain_steps: int = 500
     """labelled data: masked-LM steps on the training sentences before fine-tuning the classifier"""
-    train_examples: int = 64_000
-    """train on this many training windows or sentences drawn at random (0: all): a budget in steps, not passes"""
 
 
 # ---- inputs: specials, segments and masking ---------------------------------------------------------
@@ -181,16 +179,12 @@ class BertObjective(Objective):
         self.register_buffer("steps", torch.tensor(0))             # training steps taken (pre-training phase)
 
     def prepare(self, data) -> Dataset | None:
-        """The most frequent non-special token of the training split (the masked-token baseline); and the
-        random `train_examples` to train on, if the config sets it."""
+        """The most frequent non-special token of the training split (the masked-token baseline)."""
         counts = torch.zeros(self.model.cfg.vocab_size, dtype=torch.long)
         for batch in DataLoader(data.train, batch_size=1024):
             counts += torch.bincount(batch[0].flatten(), minlength=len(counts))
         counts[:N_SPECIAL] = 0
         self.frequent.fill_(int(counts.argmax()))
-        n = self.model.cfg.train_examples
-        if 0 < n < len(data.train):
-            return Subset(data.train, torch.randperm(len(data.train))[:n].tolist())  # the seeded run's draw
         return None
 
     def _generator(self, tokens: Tensor) -> torch.Generator | None:
@@ -271,8 +265,8 @@ register(Entry(
     config=Config, build=BERT, objective=BertObjective, task="language_model",
     # characters in short windows (two segments of 8): learned positions train much faster than for 128;
     # 2,000 steps. Topics: words (a sentence is ~8 tokens), 500 masked-LM steps, then 1,500 fine-tuning steps.
-    recipe=Recipe(data="stdlib-text", tokens="char", window=16, epochs=1, batch_size=32, lr=1e-3,
-                  warmup=50, schedule="cosine", grad_clip=1.0),
+    train=Train(epochs=1, steps=2000, batch_size=32, lr=1e-3, warmup=50, schedule="cosine", grad_clip=1.0),
+    data=Data("stdlib-text", tokens="char", window=16),
     bar=Bar("masked_vs_baseline", 2.0, "max", 240),
     more_bars=[Bar("accuracy", 0.9, "max", 240, overrides={"data": "planted-topics", "tokens": "word", "window": "0",
                                                           "epochs": "2"})],

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.data.text import PAD
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.sequence.lstm import LSTM_CELL
@@ -329,7 +329,7 @@ register(Entry(
              "trains in parallel; for static word vectors, word2vec/GloVe/fastText are far cheaper.",
     related=["lstm", "word2vec", "fasttext", "gpt", "bert"],
     config=Config, build=ELMo, objective=BiLM, task="language_model",
-    recipe=Recipe(data="stdlib-text", tokens="word", vocab=1000, epochs=1, batch_size=32, lr=1.5e-2,
-                  grad_clip=1.0, warmup=50),
+    train=Train(epochs=1, batch_size=32, lr=1.5e-2, grad_clip=1.0, warmup=50),
+    data=Data("stdlib-text", tokens="word", vocab=1000),
     bar=Bar("perplexity_vs_bigram", 1.0, "min", 240),
 ))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.data.words import N_SPECIALS
 from deepatlas.tasks.embedding import (
     EmbeddingObjective,
@@ -193,7 +193,8 @@ register(Entry(
              "global count matrix is at hand (GloVe).",
     related=["word2vec", "glove"],
     config=Config, build=FastText, objective=FastTextObjective, task="embedding",
-    recipe=Recipe(data="planted-semantics", tokens="word", epochs=10, batch_size=1024, lr=2e-2, schedule="cosine"),
+    train=Train(epochs=10, batch_size=1024, lr=2e-2, schedule="cosine"),
+    data=Data("planted-semantics", tokens="word"),
     bar=Bar("purity@5", 0.9, "max", 120),
     more_bars=[Bar("analogy", 0.7, "max", 120)],
 ))

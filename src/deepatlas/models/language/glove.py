@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.data.words import PAD
 from deepatlas.tasks.embedding import EmbeddingObjective
 
@@ -155,8 +155,8 @@ register(Entry(
              "that depends on the sentence (ELMo, BERT).",
     related=["word2vec", "fasttext"],
     config=Config, build=GloVe, objective=GloVeObjective, task="embedding",
-    recipe=Recipe(data="planted-semantics", tokens="word", epochs=30, batch_size=512, lr=2e-2, weight_decay=0.1,
-                  schedule="cosine"),
+    train=Train(epochs=30, batch_size=512, lr=2e-2, weight_decay=0.1, schedule="cosine"),
+    data=Data("planted-semantics", tokens="word"),
     bar=Bar("purity@5", 0.9, "max", 120),
     more_bars=[Bar("analogy", 0.7, "max", 120)],
     notes="On planted-semantics, where the words of a category never meet but do meet their context words and "

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.regularization import DropPath
 from deepatlas.tasks.translation import BOS, EOS, PAD, Translation
 
@@ -396,7 +396,7 @@ register(Entry(
              "decoder-only model such as GPT) or only classify it (an encoder such as BERT).",
     related=["seq2seq", "gpt", "bert", "vit"],
     config=Config, build=Transformer, objective=objective, task="translation",
-    recipe=Recipe(data="dates", epochs=3, batch_size=128, lr=2e-3, schedule="inverse_sqrt", warmup=300,
-                  grad_clip=1.0),
+    train=Train(epochs=3, batch_size=128, lr=2e-3, schedule="inverse_sqrt", warmup=300, grad_clip=1.0),
+    data=Data("dates"),
     bar=Bar("exact_match", 0.98, "max", 180),
 ))

@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.embedding import (
     EmbeddingObjective,
     context_pairs,
@@ -126,7 +126,8 @@ register(Entry(
              "(GloVe fits it directly).",
     related=["glove", "fasttext", "elmo", "bert"],
     config=Config, build=Word2Vec, objective=Word2VecObjective, task="embedding",
-    recipe=Recipe(data="planted-semantics", tokens="word", epochs=20, batch_size=1024, lr=3e-2, schedule="cosine"),
+    train=Train(epochs=20, batch_size=1024, lr=3e-2, schedule="cosine"),
+    data=Data("planted-semantics", tokens="word"),
     bar=Bar("purity@5", 0.9, "max", 120),
     more_bars=[Bar("analogy", 0.7, "max", 120), Bar("purity@5", 0.9, "max", 120, overrides={"mode": "cbow"}),
                Bar("analogy", 0.7, "max", 120, overrides={"mode": "cbow"})],

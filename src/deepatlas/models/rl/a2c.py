@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, rollout
 
 
@@ -85,9 +85,9 @@ class A2C(PolicyGradient):
     def learn(self, ctx) -> None:
         cfg = self.cfg
         if cfg.rmsprop:
-            optimizer = torch.optim.RMSprop(self.parameters(), lr=ctx.recipe.lr, alpha=0.99, eps=1e-5)
+            optimizer = torch.optim.RMSprop(self.parameters(), lr=ctx.train.lr, alpha=0.99, eps=1e-5)
         else:
-            optimizer = torch.optim.Adam(self.parameters(), lr=ctx.recipe.lr)
+            optimizer = torch.optim.Adam(self.parameters(), lr=ctx.train.lr)
         state = ctx.restore({"policy": optimizer}) or {"update": 0}
         vector = ctx.env.make_vector(cfg.envs)
         updates = max(1, cfg.total_steps // (cfg.envs * cfg.steps))
@@ -136,6 +136,8 @@ register(Entry(
              "environment steps (it reuses no data; prefer DQN).",
     related=["reinforce", "ppo", "dqn"],
     config=Config, build=A2C.build, objective=lambda model: model, task="rl",
-    recipe=Recipe(data="CartPole-v1", lr=7e-4, stop_at=500.0),
+    train_keys=("stop_at", "lr"),
+    train=Train(lr=7e-4, stop_at=500.0),
+    data=Data("CartPole-v1"),
     bar=Bar("mean_return", 475.0, "max", 300),
 ))

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.data.boardgames import TicTacToe, perfect_move, random_move
 from deepatlas.data.envs import TEST_SEED, VAL_SEED, Environment
 from deepatlas.tasks.rl import Algorithm, mlp
@@ -277,7 +277,7 @@ class AlphaZero(Algorithm):
 
     def learn(self, ctx) -> None:
         cfg, game, device = self.cfg, ctx.env.make(), ctx.device
-        optimizer = torch.optim.Adam(self.parameters(), lr=ctx.recipe.lr)
+        optimizer = torch.optim.Adam(self.parameters(), lr=ctx.train.lr)
         state = ctx.restore({"network": optimizer}) or {"iteration": 0}
         buffer = {k: state[k].to(device) for k in ("obs", "pi", "z")} if "obs" in state else None
         symmetries = dihedral().to(device)                                     # (8, 9)
@@ -402,7 +402,9 @@ register(Entry(
     # no stop_at: the first validation without a loss to the perfect player can come (iteration 5) before the
     # play against the random player is sharp; 40 iterations take about a third of the budget, and the latest
     # loss-free validation's weights are kept
-    recipe=Recipe(data="tictactoe", lr=1e-3),
+    train_keys=("stop_at", "lr"),
+    train=Train(lr=1e-3),
+    data=Data("tictactoe"),
     bar=Bar("losses_vs_perfect", 0.0, "min", 300),
     more_bars=[Bar("win_rate_vs_random", 0.9, "max", 300)],
 ))

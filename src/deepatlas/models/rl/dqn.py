@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.rl import Algorithm, EnvSizes, ReplayBuffer, mlp
 
 
@@ -129,7 +129,7 @@ class DQN(Algorithm):
     def learn(self, ctx) -> None:
         cfg, device, n = self.cfg, ctx.device, self.cfg.envs
         fused = torch.device(device).type in ("cpu", "cuda")  # one kernel for Adam's update: a step is small
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=ctx.recipe.lr, fused=fused)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=ctx.train.lr, fused=fused)
         target = copy.deepcopy(self.model).requires_grad_(False)                      # Q_theta-
         buffer = ReplayBuffer(cfg.buffer_size, cfg.obs_dim, device=device)
         state = ctx.restore({"q": optimizer})
@@ -167,7 +167,7 @@ class DQN(Algorithm):
                 # ---- learn: a round of gradient steps on replayed minibatches every train_freq steps ----
                 if step > cfg.learning_starts and crossed(step, n, cfg.train_freq):
                     for _ in range(cfg.gradient_steps):
-                        logs = self.loss(buffer.sample(ctx.recipe.batch_size, ctx.generator), target)
+                        logs = self.loss(buffer.sample(ctx.train.batch_size, ctx.generator), target)
                         optimizer.zero_grad(set_to_none=True)
                         logs["loss"].backward()
                         if cfg.max_grad_norm > 0:
@@ -210,6 +210,8 @@ register(Entry(
              "stable, monotone learning matters more than sample efficiency (Q-learning can oscillate).",
     related=["reinforce", "a2c", "ppo", "mlp"],
     config=Config, build=build, objective=lambda model: model, task="rl",
-    recipe=Recipe(data="CartPole-v1", lr=2.3e-3, batch_size=64, stop_at=500.0),
+    train_keys=("stop_at", "lr", "batch_size"),
+    train=Train(lr=2.3e-3, batch_size=64, stop_at=500.0),
+    data=Data("CartPole-v1"),
     bar=Bar("mean_return", 475.0, "max", 300),
 ))

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.rl import Algorithm, to_env_action
 
@@ -297,7 +297,7 @@ class MPC(Algorithm):
     def learn(self, ctx) -> None:
         cfg, device = self.cfg, ctx.device
         self.use_env(ctx.env)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=ctx.recipe.lr, weight_decay=cfg.fit_decay)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=ctx.train.lr, weight_decay=cfg.fit_decay)
         state = ctx.restore({"dynamics": optimizer}) or {"episode": 0, "env_steps": 0}
         data: dict[str, list[Tensor]] = {"obs": [], "action": [], "next_obs": []}
         for key in data:  # a resumed run's transitions are part of its saved loop state
@@ -375,6 +375,8 @@ register(Entry(
              "tasks beyond the planning horizon, high-dimensional observations (pixels), or an unknown reward.",
     related=["alphazero", "ppo", "a2c", "dqn", "reinforce", "mlp"],
     config=Config, build=build, objective=lambda model: model, task="rl",
-    recipe=Recipe(data="Pendulum-v1", lr=1e-3),
+    train_keys=("stop_at", "lr"),
+    train=Train(lr=1e-3),
+    data=Data("Pendulum-v1"),
     bar=Bar("mean_return", -250.0, "max", 300),
 ))

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, rollout
 
 
@@ -119,7 +119,7 @@ class PPO(PolicyGradient):
 
     def learn(self, ctx) -> None:
         cfg = self.cfg
-        optimizer = torch.optim.Adam(self.parameters(), lr=ctx.recipe.lr, eps=1e-5)
+        optimizer = torch.optim.Adam(self.parameters(), lr=ctx.train.lr, eps=1e-5)
         state = ctx.restore({"policy": optimizer}) or {"update": 0}
         vector = ctx.env.make_vector(cfg.envs)
         iterations = max(1, cfg.total_steps // (cfg.envs * cfg.steps))
@@ -130,7 +130,7 @@ class PPO(PolicyGradient):
             while state["update"] < iterations and not ctx.should_stop():
                 frac = 1 - state["update"] / iterations if cfg.anneal else 1.0
                 for group in optimizer.param_groups:
-                    group["lr"] = frac * ctx.recipe.lr
+                    group["lr"] = frac * ctx.train.lr
                 clip = frac * cfg.clip
                 # T steps of n environments with pi_old (no gradient) -> (T, n) tensors
                 batch, obs, finished = rollout(self.model, ctx.env, vector, obs, running, cfg.steps, ctx.device)
@@ -178,7 +178,9 @@ register(Entry(
              "deliberate exploration, or tiny problems where REINFORCE is enough.",
     related=["reinforce", "a2c", "dqn"],
     config=Config, build=PPO.build, objective=lambda model: model, task="rl",
-    recipe=Recipe(data="CartPole-v1", lr=1e-3, stop_at=500.0),
+    train_keys=("stop_at", "lr"),
+    train=Train(lr=1e-3, stop_at=500.0),
+    data=Data("CartPole-v1"),
     bar=Bar("mean_return", 475.0, "max", 300),
     more_bars=[Bar("mean_return", -100.0, "max", 300, overrides={
         "data": "Acrobot-v1", "stop_at": "-85", "envs": "16", "steps": "256", "gamma": "0.99",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, to_env_action
 
 
@@ -94,7 +94,7 @@ class Reinforce(PolicyGradient):
 
     def learn(self, ctx) -> None:
         cfg = self.cfg
-        optimizer = torch.optim.Adam(self.parameters(), lr=ctx.recipe.lr)
+        optimizer = torch.optim.Adam(self.parameters(), lr=ctx.train.lr)
         state = ctx.restore({"policy": optimizer}) or {"update": 0}
         vector = ctx.env.make_vector(cfg.episodes)
         try:
@@ -126,6 +126,8 @@ register(Entry(
              "(it is sample-hungry: prefer DQN or PPO), or when stable monotone progress matters.",
     related=["mlp"],
     config=Config, build=Reinforce.build, objective=lambda model: model, task="rl",
-    recipe=Recipe(data="CartPole-v1", lr=3e-3, stop_at=500.0),
+    train_keys=("stop_at", "lr"),
+    train=Train(lr=3e-3, stop_at=500.0),
+    data=Data("CartPole-v1"),
     bar=Bar("mean_return", 475.0, "max", 300),
 ))

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.vision import resnet
 from deepatlas.tasks.detection import Segmentation
 
@@ -148,7 +148,8 @@ register(Entry(
              "recover detail better); when instances must be told apart (instance segmentation).",
     related=["unet", "resnet", "vgg", "faster_rcnn", "yolo"],
     config=Config, build=FCN, objective=Segmentation, task="segmentation",
-    recipe=Recipe(data="shapes", epochs=30, batch_size=16, lr=3e-3, weight_decay=1e-4, flip=True),
+    train=Train(epochs=30, batch_size=16, lr=3e-3, weight_decay=1e-4),
+    data=Data("shapes", flip=True),
     bar=Bar("miou", 0.75, "max", 300),
     notes="On 64x64 scenes FCN-8s plateaus near 0.67 mIoU (an oracle that samples the true masks at stride 8 "
           "and upsamples bilinearly scores 0.65; at stride 4, 0.87), below the 0.75 bar, while FCN-4s (skips=3, "

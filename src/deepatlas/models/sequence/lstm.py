@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
@@ -152,7 +152,8 @@ register(Entry(
              "short, local patterns where a CNN or plain RNN is enough; when a GRU's fewer parameters suffice.",
     related=["rnn", "gru", "tcn", "seq2seq"],
     config=Config, build=build, objective=SequenceObjective, task="sequence",
-    recipe=Recipe(data="adding-200", epochs=2, batch_size=64, lr=1e-2, grad_clip=1.0),
+    train=Train(epochs=2, batch_size=64, lr=1e-2, grad_clip=1.0),
+    data=Data("adding-200"),
     bar=Bar("mse", 0.01, "min", 180),
     more_bars=[Bar("accuracy", 0.95, "max", 30,
                    overrides={"data": "future-tagging", "bidirectional": "true", "epochs": "2"})],

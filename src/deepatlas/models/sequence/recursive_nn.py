@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks import Objective
 
 
@@ -140,7 +140,8 @@ register(Entry(
              "corpora, where tree batching is slower than sequence models.",
     related=["rnn", "lstm", "seq2seq", "mlp"],
     config=Config, build=RecursiveNN, objective=TreeObjective,
-    recipe=Recipe(data="expressions", epochs=8, batch_size=64, lr=1e-3),
+    train=Train(epochs=8, batch_size=64, lr=1e-3),
+    data=Data("expressions"),
     bar=Bar("accuracy", 0.90, "max", 120),
     task="tree",
     notes="On the embedded expressions (values mod 10) the RNTN reaches 1.00 root accuracy where the plain RNN "

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
@@ -107,6 +107,7 @@ register(Entry(
              "long sequences that must train fast (TCN, transformer).",
     related=["lstm", "gru", "tcn", "mlp"],
     config=Config, build=build, objective=SequenceObjective, task="sequence",
-    recipe=Recipe(data="adding-50", epochs=5, batch_size=64, lr=1e-3, grad_clip=1.0),
+    train=Train(epochs=5, batch_size=64, lr=1e-3, grad_clip=1.0),
+    data=Data("adding-50"),
     bar=Bar("mse", 0.05, "min", 120),
 ))

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.sequence.gru import GRU_CELL
 from deepatlas.models.sequence.lstm import LSTM_CELL
 from deepatlas.nn.recurrent import Recurrent
@@ -286,6 +286,7 @@ register(Entry(
              "better; outputs aligned one-to-one with the input (tag with an RNN or TCN instead).",
     related=["lstm", "gru", "rnn"],
     config=Config, build=Seq2Seq, objective=Translation, task="translation",
-    recipe=Recipe(data="dates", epochs=3, batch_size=64, lr=3e-3, grad_clip=1.0),
+    train=Train(epochs=3, batch_size=64, lr=3e-3, grad_clip=1.0),
+    data=Data("dates"),
     bar=Bar("exact_match", 0.97, "max", 180),
 ))

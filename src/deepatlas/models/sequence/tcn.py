@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.sequence import SequenceObjective
 
@@ -136,7 +136,8 @@ register(Entry(
     config=Config, build=TCN, objective=SequenceObjective, task="sequence",
     # k=4 over 6 levels (r = 379) left the adding problem's initial plateau in every seed tried; k=8 over
     # 4 levels (r = 211, just over T = 200) and k=6 over 5 levels sometimes stayed on it for 1500+ steps
-    recipe=Recipe(data="adding-200", epochs=2, batch_size=32, lr=2e-3, grad_clip=1.0),
+    train=Train(epochs=2, batch_size=32, lr=2e-3, grad_clip=1.0),
+    data=Data("adding-200"),
     bar=Bar("mse", 0.005, "min", 180),
     more_bars=[Bar("loss", 0.0173, "min", 180, overrides={"data": "copy-100", "epochs": "1"})],
 ))

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.classification import Classification
 
 
@@ -149,6 +149,7 @@ register(Entry(
              "VGG, Inception and above all ResNet are better at every size.",
     related=["lenet", "vgg", "inception", "resnet"],
     config=Config, build=AlexNet, objective=Classification, task="image_classification",
-    recipe=Recipe(data="digits", image_size=16, epochs=30, batch_size=64, lr=1e-3, weight_decay=1e-4),
+    train=Train(epochs=30, batch_size=64, lr=1e-3, weight_decay=1e-4),
+    data=Data("digits", image_size=16),
     bar=Bar("accuracy", 0.97, "max", 120),
 ))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.regularization import DropPath, LayerScale
 from deepatlas.tasks.classification import Classification
 
@@ -141,6 +141,7 @@ register(Entry(
              "lose to a BN ResNet; very low-latency settings (depthwise convs are memory-bound).",
     related=["resnet", "vit", "xception", "inception"],
     config=Config, build=ConvNeXt, objective=Classification, task="image_classification",
-    recipe=Recipe(data="digits", image_size=16, epochs=20, batch_size=32, lr=2e-3, weight_decay=0.05, crop_pad=1),
+    train=Train(epochs=20, batch_size=32, lr=2e-3, weight_decay=0.05),
+    data=Data("digits", image_size=16, crop_pad=1),
     bar=Bar("accuracy", 0.97, "max", 120),
 ))

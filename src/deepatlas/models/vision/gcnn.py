@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.tasks.classification import Classification
 
 ROTATIONS = 4  # |rotations of p4|: 0, 90, 180, 270 degrees
@@ -176,6 +176,7 @@ register(Entry(
              "cheaper: a p4 layer costs 4x the compute of a Z2 layer with the same channels.",
     related=["lenet", "resnet", "vgg"],
     config=Config, build=GCNN, objective=Classification, task="image_classification",
-    recipe=Recipe(data="rotated-digits", image_size=16, epochs=30, batch_size=32, lr=3e-3, weight_decay=1e-4),
+    train=Train(epochs=30, batch_size=32, lr=3e-3, weight_decay=1e-4),
+    data=Data("rotated-digits", image_size=16),
     bar=Bar("accuracy", 0.93, "max", 180),
 ))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.conv import ConvNormAct, classifier_head
 from deepatlas.tasks.classification import Classification, accuracy
 
@@ -178,7 +178,8 @@ register(Entry(
              "ConvNeXt reach the same accuracy with one repeated block.",
     related=["vgg", "xception", "resnet", "alexnet"],
     config=Config, build=GoogLeNet, objective=InceptionClassification, task="image_classification",
-    recipe=Recipe(data="digits", image_size=8, epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4),
+    train=Train(epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4),
+    data=Data("digits", image_size=8),
     bar=Bar("accuracy", 0.97, "max", 120),
     notes="Without batch normalization this recipe reaches about 0.93 validation accuracy on digits in 20 epochs, "
           "with it 0.99 in 12.",

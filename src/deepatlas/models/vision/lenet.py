@@ -20,7 +20,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
@@ -74,6 +74,7 @@ register(Entry(
     when_not="Natural images at modern resolutions, where deeper residual networks or ViTs win by far.",
     related=["mlp", "alexnet", "resnet", "gcnn"],
     config=Config, build=LeNet, objective=Classification, task="image_classification",
-    recipe=Recipe(data="digits", image_size=16, epochs=30, batch_size=64, lr=3e-3, weight_decay=1e-4),
+    train=Train(epochs=30, batch_size=64, lr=3e-3, weight_decay=1e-4),
+    data=Data("digits", image_size=16),
     bar=Bar("accuracy", 0.97, "max", 120),
 ))

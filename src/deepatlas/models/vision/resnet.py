@@ -27,7 +27,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.conv import classifier_head
 from deepatlas.tasks.classification import Classification
 
@@ -207,7 +207,7 @@ register(Entry(
              "texture and data is plentiful (ViT); tiny compute budgets (depthwise-separable nets).",
     related=["lenet", "vgg", "inception", "residual_mlp", "convnext", "xception"],
     config=Config, build=ResNet, objective=Classification, task="image_classification",
-    recipe=Recipe(data="digits", image_size=16, epochs=15, batch_size=64, lr=3e-3, weight_decay=5e-4, crop_pad=1,
-                  rotate=10),
+    train=Train(epochs=15, batch_size=64, lr=3e-3, weight_decay=5e-4),
+    data=Data("digits", image_size=16, crop_pad=1, rotate=10),
     bar=Bar("accuracy", 0.98, "max", 120),
 ))

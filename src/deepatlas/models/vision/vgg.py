@@ -28,7 +28,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.conv import ConvNormAct
 from deepatlas.tasks.classification import Classification
 
@@ -116,7 +116,8 @@ register(Entry(
              "and plain stacks past ~20 layers stop training well without residual connections.",
     related=["alexnet", "inception", "resnet", "convnext"],
     config=Config, build=VGG, objective=Classification, task="image_classification",
-    recipe=Recipe(data="digits", image_size=32, epochs=20, batch_size=64, lr=2e-3, weight_decay=1e-4),
+    train=Train(epochs=20, batch_size=64, lr=2e-3, weight_decay=1e-4),
+    data=Data("digits", image_size=32),
     bar=Bar("accuracy", 0.97, "max", 120),
     notes="Without batch normalization this recipe reaches about 0.87 validation accuracy on digits in 20 epochs, "
           "with it 0.99.",

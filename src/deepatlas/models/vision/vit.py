@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.models.language.transformer import Block
 from deepatlas.nn.patch import PatchEmbed
 from deepatlas.tasks.classification import Classification
@@ -118,7 +118,7 @@ register(Entry(
              "learn faster thanks to their locality and translation bias.",
     related=["resnet", "convnext", "gcnn"],
     config=Config, build=ViT, objective=Classification, task="image_classification",
-    recipe=Recipe(data="digits", image_size=16, epochs=40, batch_size=64, lr=2e-3, weight_decay=0.05,
-                  crop_pad=1, rotate=10.0),
+    train=Train(epochs=40, batch_size=64, lr=2e-3, weight_decay=0.05),
+    data=Data("digits", image_size=16, crop_pad=1, rotate=10.0),
     bar=Bar("accuracy", 0.95, "max", 120),
 ))

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Entry, Paper, Recipe, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
 from deepatlas.nn.conv import ConvNormAct, SeparableConv, classifier_head
 from deepatlas.tasks.classification import Classification
 
@@ -144,6 +144,7 @@ register(Entry(
              "where a small ResNet is simpler and as accurate.",
     related=["inception", "resnet", "convnext", "vgg"],
     config=Config, build=Xception, objective=Classification, task="image_classification",
-    recipe=Recipe(data="digits", image_size=16, epochs=12, batch_size=64, lr=3e-3, weight_decay=5e-4, crop_pad=1),
+    train=Train(epochs=12, batch_size=64, lr=3e-3, weight_decay=5e-4),
+    data=Data("digits", image_size=16, crop_pad=1),
     bar=Bar("accuracy", 0.97, "max", 120),
 ))

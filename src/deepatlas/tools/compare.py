@@ -18,16 +18,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from deepatlas import catalog, data as datasets
-from deepatlas.engine import run as runs
-from deepatlas.engine.rundir import RunDir
+from deepatlas import api
 from deepatlas.errors import DeepAtlasError
 
 
-def _run_key(name: str, recipe, overrides: dict, seed: int) -> str:
-    """Same entry, recipe, settings and seed -> same key: a finished run with this key is reused."""
-    text = json.dumps({"name": name, "recipe": dataclasses.asdict(recipe), "set": overrides, "seed": seed,
-                       "version": runs.VERSION}, sort_keys=True)
+def _run_key(name: str, settings, overrides: dict, seed: int) -> str:
+    """Same entry, settings, data and seed -> same key: a finished run with this key is reused."""
+    text = json.dumps({"name": name, **settings.to_json(), "set": overrides, "seed": seed,
+                       "version": api.VERSION}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -61,26 +59,26 @@ def latency_ms(objective: torch.nn.Module, batch, repeats: int = 30) -> float:
 def compare(names: list[str], data: str | None = None, seed: int = 0, out: str | Path = "runs/compare") -> list[dict]:
     """Each of `names` ("NAME" or "NAME:key=value,...") trained on `data` (or reused), measured."""
     variants = [parse_variant(n) for n in names]
-    entries = [catalog.get(name) for name, _ in variants]
+    entries = [api.get(name) for name, _ in variants]
     tasks = {e.task for e in entries}
     if len(tasks) > 1:
         raise DeepAtlasError("compare needs entries of one task; got " +
                              ", ".join(f"{e.name} ({e.task})" for e in entries))
     rows = []
     for label, entry, (_, overrides) in zip(names, entries, variants):
-        model_over, recipe_over = catalog.split_overrides(entry, overrides)
-        recipe = catalog.apply_overrides(entry.recipe, {**recipe_over, **({"data": data} if data else {})})
-        run = RunDir(Path(out) / f"{entry.name}-{_run_key(entry.name, recipe, model_over, seed)}")
-        finished = run.metrics.exists() and json.loads(run.metrics.read_text()).get("status") != "interrupted"
+        model_over, settings = api.settings_for(entry, overrides, data)
+        run_dir = Path(out) / f"{entry.name}-{_run_key(entry.name, settings, model_over, seed)}"
+        metrics_file = run_dir / "metrics.json"
+        finished = metrics_file.exists() and json.loads(metrics_file.read_text()).get("status") != "interrupted"
         if finished:
-            metrics = json.loads(run.metrics.read_text())
+            metrics = json.loads(metrics_file.read_text())
         else:
-            metrics = runs.train(entry.name, data=data, overrides=overrides, seed=seed, out=run.path)
-        objective = runs.load(run.path)
-        one = next(iter(DataLoader(datasets.load(entry.task, recipe).test, batch_size=1)))
-        rows.append({"name": label, "data": recipe.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
+            metrics = api.train(entry.name, data=data, overrides=overrides, seed=seed, out=run_dir)
+        objective = api.load(run_dir)
+        one = next(iter(DataLoader(api.task_of(entry).load(settings.options).test, batch_size=1)))
+        rows.append({"name": label, "data": settings.options.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
                      "params": metrics["params"], "train_seconds": metrics["seconds"],
-                     "latency_ms": round(latency_ms(objective, one), 3), "run_dir": str(run.path), "reused": finished})
+                     "latency_ms": round(latency_ms(objective, one), 3), "run_dir": str(run_dir), "reused": finished})
     return rows
 
 

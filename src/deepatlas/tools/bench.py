@@ -4,16 +4,15 @@ from __future__ import annotations
 import tempfile
 import time
 
-from deepatlas import catalog
+from deepatlas import api
 from deepatlas.catalog import Bar
-from deepatlas.engine import run as runs
 
 
 def bench_bar(name: str, bar: Bar, seed: int = 0, out: str | None = None) -> dict:
     """One fresh run of `name`'s recipe (with the bar's overrides) under the bar's time budget."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         start = time.perf_counter()
-        metrics = runs.train(name, overrides=dict(bar.overrides), seed=seed, out=out or tmp, max_time=bar.budget_s)
+        metrics = api.train(name, overrides=dict(bar.overrides), seed=seed, out=out or tmp, max_time=bar.budget_s)
         seconds = time.perf_counter() - start
     return _measure(name, metrics, bar, seconds)
 
@@ -30,7 +29,7 @@ def bench(name: str, seed: int = 0) -> list[dict]:
     """Every bar of entry `name`: the main one, then any further ones. Bars with the same overrides (two
     promises about one run: a GAN's mode count and its sample quality) share one fresh run."""
     results: list[dict] = []
-    for bar in catalog.get(name).bars:
+    for bar in api.get(name).bars:
         twin = next((r for r in results if r["overrides"] == bar.overrides), None)
         results.append(bench_bar(name, bar, seed) if twin is None else _measure(name, twin["metrics"], bar, twin["seconds"]))
     for r in results:

@@ -1,0 +1,353 @@
+"""The public API: create_model, train, evaluate, load, predict, sample, entries, cards.
+
+`train` reads an entry from the catalog, loads its data through its Task, builds config + model + objective,
+hands them to the engine's loop (or, for a method that owns its loop, to its `learn(ctx)`), then measures the
+held-out splits with `evaluate`: the same code `deepatlas eval` and `deepatlas bench` use.
+
+Torch, Lightning and the engine are imported inside the functions that need them, so that `import deepatlas`
+and the CLI's `list` and `--help` stay cheap.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from deepatlas import __version__ as VERSION
+from deepatlas import catalog
+from deepatlas.catalog import (Card, Data, Entry, Train, card, card_json, cards, entries, family_cards, field_help, get,
+                               markdown_table, split_recipe)
+from deepatlas.errors import DeepAtlasError
+
+__all__ = ["create_model", "train", "evaluate", "load", "predict", "sample", "play", "entries", "get", "cards",
+           "card", "family_cards", "Entry", "Card", "Train", "Data", "Scaling", "DeepAtlasError", "VERSION"]
+
+
+def __getattr__(name: str):
+    if name == "Scaling":  # Fabric's scaling flags (the engine's, imported on use)
+        from deepatlas.engine.loop import Scaling
+        return Scaling
+    raise AttributeError(f"module 'deepatlas.api' has no attribute {name!r}")
+
+
+def build_config(entry: Entry, overrides: dict, dims: dict | None = None):
+    """The entry's Config with the data's sizes (in_features, n_classes, ...) and the user's overrides."""
+    config = entry.config()
+    if dims:
+        fixed = sorted(set(dims) & set(overrides))
+        if fixed:
+            raise DeepAtlasError(f"--set {fixed[0]}: set from the data ({fixed[0]}={dims[fixed[0]]}), not by hand")
+        fields = {f.name for f in dataclasses.fields(config)}
+        config = dataclasses.replace(config, **{k: v for k, v in dims.items() if k in fields})
+    return catalog.apply_overrides(config, overrides)
+
+
+def create_model(name: str, **overrides):
+    """The network of entry `name` from its default Config, with any field overridden."""
+    entry = get(name)
+    return entry.build(build_config(entry, overrides))
+
+
+def split_overrides(entry: Entry, overrides: dict) -> dict[str, dict]:
+    """`--set` pairs by part ("model", "train", "data", and each phase's name); keys the entry's loop or its task's
+    data never read are refused."""
+    return catalog.split_overrides(entry, overrides, task_of(entry).options)
+
+
+def settings_keys(entry: Entry) -> dict[str, list[str]]:
+    """The keys `--set` accepts for `entry`, by part."""
+    return catalog.settings_keys(entry, task_of(entry).options)
+
+
+@dataclasses.dataclass
+class Settings:
+    """A run's settings besides its architecture's config: how it trains, what data, and each phase's training."""
+    train: Train
+    options: Data
+    phases: dict[str, Train] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"train": dataclasses.asdict(self.train), "options": dataclasses.asdict(self.options),
+                "phases": {name: dataclasses.asdict(t) for name, t in self.phases.items()}}
+
+
+def settings_for(entry: Entry, overrides: dict, data: str | None = None) -> tuple[dict, Settings]:
+    """(config overrides, settings) of a run of `entry` with `overrides` on `data` (a user's path is made absolute,
+    so that `eval` works from anywhere)."""
+    parts = split_overrides(entry, overrides)
+    options = catalog.apply_overrides(entry.data, {**parts["data"], **({"data": data} if data else {})})
+    if Path(options.data).exists():
+        options = dataclasses.replace(options, data=str(Path(options.data).resolve()))
+    phases = {name: catalog.apply_overrides(t, parts[name]) for name, t in entry.phases.items()}
+    return parts["model"], Settings(catalog.apply_overrides(entry.train, parts["train"]), options, phases)
+
+
+def saved_settings(saved: dict) -> Settings:
+    """The settings a run's config.json records (a 0.1 run: its one recipe, no phases)."""
+    if "recipe" in saved:
+        return Settings(*split_recipe(saved["recipe"]))
+    return Settings(Train(**saved["train"]), Data(**saved["options"]),
+                    {name: Train(**t) for name, t in saved.get("phases", {}).items()})
+
+
+def task_of(entry: Entry | Card):
+    from deepatlas.tasks import get_task
+    return get_task(entry.task)
+
+
+def _objective(entry: Entry, config, spec: dict):
+    """The entry's objective around a fresh network; it knows the run's data spec (generative metrics pick
+    their scores by it)."""
+    objective = entry.objective(entry.build(config))
+    objective.data_spec = spec
+    return objective
+
+
+def train(name: str | None = None, *, data: str | None = None, target: str | None = None,
+          overrides: dict | None = None, seed: int = 0, out: str | Path | None = None,
+          max_time: float | None = None, resume: str | Path | None = None, scaling=None) -> dict:
+    """Train entry `name` (or resume the run in `resume`) and return its metrics (with "run_dir")."""
+    import torch
+
+    from deepatlas.engine.loop import Scaling, make_fabric, within_steps
+    from deepatlas.engine.rundir import RunDir
+    from deepatlas.protocols import Supervised
+
+    overrides = dict(overrides or {})
+    saved = None
+    if resume is not None:
+        if name or data or target or overrides:
+            raise DeepAtlasError("--resume continues a run exactly as configured: drop NAME, --data, --target and --set")
+        run = RunDir(resume)
+        saved = run.read_json(run.config)
+        if not any(run.path.glob("checkpoint*.safetensors")):
+            raise DeepAtlasError(f"{run.path}: no checkpoint.safetensors to resume from")
+        entry = get(saved["name"])
+        settings = saved_settings(saved)
+        seed, target = saved["seed"], saved.get("target")
+    else:
+        if name is None:
+            raise DeepAtlasError("name an entry to train (see `deepatlas list`) or give --resume RUN_DIR")
+        entry = get(name)
+        model_over, settings = settings_for(entry, overrides, data)
+
+    task = task_of(entry)
+    splits = task.load(settings.options, target)
+    config = entry.config(**saved["model"]) if saved else build_config(entry, model_over, splits.dims)
+    torch.manual_seed(seed)  # the initial weights are part of the seeded run
+    objective = _objective(entry, config, splits.spec)
+    if task.loop == "own":
+        summary, run = _learn(entry, objective, splits, settings, config, seed, out, max_time, resume,
+                              make_fabric(scaling or Scaling()))
+    else:
+        if not isinstance(objective, Supervised):
+            raise DeepAtlasError(f"{entry.name}: its objective has no training_step/validation_step for the fit loop")
+        train_set = within_steps(objective.prepare(splits) or splits.train, settings.train)
+        fabric = make_fabric(scaling or Scaling())
+        summary, run = _fit(entry, objective, train_set, splits, settings, config, seed, target, out, max_time,
+                            resume, fabric)
+        if fabric.global_rank != 0:
+            return {"run_dir": str(run.path), **summary}
+        task.after_training(load(run.path), splits.spec, splits, run.path)
+    metrics = {"run_dir": str(run.path), "name": entry.name, **summary, "params": count_params(objective),
+               "test": evaluate(run.path, split="test"), "val": evaluate(run.path, split="val")}
+    run.write_json(run.metrics, metrics)
+    return metrics
+
+
+def _fit(entry: Entry, objective, train_set, splits, settings: Settings, config, seed: int, target, out, max_time,
+         resume, fabric):
+    """The engine's fit loop, on every rank: each phase the objective declares, then the main training."""
+    from deepatlas.engine.loop import fit, run_phases
+    from deepatlas.engine.rundir import RunDir
+    from deepatlas.protocols import Phased
+
+    if resume is None:  # rank 0 names the directory; the other ranks must agree on it
+        run = RunDir(fabric.broadcast(str(out or RunDir.default_path(entry.name)), src=0))
+    else:
+        run = RunDir(resume)
+    if fabric.global_rank == 0:
+        run.create()
+        run.write_json(run.config, _run_config(entry, seed, target, config, settings, splits.spec))
+    fabric.barrier()
+    resuming_main = resume is not None and run.checkpoint.exists()  # its checkpoint holds every weight
+    try:
+        spent = 0.0
+        if isinstance(objective, Phased) and not resuming_main:
+            spent = run_phases(objective.phases(splits), settings.phases, run, fabric=fabric, seed=seed,
+                               max_time=max_time, resume=resume is not None, title=entry.name)
+        left = None if max_time is None else max(max_time - spent, 0.0)
+        summary = fit(objective, train_set, splits.val, settings.train, run, fabric=fabric, seed=seed,
+                      train_transform=splits.train_transform, monitor=monitor_for(entry, settings.options),
+                      max_time=left, resume=resuming_main, title=entry.name)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(str(run.path)) from None  # tell the user which run to resume
+    return summary, run
+
+
+def _learn(entry: Entry, objective, env, settings: Settings, config, seed: int, out, max_time, resume, fabric):
+    """A method whose loop is the algorithm: its environment (or the data its search trains on) instead of a
+    dataset to iterate, its learn(ctx) instead of `fit`. It is handed this API (a search trains through it)."""
+    import sys
+
+    from deepatlas.engine import interact
+    from deepatlas.engine.rundir import RunDir
+    from deepatlas.protocols import OwnLoop
+
+    if not isinstance(objective, OwnLoop):
+        raise DeepAtlasError(f"{entry.name}: its task owns the loop, but its objective has no learn(ctx)")
+    objective.check(env, entry.name)
+    if fabric.world_size > 1:
+        raise DeepAtlasError(f"{entry.name} runs on one device: its loop is the algorithm (drop --devices/--num-nodes)")
+    run = RunDir(resume if resume is not None else out or RunDir.default_path(entry.name)).create()
+    run.write_json(run.config, _run_config(entry, seed, None, config, settings, env.spec))
+    try:
+        summary = interact.learn(objective, env, settings.train, settings.options, run, seed=seed,
+                                 device=fabric.device, monitor=monitor_for(entry, settings.options), max_time=max_time,
+                                 resume=resume is not None, title=entry.name, api=sys.modules[__name__])
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(str(run.path)) from None
+    return summary, run
+
+
+def _run_config(entry: Entry, seed: int, target: str | None, config, settings: Settings, spec: dict) -> dict:
+    """config.json: all that rebuilds a run, in three parts (the architecture's config, the training settings with
+    any phases', the data options) and the data's spec (how new inputs are encoded as training encoded them)."""
+    return {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": target,
+            "model": dataclasses.asdict(config), **settings.to_json(), "data": spec}
+
+
+def monitor_for(entry: Entry, options: Data) -> tuple[str, str]:
+    """The validation metric that picks the best epoch: that of the bar set on this data, if any."""
+    bar = next((b for b in entry.bars if b.overrides.get("data", entry.data.data) == options.data), entry.bar)
+    return bar.metric, bar.direction
+
+
+def count_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _read(run_dir: str | Path) -> tuple:
+    from deepatlas.engine.rundir import RunDir
+    run = RunDir(run_dir)
+    saved = run.read_json(run.config)
+    try:
+        entry = get(saved["name"])
+        config = catalog.apply_overrides(entry.config(), saved["model"])
+    except (KeyError, TypeError) as err:
+        raise DeepAtlasError(f"{run.config}: not a deepatlas config ({err})") from None
+    return run, saved, entry, config
+
+
+def load(run_dir: str | Path):
+    """The trained objective (an nn.Module: its forward gives the network's output) of a run, in eval mode."""
+    from deepatlas.engine.checkpoint import load_weights
+    run, saved, entry, config = _read(run_dir)
+    if not run.model.exists():
+        raise DeepAtlasError(f"{run.path}: no model.safetensors (did the run finish? resume it with --resume)")
+    return load_weights(_objective(entry, config, saved["data"]), run.model).eval()
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
+             episodes: int | None = None) -> dict[str, float]:
+    """Metrics of a trained run on a held-out split of its own data, or on all rows of a user's file.
+    Methods that own their loop: the return over `episodes` (default 20) episodes with the split's fixed seeds."""
+    from torch.utils.data import DataLoader
+
+    from deepatlas.engine.loop import Scaling, evaluate_loader, make_fabric
+
+    _, saved, entry, _ = _read(run_dir)
+    task = task_of(entry)
+    objective = load(run_dir)
+    options = saved_settings(saved).options
+    if task.loop == "own":
+        if data is not None:
+            raise DeepAtlasError(f"--data: {entry.name} is evaluated where it trained ({options.data})")
+        return objective.evaluate(task.load(options), split, episodes)
+    if episodes is not None:
+        raise DeepAtlasError("--episodes: only rl and evolution runs are evaluated by episodes")
+    if data is None:
+        splits = task.load(options, saved.get("target"))
+        if splits.spec != saved["data"]:
+            raise DeepAtlasError(f"{options.data}: data changed since the run was trained")
+        examples = getattr(splits, split)
+    else:
+        examples = task.read_labeled(saved["data"], data)
+    fabric = make_fabric(Scaling(devices=1))
+    loader = fabric.setup_dataloaders(DataLoader(examples, batch_size=512, collate_fn=getattr(examples, "collate", None)),
+                                      use_distributed_sampler=False)
+    return evaluate_loader(fabric, fabric.setup_module(objective), loader)
+
+
+def predict(run_dir: str | Path, path: str | Path | None = None, out: str | Path | None = None,
+            render: str | Path | None = None):
+    """A `Prediction` (tasks/predictions.py) for the inputs in `path`: rows of a CSV, an image or a folder, a
+    sentence to translate or continue, a series to forecast (`path` may be the input text itself). Detection
+    and segmentation runs also draw their predictions into the PNG `out`. rl runs take no input: they play one
+    test episode (saved as the GIF `render`) or show a board game."""
+    _, saved, entry, _ = _read(run_dir)
+    return task_of(entry).predict(load(run_dir), saved["data"], None if path is None else str(path),
+                                  out=Path(out) if out else None, render=Path(render) if render else None)
+
+
+def predict_many(run_dir: str | Path, inputs: list[str | Path], out: str | Path | None = None):
+    """One `Prediction` for several inputs; a PNG `out` is numbered (out-1.png, ...) when there are several."""
+    if not inputs:
+        return predict(run_dir, None, out=out)
+    outs = [None] * len(inputs)
+    if out is not None:
+        out = Path(out)
+        outs = [out if len(inputs) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
+                for i in range(len(inputs))]
+    results = [predict(run_dir, p, out=o) for p, o in zip(inputs, outs)]
+    combined = results[0]
+    for r in results[1:]:
+        combined = combined + r
+    return combined
+
+
+INTERPOLATION_STEPS = 10
+
+
+def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = None, interpolate: bool = False,
+           seed: int = 0) -> dict:
+    """Draw `n` samples (default 64) from a trained generative run and write them where people look at them:
+    a PNG grid (images), a scatter over the true density (toy2d) or WAV files (audio). With `interpolate`,
+    a grid whose rows decode the line between the latent codes of two test images (`n` rows, default 8).
+    Returns {"files": [...], "n": n}."""
+    import torch
+
+    from deepatlas.protocols import Interpolates, Samples
+
+    run, saved, entry, _ = _read(run_dir)
+    objective = load(run_dir)
+    if not isinstance(objective, Samples):
+        raise DeepAtlasError(f"{entry.name} has no sampler: there is nothing to sample (vae, gan, pixelcnn... do)")
+    n = n if n is not None else (8 if interpolate else 64)
+    if n < 1:
+        raise DeepAtlasError(f"-n {n}: ask for at least one sample")
+    spec, task = saved["data"], task_of(entry)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        if interpolate:
+            if not isinstance(objective, Interpolates):
+                raise DeepAtlasError(f"{entry.name} has no latent space to interpolate in")
+            test = task.load(saved_settings(saved).options, saved.get("target")).test
+            ends = torch.stack([test[i][0] for i in torch.randperm(len(test))[:2 * n].tolist()])
+            if len(ends) < 2 * n:
+                raise DeepAtlasError(f"-n {n}: the test split has only {len(test)} examples, enough for {len(test) // 2} rows")
+            grid = objective.interpolate(ends[:n], ends[n:], INTERPOLATION_STEPS)  # (n, steps, *shape)
+            files = task.write_samples(spec, grid.flatten(0, 1), Path(out or run.path / "interpolation.png"),
+                                       columns=INTERPOLATION_STEPS)
+        else:
+            default = run.path / ("samples" if spec.get("kind") == "audio" else "samples.png")
+            files = task.write_samples(spec, objective.sample(n), Path(out or default))
+    return {"files": [str(f) for f in files], "n": n}
+
+
+def play(run_dir: str | Path, human_first: bool, ask, say) -> None:
+    """Play a board game against a trained agent in the terminal (`ask(prompt) -> move`, `say(text)`)."""
+    from deepatlas.protocols import Plays
+    agent = load(run_dir)
+    if not isinstance(agent, Plays):
+        raise DeepAtlasError(f"{run_dir}: this run does not play board games (train alphazero)")
+    agent.play(human_first=human_first, ask=ask, say=say)

@@ -1,0 +1,1 @@
+"""Tools built on the public API: bench (the bars), compare (entries side by side)."""
