@@ -81,6 +81,19 @@ def settings_for(entry: Entry, overrides: dict, data: str | None = None) -> tupl
     return parts["model"], Settings(catalog.apply_overrides(entry.train, parts["train"]), options, phases)
 
 
+MOVED_TO_TRAINING = ("train_windows", "train_examples", "pretrain", "pretrain_epochs", "pretrain_lr",
+                     "pretrain_batch_size")
+"""0.1 Config fields that were training budgets (GPT, BERT, DETR, DBN): now `steps` and phases' settings"""
+
+
+def saved_model(saved: dict) -> dict:
+    """The Config fields a run's config.json records; a 0.1 run's training budgets are left out (they shaped its
+    training, not its network)."""
+    if "recipe" in saved:
+        return {k: v for k, v in saved["model"].items() if k not in MOVED_TO_TRAINING}
+    return saved["model"]
+
+
 def saved_settings(saved: dict) -> Settings:
     """The settings a run's config.json records (a 0.1 run: its one recipe, no phases)."""
     if "recipe" in saved:
@@ -132,7 +145,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
 
     task = task_of(entry)
     splits = task.load(settings.options, target)
-    config = entry.config(**saved["model"]) if saved else build_config(entry, model_over, splits.dims)
+    config = entry.config(**saved_model(saved)) if saved else build_config(entry, model_over, splits.dims)
     torch.manual_seed(seed)  # the initial weights are part of the seeded run
     objective = _objective(entry, config, splits.spec)
     if task.loop == "own":
@@ -232,7 +245,7 @@ def _read(run_dir: str | Path) -> tuple:
     saved = run.read_json(run.config)
     try:
         entry = get(saved["name"])
-        config = catalog.apply_overrides(entry.config(), saved["model"])
+        config = catalog.apply_overrides(entry.config(), saved_model(saved))
     except (KeyError, TypeError) as err:
         raise DeepAtlasError(f"{run.config}: not a deepatlas config ({err})") from None
     return run, saved, entry, config
