@@ -172,7 +172,7 @@ def test_pretraining_phase_teaches_the_backbone_the_classes(tmp_path):
     data = load("shapes")
     objective = DETRLoss(DETR(Config()))
     [phase] = objective.phases(data)
-    assert phase.name == "pretrain" and phase.objective.backbone is objective.model.backbone
+    assert phase.name == "pretrain" and phase.objective.model is objective.model.backbone
     settings = catalog.get("detr").phases["pretrain"]
     summary = fit(phase.objective, phase.train_set, phase.val_set, dataclasses.replace(settings, epochs=3),
                   RunDir(tmp_path).create().phase("pretrain"), fabric=make_fabric(Scaling()), monitor=phase.monitor)

@@ -306,12 +306,9 @@ def predict_many(run_dir: str | Path, inputs: list[str | Path], out: str | Path 
     """One `Prediction` for several inputs; a PNG `out` is numbered (out-1.png, ...) when there are several."""
     if not inputs:
         return predict(run_dir, None, out=out)
-    outs = [None] * len(inputs)
-    if out is not None:
-        out = Path(out)
-        outs = [out if len(inputs) == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
-                for i in range(len(inputs))]
-    results = [predict(run_dir, p, out=o) for p, o in zip(inputs, outs)]
+    from deepatlas.data.draw import numbered
+    results = [predict(run_dir, p, out=None if out is None else numbered(Path(out), i, len(inputs)))
+               for i, p in enumerate(inputs)]
     combined = results[0]
     for r in results[1:]:
         combined = combined + r

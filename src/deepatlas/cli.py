@@ -101,7 +101,8 @@ def info(name, as_json):
 @click.option("--target", help="label column of a CSV file")
 @click.option("--column", help="value column of a CSV time series (forecasting)")
 @click.option("--max-time", type=float, help="stop training after this many seconds")
-@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a model, train or data setting (model.width=64, train.lr=3e-4, data.window=20; the part may be left out where the key is unambiguous)")
+@click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a model, train or data setting (model.width=64, train.lr=3e-4, data.window=20; "
+                   "the part may be left out where the key is unambiguous)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same run)")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="run directory (default runs/NAME-TIME)")
 @click.option("--resume", type=click.Path(path_type=Path), help="continue this run from its last checkpoint")

@@ -60,11 +60,10 @@ class Prediction:
         maps = [(r["input"], r["attention"]) for r in self.rows if r.get("attention")]
         if not maps:
             raise DeepAtlasError("--plot: this model returns no attention weights")
-        written = []
-        for i, (name, att) in enumerate(maps):
-            out = path if len(maps) == 1 else path.with_name(f"{path.stem}-{i + 1}{path.suffix}")
+        from deepatlas.data.draw import numbered
+        written = [numbered(Path(path), i, len(maps)) for i in range(len(maps))]
+        for (name, att), out in zip(maps, written):
             plot_attention(att["source"], att["target"], att["weights"], out, title=name)
-            written.append(out)
         return written
 
 

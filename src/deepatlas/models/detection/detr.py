@@ -50,6 +50,7 @@ from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
 from deepatlas.nn.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
 from deepatlas.protocols import Phase
+from deepatlas.tasks import Objective
 from deepatlas.tasks.detection import Detection
 
 
@@ -227,37 +228,27 @@ def object_windows(images: Tensor, targets: list[dict]) -> tuple[Tensor, Tensor]
     return windows.permute(0, 3, 1, 2), torch.cat([t["labels"] for t in targets]).long()
 
 
-class WindowClassifier(nn.Module):
-    """The pre-training phase: DETR's backbone as an image classifier, as the paper's starts from ImageNet
-    classification. Every training object becomes one object-centred image (`object_windows`), classified from the
-    backbone's global-average-pooled features by a linear head with cross-entropy, with random flips. Without it a
-    query's class reaches the backbone only through cross-attention, a weak signal from scratch (the class loss
-    stayed at the constant predictor's ~1.6 for 20 epochs, test mAP@0.5 0.08)."""
+class WindowClassifier(Objective):
+    """The pre-training phase: DETR's backbone (`model`, shared: DETR then starts from it) as an image classifier,
+    as the paper's starts from ImageNet classification. Every training object becomes one object-centred image
+    (`object_windows`), classified from the backbone's global-average-pooled features by a linear head with
+    cross-entropy, with random flips. Without it a query's class reaches the backbone only through
+    cross-attention, a weak signal from scratch (the class loss stayed at the constant predictor's ~1.6 for 20
+    epochs, test mAP@0.5 0.08). Validation: the held-out objects in the same windows."""
 
     def __init__(self, detr: DETR):
-        super().__init__()
-        self.backbone = detr.backbone                                      # shared: DETR then starts from it
+        super().__init__(detr.backbone)
         self.head = nn.Linear(detr.backbone.stage_channels[detr.cfg.stage], detr.cfg.n_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone.feature_maps(x)[-1].mean((2, 3)))   # windows (b, 3, s, s) -> logits (b, K)
+        return self.head(self.model.feature_maps(x)[-1].mean((2, 3)))     # windows (b, 3, s, s) -> logits (b, K)
 
-    def prepare(self, data) -> None:
-        return None
-
-    def measure(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    def measure(self, batch) -> dict[str, Tensor]:
+        x, y = batch
+        if self.training:
+            x = torch.where(torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5, x.flip(-1), x)  # random flips
         logits = self(x)
         return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(-1) == y).float().mean()}
-
-    def training_step(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
-        x, y = batch
-        x = torch.where(torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5, x.flip(-1), x)  # random flips
-        logs = self.measure(x, y)
-        return logs["loss"], {k: v.detach() for k, v in logs.items()}
-
-    @torch.no_grad()
-    def validation_step(self, batch) -> dict[str, Tensor]:
-        return self.measure(*batch)   # the held-out objects in the same windows: how well it tells them apart
 
 
 class DETRLoss(Detection):

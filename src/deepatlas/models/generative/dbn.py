@@ -95,9 +95,6 @@ class LayerRBM(nn.Module):
         p = self.visible(x.to(self.rbm.b)).mean(0).clamp(1e-3, 1 - 1e-3)
         self.rbm.b.copy_((p / (1 - p)).log())
 
-    def prepare(self, data) -> None:
-        return None
-
     def training_step(self, batch) -> tuple[Tensor, dict[str, Tensor]]:
         surrogate, _ = cd_loss(self.rbm, self.visible(batch[0]), self.k)
         return surrogate, {"cd_loss": surrogate.detach()}
