@@ -119,7 +119,7 @@ def errors():
         (["train", "mlp", "--set", "zzz=3"], "valid: activation"),
         (["train", "mlp", "--set", "in_features=3"], "set from the data"),
         (["train", "--resume", "somewhere", "--set", "lr=1"], "drop NAME"),
-        (["train", "mlp", "--set", "width=wide"], "width=wide: expected int"),
+        (["train", "mlp", "--set", "width=wide"], "width=wide: expected an integer"),
         (["train", "mlp", "--set", "optimizer=adam"], "must be one of adamw, sgd"),
         (["train", "mlp", "--set", "width"], "expected key=value"),
         (["train", "mlp", "--data", "nothere.csv", "--target", "y"], "nothere.csv: no such file"),

@@ -13,12 +13,13 @@ import dataclasses
 import difflib
 import importlib
 import importlib.util
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from deepatlas.errors import DeepAtlasError
 
@@ -40,6 +41,43 @@ MODULES = tuple(f"deepatlas.models.{m}" for m in (
 
 FAMILIES = ("feedforward", "vision", "detection", "segmentation", "sequence", "language", "generative",
             "graph", "geometry", "dynamics", "tracking", "rl", "evolution")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric setting (or each number of a list setting) must lie in: checked on `--set`, on
+    `create_model(...)` and on reading a run's config.json. A float setting must also be finite."""
+    low: float
+    high: float = math.inf
+    exclusive_low: bool = False
+    """low itself is not allowed (a learning rate > 0)"""
+
+    def admits(self, value: float) -> bool:
+        above = value > self.low if self.exclusive_low else value >= self.low
+        return above and value <= self.high and math.isfinite(value)
+
+    def __str__(self) -> str:
+        if self.low == -math.inf and self.high == math.inf:
+            return "finite"
+        shown = [f"{int(v):,}" if float(v).is_integer() and abs(v) != math.inf else f"{v:g}" for v in (self.low, self.high)]
+        low = f"> {shown[0]}" if self.exclusive_low else f"≥ {shown[0]}"
+        return low if self.high == math.inf else f"{low} and ≤ {shown[1]}"
+
+
+MAX_SIZE = 2**24
+"""the largest any count or size may be (a width, a vocabulary, a number of steps); memory is checked besides"""
+Size = Annotated[int, Range(1, MAX_SIZE)]
+"""a size that must be at least 1: a width, channels, layers, heads, classes, a kernel"""
+Count = Annotated[int, Range(0, MAX_SIZE)]
+"""a count that may be 0 (often: off)"""
+Probability = Annotated[float, Range(0.0, 1.0)]
+"""a probability or a fraction: dropout, a mask rate"""
+Positive = Annotated[float, Range(0.0, exclusive_low=True)]
+"""a float above 0: a learning rate, a scale, a temperature"""
+NonNegative = Annotated[float, Range(0.0)]
+"""a float of 0 or more: a penalty weight, a clipping norm (0 often: off)"""
+Real = Annotated[float, Range(-math.inf)]
+"""any finite float"""
 
 
 @dataclass(frozen=True)
@@ -77,30 +115,30 @@ class Bar:
 class Train:
     """How an entry is trained: the fit loop's settings. A method that owns its loop reads only the few its entry
     names (`Entry.train_keys`). Every field can be changed with `--set [train.]key=value`."""
-    epochs: int = 50
+    epochs: Count = 50
     """passes over the training examples"""
-    steps: int = 0
+    steps: Count = 0
     """a budget in optimizer steps for a large corpus: steps × batch_size / epochs training examples drawn at
     random once per seeded run, passed over `epochs` times (0: every training example)"""
-    batch_size: int = 64
+    batch_size: Annotated[int, Range(1, 2**20)] = 64
     """examples per optimizer step"""
     optimizer: Literal["adamw", "sgd"] = "adamw"
     """adamw, or plain sgd (momentum below)"""
-    lr: float = 1e-3
+    lr: Annotated[float, Range(0.0, 10.0, exclusive_low=True)] = 1e-3
     """peak learning rate"""
-    momentum: float = 0.0
+    momentum: Annotated[float, Range(0.0, 1.0)] = 0.0
     """sgd momentum"""
-    weight_decay: float = 0.0
+    weight_decay: NonNegative = 0.0
     """decoupled weight decay (adamw) or L2 (sgd)"""
     schedule: Literal["constant", "cosine", "inverse_sqrt"] = "cosine"
     """learning-rate schedule over all steps; inverse_sqrt: lr·sqrt(warmup/step) after the warm-up (Vaswani et al.)"""
-    warmup: int = 0
+    warmup: Count = 0
     """steps of linear learning-rate warm-up from 0 before the schedule (0: none)"""
-    patience: int = 0
+    patience: Count = 0
     """stop after this many epochs without a better validation metric (0: never)"""
-    grad_clip: float = 0.0
+    grad_clip: NonNegative = 0.0
     """clip the gradient norm to this value (0: off)"""
-    stop_at: float | None = None
+    stop_at: Real | None = None
     """rl and evolution: stop once the validation episodes' metric reaches this (None: use the whole budget)"""
 
 
@@ -110,21 +148,21 @@ class Data:
     Task names (`Task.options`); `--set [data.]key=value` changes them."""
     data: str = "breast_cancer"
     """embedded dataset name, or a path to the user's file"""
-    image_size: int = 0
+    image_size: Annotated[int, Range(0, 4096)] = 0
     """images: resize to this side length (0: keep the data's size)"""
-    crop_pad: int = 0
+    crop_pad: Annotated[int, Range(0, 256)] = 0
     """images: random crop after zero-padding by this many pixels (0: off)"""
     flip: bool = False
     """images: random horizontal flips (not for digits)"""
     binarize: bool = False
     """images for generative models: threshold pixels at 0.5 (the binary view, for Bernoulli models)"""
-    rotate: float = 0.0
+    rotate: Annotated[float, Range(0.0, 180.0)] = 0.0
     """images: random rotation within ±this many degrees (0: off)"""
-    window: int = 0
+    window: Annotated[int, Range(0, 2**16)] = 0
     """time series: input window length for forecasting; text: tokens of context (0: the data's default)"""
     tokens: Literal["char", "bpe", "word"] = "char"
     """text: characters, byte-pair subwords learned on the train split, or words (spelled out for char-aware models)"""
-    vocab: int = 0
+    vocab: Annotated[int, Range(0, 2**20)] = 0
     """text: BPE vocabulary size, or the number of most frequent words kept (0: the data's default)"""
 
 
@@ -306,11 +344,13 @@ def entries(family: str | None = None) -> list[Entry]:
 # ---- typed overrides for `--set key=value` -------------------------------------------------
 
 def _convert(raw: str, kind: Any, key: str) -> Any:
-    """Parse the text `raw` as the dataclass field type `kind`, or say why not."""
+    """Parse the text `raw` as the dataclass field type `kind` (a number's range is checked after), or say why not."""
     origin = typing.get_origin(kind)
+    if origin is Annotated:
+        return _convert(raw, kind.__origin__, key)
     if origin is Literal:
         if raw not in kind.__args__:
-            raise DeepAtlasError(f"--set {key}={raw}: must be one of {', '.join(map(str, kind.__args__))}")
+            raise DeepAtlasError(f"{key}={raw}: must be one of {', '.join(map(str, kind.__args__))}")
         return raw
     if origin in (typing.Union, types.UnionType):
         options = [a for a in kind.__args__ if a is not type(None)]
@@ -322,25 +362,73 @@ def _convert(raw: str, kind: Any, key: str) -> Any:
             return True
         if raw.lower() in ("0", "false", "no", "off"):
             return False
-        raise DeepAtlasError(f"--set {key}={raw}: expected true or false")
+        raise DeepAtlasError(f"{key}={raw}: expected true or false")
     if kind in (int, float):
         try:
             return kind(raw)
         except ValueError:
-            raise DeepAtlasError(f"--set {key}={raw}: expected {kind.__name__}") from None
+            raise DeepAtlasError(f"{key}={raw}: expected {'an integer' if kind is int else 'a number'}") from None
     if origin in (tuple, list):
         return kind([_convert(p, kind.__args__[0], key) for p in raw.split(",") if p])
     return raw
 
 
-def apply_overrides(obj: Any, overrides: dict[str, Any]) -> Any:
-    """Return a copy of dataclass `obj` with `overrides` applied; strings are parsed to the field's type."""
-    hints = typing.get_type_hints(type(obj))
+def _check(value: Any, kind: Any, key: str, bounds: Range | None = None) -> None:
+    """Refuse a value that is not of the field's type (config.json is anyone's file) or outside its `Range`."""
+    origin = typing.get_origin(kind)
+    if origin is Annotated:
+        bounds = next((m for m in kind.__metadata__ if isinstance(m, Range)), bounds)
+        return _check(value, kind.__origin__, key, bounds)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in kind.__args__:
+            return None
+        return _check(value, next(a for a in kind.__args__ if a is not type(None)), key, bounds)
+    if origin is Literal:
+        if value not in kind.__args__:
+            raise DeepAtlasError(f"{key}={value!r}: must be one of {', '.join(map(str, kind.__args__))}")
+        return None
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            raise DeepAtlasError(f"{key}={value!r}: expected a list")
+        for v in value:
+            _check(v, kind.__args__[0], key, bounds)
+        return None
+    number = kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int and not isinstance(value, int) or not number and kind in (int, float):
+        raise DeepAtlasError(f"{key}={value!r}: expected {'an integer' if kind is int else 'a number'}")
+    if kind in (bool, str) and not isinstance(value, kind):
+        raise DeepAtlasError(f"{key}={value!r}: expected {'true or false' if kind is bool else 'text'}")
+    if number and not (bounds or Range(-math.inf)).admits(value):
+        raise DeepAtlasError(f"{key}={value:g}: must be {bounds or 'finite'}")
+
+
+def ranges(cls: type) -> dict[str, Range | None]:
+    """The declared `Range` of each numeric field of dataclass `cls` (None: a number field without one)."""
+    found = {}
+    for name, kind in typing.get_type_hints(cls, include_extras=True).items():
+        parts = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+        bounds = [m for part in parts for m in getattr(part, "__metadata__", ()) if isinstance(m, Range)]
+        plain = typing.get_type_hints(cls)[name]
+        inner = {plain, *typing.get_args(plain)} - {type(None)}
+        if bounds or inner & {int, float} or any(typing.get_args(a) in ((int,), (float,)) for a in inner):
+            found[name] = bounds[0] if bounds else None
+    return found
+
+
+def apply_overrides(obj: Any, overrides: dict[str, Any], source: str = "--set") -> Any:
+    """Return a copy of dataclass `obj` with `overrides` applied; strings are parsed to the field's type, and every
+    value is checked against its type and declared `Range`. Errors are one line that starts with `source`
+    (--set, or the file the values came from)."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
     changes = {}
     for key, value in overrides.items():
         if key not in hints:
-            raise DeepAtlasError(f"unknown setting {key!r}; valid: {', '.join(hints)}")
-        changes[key] = _convert(value, hints[key], key) if isinstance(value, str) else value
+            raise DeepAtlasError(f"{source}: unknown setting {key!r}; valid: {', '.join(hints)}")
+        try:
+            changes[key] = _convert(value, hints[key], key) if isinstance(value, str) else value
+            _check(changes[key], hints[key], key)
+        except DeepAtlasError as err:
+            raise DeepAtlasError(f"{source} {err}") from None
     return dataclasses.replace(obj, **changes)
 
 
