@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -13,6 +15,32 @@ def cli_run(capsys):
         captured = capsys.readouterr()
         return code, captured.out, captured.err
     return run
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+@pytest.fixture
+def refused(cli_run, tmp_path, monkeypatch):
+    """`refused(*argv, message=..., watch=(folders...))`: run the CLI from a fresh working directory and assert the
+    bad input is refused as the issue asks: exit 2, one `error:` line on stderr, no traceback, and no new file in
+    the working directory nor in `watch` (a run folder it was pointed at)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    monkeypatch.chdir(cwd)
+
+    def check(*argv, message: str = "", watch=()):
+        roots = [cwd, *map(Path, watch)]
+        before = [_files(r) for r in roots]
+        code, out, err = cli_run(*argv)
+        assert code == 2, (argv, code, out[-500:], err[-2000:])
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+        assert message in err, (argv, err)
+        for root, seen in zip(roots, before):
+            assert _files(root) == seen, (argv, "left", sorted(map(str, _files(root) - seen)))
+        return err
+    return check
 
 
 @pytest.fixture(scope="session")
