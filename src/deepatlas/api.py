@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from deepatlas import __version__ as VERSION
-from deepatlas import catalog
+from deepatlas import catalog, memory
 from deepatlas.catalog import (Card, Data, Entry, Train, card, card_json, cards, entries, family_cards, field_help, get,
                                markdown_table, split_recipe)
 from deepatlas.errors import DeepAtlasError
@@ -74,11 +74,16 @@ def settings_for(entry: Entry, overrides: dict, data: str | None = None) -> tupl
     """(config overrides, settings) of a run of `entry` with `overrides` on `data` (a user's path is made absolute,
     so that `eval` works from anywhere)."""
     parts = split_overrides(entry, overrides)
-    options = catalog.apply_overrides(entry.data, {**parts["data"], **({"data": data} if data else {})})
+    options = catalog.apply_overrides(entry.data, parts["data"])
+    if data:
+        options = dataclasses.replace(options, data=data)
     if Path(options.data).exists():
         options = dataclasses.replace(options, data=str(Path(options.data).resolve()))
-    phases = {name: catalog.apply_overrides(t, parts[name]) for name, t in entry.phases.items()}
-    return parts["model"], Settings(catalog.apply_overrides(entry.train, parts["train"]), options, phases)
+    phases = {name: catalog.apply_overrides(t, parts[name], f"--set {name}.") for name, t in entry.phases.items()}
+    train = catalog.apply_overrides(entry.train, parts["train"])
+    if "epochs" in settings_keys(entry)["train"] and train.epochs < 1:
+        raise DeepAtlasError(f"--set epochs={train.epochs}: the training needs at least one epoch")
+    return parts["model"], Settings(train, options, phases)
 
 
 MOVED_TO_TRAINING = ("train_windows", "train_examples", "pretrain", "pretrain_epochs", "pretrain_lr",
@@ -94,12 +99,33 @@ def saved_model(saved: dict) -> dict:
     return saved["model"]
 
 
-def saved_settings(saved: dict) -> Settings:
-    """The settings a run's config.json records (a 0.1 run: its one recipe, no phases)."""
+def saved_settings(saved: dict, source: str = "config.json") -> Settings:
+    """The settings a run's config.json records (a 0.1 run: its one recipe, no phases), each value checked."""
     if "recipe" in saved:
-        return Settings(*split_recipe(saved["recipe"]))
-    return Settings(Train(**saved["train"]), Data(**saved["options"]),
-                    {name: Train(**t) for name, t in saved.get("phases", {}).items()})
+        saved = dict(zip(("train", "options"), map(dataclasses.asdict, split_recipe(saved["recipe"]))))
+    try:
+        return Settings(catalog.apply_overrides(Train(), saved["train"], f"{source}: train."),
+                        catalog.apply_overrides(Data(), saved["options"], f"{source}: options."),
+                        {name: catalog.apply_overrides(Train(), t, f"{source}: phases.{name}.")
+                         for name, t in saved.get("phases", {}).items()})
+    except (KeyError, TypeError, AttributeError) as err:
+        raise DeepAtlasError(f"{source}: not a deepatlas config ({type(err).__name__}: {err})") from None
+
+
+SEEDS = range(0, 2**32)
+"""the seeds every library accepts (Lightning's and numpy's are 32-bit)"""
+
+
+def check_seed(seed, flag: str = "--seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed not in SEEDS:
+        raise DeepAtlasError(f"{flag} {seed!r}: must be an integer from 0 to {SEEDS.stop - 1}")
+    return seed
+
+
+def check_max_time(max_time) -> None:
+    import math
+    if max_time is not None and not (isinstance(max_time, (int, float)) and math.isfinite(max_time) and max_time > 0):
+        raise DeepAtlasError(f"--max-time {max_time}: must be a positive number of seconds")
 
 
 def task_of(entry: Entry | Card):
@@ -126,6 +152,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     from deepatlas.protocols import Supervised
 
     overrides = dict(overrides or {})
+    check_max_time(max_time)
     saved = None
     if resume is not None:
         if name or data or target or overrides:
@@ -134,76 +161,106 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         saved = run.read_json(run.config)
         if not any(run.path.glob("checkpoint*.safetensors")):
             raise DeepAtlasError(f"{run.path}: no checkpoint.safetensors to resume from")
-        entry = get(saved["name"])
-        settings = saved_settings(saved)
-        seed, target = saved["seed"], saved.get("target")
+        entry, config = _saved_entry(run, saved)
+        settings = saved_settings(saved, str(run.config))
+        seed, target = check_seed(saved.get("seed"), f"{run.config}: seed"), saved.get("target")
     else:
         if name is None:
             raise DeepAtlasError("name an entry to train (see `deepatlas list`) or give --resume RUN_DIR")
+        check_seed(seed)
         entry = get(name)
         model_over, settings = settings_for(entry, overrides, data)
+        run = RunDir(out or RunDir.default_path(entry.name))
 
     task = task_of(entry)
+    scaling = scaling or Scaling()
     splits = task.load(settings.options, target)
-    config = entry.config(**saved_model(saved)) if saved else build_config(entry, model_over, splits.dims)
-    torch.manual_seed(seed)  # the initial weights are part of the seeded run
-    objective = _objective(entry, config, splits.spec)
-    if task.loop == "own":
-        summary, run = _learn(entry, objective, splits, settings, config, seed, out, max_time, resume,
-                              make_fabric(scaling or Scaling()))
+    if saved is None:
+        config = build_config(entry, model_over, splits.dims)
+    memory.check_model(entry.build, config, f"{entry.name} with this config and batch_size {settings.train.batch_size}",
+                       _example(splits), settings.train.batch_size, accelerator=scaling.accelerator)
+    fabric = make_fabric(scaling)
+    if fabric.global_rank == 0:  # lock the folder (a new run: its hidden folder, named once it has a checkpoint)
+        run.reopen() if saved is not None else run.start()
     else:
-        if not isinstance(objective, Supervised):
-            raise DeepAtlasError(f"{entry.name}: its objective has no training_step/validation_step for the fit loop")
-        train_set = within_steps(objective.prepare(splits) or splits.train, settings.train)
-        fabric = make_fabric(scaling or Scaling())
-        summary, run = _fit(entry, objective, train_set, splits, settings, config, seed, target, out, max_time,
-                            resume, fabric)
-        if fabric.global_rank != 0:
-            return {"run_dir": str(run.path), **summary}
-        task.after_training(load(run.path), splits.spec, splits, run.path)
-    metrics = {"run_dir": str(run.path), "name": entry.name, **summary, "params": count_params(objective),
-               "test": evaluate(run.path, split="test"), "val": evaluate(run.path, split="val")}
-    run.write_json(run.metrics, metrics)
+        run = RunDir(fabric.broadcast(str(run.final), src=0))
+        run.start(main=False) if saved is None else None
+    try:
+        torch.manual_seed(seed)  # the initial weights are part of the seeded run
+        objective = _objective(entry, config, splits.spec)
+        if saved is None and fabric.global_rank == 0:
+            run.write_json(run.config, _run_config(entry, seed, target, config, settings, splits.spec))
+        if task.loop == "own":
+            summary = _learn(entry, objective, splits, settings, seed, run, max_time, resume is not None, fabric)
+        else:
+            if not isinstance(objective, Supervised):
+                raise DeepAtlasError(f"{entry.name}: its objective has no training_step/validation_step for the fit loop")
+            train_set = within_steps(objective.prepare(splits) or splits.train, settings.train)
+            summary = _fit(entry, objective, train_set, splits, settings, seed, run, max_time, resume is not None,
+                           fabric)
+            if fabric.global_rank != 0:
+                return {"run_dir": str(run.path), **summary}
+            task.after_training(load(run.path), splits.spec, splits, run.path)
+        metrics = {"run_dir": str(run.path), "name": entry.name, **summary, "params": count_params(objective),
+                   "test": evaluate(run.path, split="test"), "val": evaluate(run.path, split="val")}
+        run.write_json(run.metrics, metrics)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(str(run.path) if run.published else "") from None  # tell the user which run to resume
+    finally:
+        run.close()  # unlock; a new run that never checkpointed leaves nothing
     return metrics
 
 
-def _fit(entry: Entry, objective, train_set, splits, settings: Settings, config, seed: int, target, out, max_time,
-         resume, fabric):
+def _example(splits):
+    """One training input (a tensor), to estimate a batch's activations; None where the data is not a dataset."""
+    import torch
+    try:
+        first = splits.train[0]
+    except Exception:  # an environment, or a dataset that cannot be indexed
+        return None
+    first = first[0] if isinstance(first, (tuple, list)) else first
+    return first if isinstance(first, torch.Tensor) else None
+
+
+def _saved_entry(run, saved: dict) -> tuple[Entry, object]:
+    """The entry and Config a run's config.json names, every value checked (the folder may come from anyone)."""
+    if not isinstance(saved.get("name"), str):
+        raise DeepAtlasError(f"{run.config}: not a deepatlas config (no entry name)")
+    entry = get(saved["name"])
+    model = saved_model(saved) if isinstance(saved.get("model"), dict) else None
+    if model is None or not isinstance(saved.get("data"), dict):
+        raise DeepAtlasError(f"{run.config}: not a deepatlas config (no model or data part)")
+    return entry, catalog.apply_overrides(entry.config(), model, f"{run.config}: model.")
+
+
+def _fit(entry: Entry, objective, train_set, splits, settings: Settings, seed: int, run, max_time, resume: bool,
+         fabric) -> dict:
     """The engine's fit loop, on every rank: each phase the objective declares, then the main training."""
+    from deepatlas.engine.checkpoint import save_weights
     from deepatlas.engine.loop import fit, run_phases
-    from deepatlas.engine.rundir import RunDir
     from deepatlas.protocols import Phased
 
-    if resume is None:  # rank 0 names the directory; the other ranks must agree on it
-        run = RunDir(fabric.broadcast(str(out or RunDir.default_path(entry.name)), src=0))
-    else:
-        run = RunDir(resume)
-    if fabric.global_rank == 0:
-        run.create()
-        run.write_json(run.config, _run_config(entry, seed, target, config, settings, splits.spec))
-    fabric.barrier()
-    resuming_main = resume is not None and run.checkpoint.exists()  # its checkpoint holds every weight
-    try:
-        spent = 0.0
-        if isinstance(objective, Phased) and not resuming_main:
-            spent = run_phases(objective.phases(splits), settings.phases, run, fabric=fabric, seed=seed,
-                               max_time=max_time, resume=resume is not None, title=entry.name)
-        left = None if max_time is None else max(max_time - spent, 0.0)
-        summary = fit(objective, train_set, splits.val, settings.train, run, fabric=fabric, seed=seed,
-                      train_transform=splits.train_transform, monitor=monitor_for(entry, settings.options),
-                      max_time=left, resume=resuming_main, title=entry.name)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(str(run.path)) from None  # tell the user which run to resume
-    return summary, run
+    resuming_main = resume and run.checkpoint.exists()  # its checkpoint holds every weight
+    spent = 0.0
+    if isinstance(objective, Phased) and not resuming_main:
+        spent, stopped = run_phases(objective.phases(splits), settings.phases, run, fabric=fabric, seed=seed,
+                                    max_time=max_time, resume=resume, title=entry.name)
+        if stopped is not None:  # the budget ran out before the main training: --resume continues the phase
+            if fabric.global_rank == 0:
+                save_weights(objective, run.model)
+            return {**stopped, "epochs": 0, "steps": 0, "best_epoch": -1}
+    left = None if max_time is None else max(max_time - spent, 0.0)
+    return fit(objective, train_set, splits.val, settings.train, run, fabric=fabric, seed=seed,
+               train_transform=splits.train_transform, monitor=monitor_for(entry, settings.options),
+               max_time=left, resume=resuming_main, title=entry.name)
 
 
-def _learn(entry: Entry, objective, env, settings: Settings, config, seed: int, out, max_time, resume, fabric):
+def _learn(entry: Entry, objective, env, settings: Settings, seed: int, run, max_time, resume: bool, fabric) -> dict:
     """A method whose loop is the algorithm: its environment (or the data its search trains on) instead of a
     dataset to iterate, its learn(ctx) instead of `fit`. It is handed this API (a search trains through it)."""
     import sys
 
     from deepatlas.engine import interact
-    from deepatlas.engine.rundir import RunDir
     from deepatlas.protocols import OwnLoop
 
     if not isinstance(objective, OwnLoop):
@@ -211,15 +268,9 @@ def _learn(entry: Entry, objective, env, settings: Settings, config, seed: int, 
     objective.check(env, entry.name)
     if fabric.world_size > 1:
         raise DeepAtlasError(f"{entry.name} runs on one device: its loop is the algorithm (drop --devices/--num-nodes)")
-    run = RunDir(resume if resume is not None else out or RunDir.default_path(entry.name)).create()
-    run.write_json(run.config, _run_config(entry, seed, None, config, settings, env.spec))
-    try:
-        summary = interact.learn(objective, env, settings.train, settings.options, run, seed=seed,
-                                 device=fabric.device, monitor=monitor_for(entry, settings.options), max_time=max_time,
-                                 resume=resume is not None, title=entry.name, api=sys.modules[__name__])
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(str(run.path)) from None
-    return summary, run
+    return interact.learn(objective, env, settings.train, settings.options, run, seed=seed, device=fabric.device,
+                          monitor=monitor_for(entry, settings.options), max_time=max_time, resume=resume,
+                          title=entry.name, api=sys.modules[__name__])
 
 
 def _run_config(entry: Entry, seed: int, target: str | None, config, settings: Settings, spec: dict) -> dict:
@@ -243,11 +294,7 @@ def _read(run_dir: str | Path) -> tuple:
     from deepatlas.engine.rundir import RunDir
     run = RunDir(run_dir)
     saved = run.read_json(run.config)
-    try:
-        entry = get(saved["name"])
-        config = catalog.apply_overrides(entry.config(), saved_model(saved))
-    except (KeyError, TypeError) as err:
-        raise DeepAtlasError(f"{run.config}: not a deepatlas config ({err})") from None
+    entry, config = _saved_entry(run, saved)
     return run, saved, entry, config
 
 
@@ -257,6 +304,7 @@ def load(run_dir: str | Path):
     run, saved, entry, config = _read(run_dir)
     if not run.model.exists():
         raise DeepAtlasError(f"{run.path}: no model.safetensors (did the run finish? resume it with --resume)")
+    memory.check_model(entry.build, config, f"{run.config}: its {entry.name}", training=False)
     return load_weights(_objective(entry, config, saved["data"]), run.model).eval()
 
 

@@ -415,20 +415,20 @@ def ranges(cls: type) -> dict[str, Range | None]:
     return found
 
 
-def apply_overrides(obj: Any, overrides: dict[str, Any], source: str = "--set") -> Any:
+def apply_overrides(obj: Any, overrides: dict[str, Any], source: str = "--set ") -> Any:
     """Return a copy of dataclass `obj` with `overrides` applied; strings are parsed to the field's type, and every
     value is checked against its type and declared `Range`. Errors are one line that starts with `source`
-    (--set, or the file the values came from)."""
+    (`--set `, or the file the values came from and their part: `config.json: train.`)."""
     hints = typing.get_type_hints(type(obj), include_extras=True)
     changes = {}
     for key, value in overrides.items():
         if key not in hints:
-            raise DeepAtlasError(f"{source}: unknown setting {key!r}; valid: {', '.join(hints)}")
+            raise DeepAtlasError(f"{source}{key}: unknown setting; valid: {', '.join(hints)}")
         try:
             changes[key] = _convert(value, hints[key], key) if isinstance(value, str) else value
             _check(changes[key], hints[key], key)
         except DeepAtlasError as err:
-            raise DeepAtlasError(f"{source} {err}") from None
+            raise DeepAtlasError(f"{source}{err}") from None
     return dataclasses.replace(obj, **changes)
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -23,8 +25,11 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # pip
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(api.VERSION, prog_name="deepatlas")
-def app():
+@click.option("--debug", is_flag=True, envvar="DEEPATLAS_DEBUG", help="on an internal error, print the traceback")
+@click.pass_context
+def app(ctx, debug):
     """deepatlas: the landmark architectures of deep learning, runnable, tested and measured."""
+    ctx.obj = {"debug": debug}
 
 
 def _pairs(pairs: list[str]) -> dict[str, str]:
@@ -256,23 +261,53 @@ def play(run_dir, second):
     api.play(run_dir, human_first=not second, ask=lambda prompt: click.prompt(prompt, prompt_suffix=""), say=out.print)
 
 
+def user_error(err: BaseException) -> str | None:
+    """The one line for an error that the user's input or environment causes (a missing or unreadable file, a disk
+    that is full, memory that ran out, a file that does not decode), or None for a bug."""
+    if isinstance(err, DeepAtlasError):
+        return str(err)
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch's, on an accelerator
+        return f"out of memory ({str(err).splitlines()[0] if str(err) else 'the request is larger than this machine'})"
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or err}"
+    decode = (UnicodeError, json.JSONDecodeError)
+    if isinstance(err, decode) or type(err).__name__ in ("DecompressionBombError", "SafetensorError", "Error") and \
+            type(err).__module__.split(".")[0] in ("PIL", "safetensors", "csv", "wave", "_csv"):
+        return f"cannot decode the input ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    return None
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI on `argv` and return the exit code: every user error is one line on stderr and code 2."""
+    """Run the CLI on `argv` and return the exit code: every user error is one line on stderr and code 2; an
+    internal error (a bug) is a short report and code 1, with the traceback under --debug."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
         app.main(args=argv, prog_name="deepatlas", standalone_mode=False)
-    except DeepAtlasError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except click.exceptions.NoArgsIsHelpError as err:  # bare `deepatlas`: show the help
         print(err.ctx.get_help() if err.ctx else err.format_message())
     except click.UsageError as err:
         print(f"error: {err.format_message()}", file=sys.stderr)
         return 2
     except (click.Abort, KeyboardInterrupt) as err:  # click turns Ctrl-C into Abort
-        run_dir = str(err.__cause__ if isinstance(err, click.Abort) else err) or "RUN_DIR"
-        print(f"interrupted: the last epoch's checkpoint is kept; continue with "
-              f"`deepatlas train --resume {run_dir}`", file=sys.stderr)
+        run_dir = str(err.__cause__ if isinstance(err, click.Abort) else err)
+        kept = (f"the last checkpoint is kept; continue with `deepatlas train --resume {run_dir}`" if run_dir
+                else "nothing was kept")
+        print(f"interrupted: {kept}", file=sys.stderr)
         return 130
+    except Exception as err:
+        line = user_error(err)
+        if line is not None:
+            print(f"error: {' '.join(line.split())}", file=sys.stderr)
+            return 2
+        if "--debug" in argv or os.environ.get("DEEPATLAS_DEBUG"):
+            traceback.print_exc()
+        else:
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            print(f"internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}\n"
+                  f"  at {Path(where.filename).name}:{where.lineno}. This is a bug in deepatlas {api.VERSION}: please "
+                  f"report it with the output of `deepatlas --debug {' '.join(argv)}`", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,7 +8,7 @@ JSON in the file's metadata. `SafetensorsIO` plugs this into Fabric, so `fabric.
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from deepatlas.engine.rundir import replace_atomically
 from deepatlas.errors import DeepAtlasError
 
 
@@ -49,11 +50,17 @@ def _unpack(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _atomic_save(tensors: dict, path: Path, metadata: dict[str, str]) -> None:
-    """Write beside the target then rename, so an interrupted save never leaves a half file."""
+    """Write beside the target, flush, then rename, so an interrupted save never leaves a half file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    replace_atomically(tmp, path)
+
+
+def copy_atomically(source: Path, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    replace_atomically(tmp, path)
 
 
 def save_state(state: dict, path: str | Path) -> None:

@@ -15,7 +15,6 @@ Environments cannot be saved mid-episode: a resumed run starts fresh episodes.
 """
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
@@ -23,7 +22,8 @@ import torch
 
 from deepatlas.catalog import Data, Train
 from deepatlas.data.envs import Environment
-from deepatlas.engine.checkpoint import load_state, save_state, save_weights
+from deepatlas.engine.checkpoint import copy_atomically, load_state, save_state, save_weights
+from deepatlas.engine.interrupt import StopRequests
 from deepatlas.engine.progress import Progress
 from deepatlas.engine.rundir import CSVLog, RunDir, plot_curves
 
@@ -53,7 +53,7 @@ class Context:
         self.log_file = CSVLog(run.log, keep_until_step=self.saved["context"]["step"] if self.saved else None)
         self.bar: Progress | None = None
         self.title = title
-        self.best_path = run.path / "best.safetensors"
+        self.stops = StopRequests()
         self.step = 0
 
     # ---- time and progress -----------------------------------------------------------------------------------
@@ -64,8 +64,8 @@ class Context:
         return self.max_time is not None and self.elapsed() > self.max_time
 
     def should_stop(self) -> bool:
-        """True once the time budget is spent or validation reached the settings' `stop_at`."""
-        return self.time_up() or self.solved
+        """True once the time budget is spent, validation reached the settings' `stop_at`, or Ctrl-C was pressed."""
+        return self.time_up() or self.solved or self.stops.requested
 
     def progress(self, done: int, total: int, info: str = "") -> None:
         if self.bar is None:
@@ -85,7 +85,7 @@ class Context:
         value = logs[self.metric] if self.direction == "max" else -logs[self.metric]
         if self.best is None or value >= self.best:
             self.best, self.best_step = value, step
-            save_weights(self.objective, self.best_path)
+            save_weights(self.objective, self.run.best)
         stop_at = self.train.stop_at
         if stop_at is not None:
             self.solved = logs[self.metric] >= stop_at if self.direction == "max" else logs[self.metric] <= stop_at
@@ -105,6 +105,7 @@ class Context:
                                                "elapsed": self.elapsed(), "generator": self.generator.get_state(),
                                                "rng": self.rng.bit_generator.state}},
                    self.run.checkpoint)
+        self.run.publish()  # a new run takes its name once it can be resumed
         self.log_file.flush()
 
     def restore(self, optimizers: dict[str, torch.optim.Optimizer] | None = None) -> dict | None:
@@ -126,10 +127,14 @@ class Context:
         if self.bar is not None:
             self.bar.close()
         self.log_file.close()
-        if self.best_path.exists():  # the run's model is its best validation
-            shutil.copyfile(self.best_path, self.run.model)
+        if status != "interrupted":  # a finished run is kept even if it never checkpointed
+            self.run.publish()
+        if not self.run.published:  # interrupted before its first checkpoint: it leaves nothing
+            return
+        if self.run.best.exists():  # the run's model is its best validation
+            copy_atomically(self.run.best, self.run.model)
             if status != "interrupted":
-                self.best_path.unlink()
+                self.run.best.unlink()
         elif not self.run.model.exists():
             save_weights(self.objective, self.run.model)
         plot_curves(self.run.log, self.run.curves, self.title)
@@ -151,7 +156,10 @@ def learn(objective, env: Environment, train: Train, options: Data, run: RunDir,
                   resume=resume, title=title, api=api)
     status = "completed"
     try:
-        objective.learn(ctx)
+        with ctx.stops:
+            objective.learn(ctx)
+        if ctx.stops.requested:
+            raise KeyboardInterrupt
         if ctx.time_up():
             status = "stopped: time budget reached"
         elif ctx.solved:

@@ -1,14 +1,17 @@
 """The training loop: one explicit loop over epochs and batches on Lightning Fabric.
 
-Fabric owns devices, precision, the DDP/FSDP strategy and gathering state for checkpoints;
+Fabric owns devices, precision, the DDP strategy and gathering state for checkpoints;
 this loop owns the order of things: seed the epoch, step, log, validate, keep the best
-weights, checkpoint, stop early, stop on a time budget or a non-finite loss.
+weights, checkpoint, stop early, stop on a time budget, a Ctrl-C or a non-finite loss.
+
+A stop inside an epoch (time budget, Ctrl-C) checkpoints its exact position: the batches done, their summed
+logs and the random state after them. Resuming replays the epoch's seeded shuffle up to there, so a run
+stopped and resumed any number of times ends with the weights of the run that never stopped, bit for bit.
 """
 from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +20,8 @@ from lightning_fabric import Fabric
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 
 from deepatlas.catalog import Train
-from deepatlas.engine.checkpoint import SafetensorsIO, save_weights
+from deepatlas.engine.checkpoint import SafetensorsIO, copy_atomically, save_weights
+from deepatlas.engine.interrupt import StopRequests
 from deepatlas.engine.progress import Progress
 from deepatlas.engine.rundir import CSVLog, RunDir, plot_curves
 from deepatlas.errors import DeepAtlasError
@@ -34,7 +38,14 @@ class Scaling:
     precision: str = "32-true"
 
 
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "single_device")
+"""strategies whose checkpoints go through `SafetensorsIO` (Lightning's FSDP and DeepSpeed write theirs with pickle)"""
+
+
 def make_fabric(scaling: Scaling) -> Fabric:
+    if scaling.strategy not in STRATEGIES:
+        raise DeepAtlasError(f"--strategy {scaling.strategy}: not supported, because its checkpoints would be pickled; "
+                             f"use one of {', '.join(STRATEGIES)}")
     try:
         fabric = Fabric(accelerator=scaling.accelerator, devices=scaling.devices, strategy=scaling.strategy,
                         num_nodes=scaling.num_nodes, precision=scaling.precision, plugins=[SafetensorsIO()])
@@ -55,6 +66,19 @@ class LoopState:
     best: list = field(default_factory=list)  # comparison key of the best validation so far
     best_epoch: int = -1
     bad_epochs: int = 0
+    batch: int = 0  # batches of epoch `epoch` already trained: a stop inside the epoch
+    sums: dict = field(default_factory=dict)  # their summed training logs
+    rng: list = field(default_factory=list)  # the random state after them: the CPU's, then the accelerator's
+
+
+def random_state(device: torch.device) -> list[torch.Tensor]:
+    return [torch.get_rng_state(), *([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])]
+
+
+def set_random_state(states: list[torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)
 
 
 def make_optimizer(params, train: Train) -> torch.optim.Optimizer:
@@ -171,11 +195,12 @@ def unwrap(module):
 
 
 def run_phases(phases: list, settings: dict[str, Train], run: RunDir, *, fabric: Fabric, seed: int = 0,
-               max_time: float | None = None, resume: bool = False, title: str = "train") -> float:
+               max_time: float | None = None, resume: bool = False, title: str = "train") -> tuple[float, dict | None]:
     """Train each `Phase` in order with its settings (a phase whose settings have no epochs is skipped), each a `fit`
     of its own with its own checkpoint, log and curves (`run.phase(name)`), all within `max_time`. Resuming, a
     phase whose checkpoint exists continues from it (a finished one only reloads its weights). Returns the seconds
-    spent, which the main training's budget leaves out."""
+    spent, which the main training's budget leaves out, and the summary of a phase the time budget stopped (then
+    the run stops there: `--resume` continues that phase), or None."""
     started = time.perf_counter()
     for phase in phases:
         train = settings[phase.settings or phase.name]
@@ -185,12 +210,14 @@ def run_phases(phases: list, settings: dict[str, Train], run: RunDir, *, fabric:
         if phase.start is not None:
             phase.start()
         left = None if max_time is None else max(max_time - (time.perf_counter() - started), 0.0)
-        fit(phase.objective, phase.train_set, phase.val_set, train, part, fabric=fabric, seed=seed,
-            monitor=phase.monitor, max_time=left, resume=resume and part.checkpoint.exists(),
-            title=f"{title} {phase.name}")
+        summary = fit(phase.objective, phase.train_set, phase.val_set, train, part, fabric=fabric, seed=seed,
+                      monitor=phase.monitor, max_time=left, resume=resume and part.checkpoint.exists(),
+                      title=f"{title} {phase.name}")
+        if summary["status"] == "stopped: time budget reached":
+            return time.perf_counter() - started, {**summary, "status": f"{summary['status']} in phase {phase.name}"}
         if phase.finish is not None:
             phase.finish()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, None
 
 
 def _key(logs: dict, metric: str, direction: str) -> list[float]:
@@ -226,87 +253,118 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
 
     state = LoopState()
     if resume:
-        extra = fabric.load(run.checkpoint, saved)
-        state = LoopState(**extra["loop"])
+        try:
+            extra = fabric.load(run.checkpoint, saved)
+            state = LoopState(**extra["loop"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as err:  # another config's, or a crafted file
+            raise DeepAtlasError(f"{run.checkpoint}: does not match the run's config "
+                                 f"({str(err).splitlines()[0][:200]})") from None
     main = fabric.global_rank == 0
     log = CSVLog(run.log, keep_until_step=state.step if resume else -1) if main else None
     progress = Progress(total_steps, title, enabled=main)
     progress.step(state.step)
-    best_path = run.path / "best.safetensors"
+
+    def checkpoint() -> None:
+        fabric.save(run.checkpoint, {**saved, "loop": vars(state)})
+        fabric.barrier()
+        run.publish(rename=main)  # a new run takes its name once it can be resumed
 
     status, val_logs, started = "completed", {}, time.perf_counter() - state.elapsed
+    stops, finished = StopRequests(), False
     try:
-        while state.epoch < train.epochs and status == "completed":
-            torch.manual_seed(seed * 100_003 + state.epoch)  # this epoch's shuffle and dropout, resumed or not
-            if isinstance(train_loader.sampler, DistributedSampler):
-                train_loader.sampler.set_epoch(state.epoch)
-            model.train()
-            sums, n_batches = {}, 0
-            for batch in train_loader:
-                if train_transform is not None:
-                    batch = train_transform(batch)
-                factor = lr_factor(train, state.step, total_steps)
-                for optimizer in optimizers.values():
-                    for group in optimizer.param_groups:
-                        group["lr"] = group.get("base_lr", train.lr) * factor
-                with fabric.autocast():  # --precision applies to the step, not only to forward()
-                    loss, logs = model.training_step(batch, optimize) if manual else model.training_step(batch)
-                finite = fabric.all_reduce(torch.isfinite(loss.detach()).float(), reduce_op="min")
-                if finite.item() < 1:
-                    status = f"stopped: non-finite loss at step {state.step}"
+        with stops:
+            while state.epoch < train.epochs and status == "completed":
+                torch.manual_seed(seed * 100_003 + state.epoch)  # this epoch's shuffle and dropout, resumed or not
+                if isinstance(train_loader.sampler, DistributedSampler):
+                    train_loader.sampler.set_epoch(state.epoch)
+                model.train()
+                sums, n_batches = dict(state.sums), state.batch
+                batches = iter(train_loader)
+                if state.batch:  # resumed inside this epoch: replay its shuffle to where it stopped, then its RNG
+                    for _ in range(state.batch):
+                        next(batches)
+                    set_random_state(state.rng, fabric.device)
+                for batch in batches:
+                    if train_transform is not None:
+                        batch = train_transform(batch)
+                    factor = lr_factor(train, state.step, total_steps)
+                    for optimizer in optimizers.values():
+                        for group in optimizer.param_groups:
+                            group["lr"] = group.get("base_lr", train.lr) * factor
+                    with fabric.autocast():  # --precision applies to the step, not only to forward()
+                        loss, logs = model.training_step(batch, optimize) if manual else model.training_step(batch)
+                    finite = fabric.all_reduce(torch.isfinite(loss.detach()).float(), reduce_op="min")
+                    if finite.item() < 1:
+                        status = f"stopped: non-finite loss at step {state.step}"
+                        break
+                    if not manual:
+                        optimize("model", loss)
+                    state.step += 1
+                    n_batches += 1
+                    for k, v in logs.items():
+                        if not k.endswith("#n"):  # counts only weigh evaluation means
+                            sums[k] = sums.get(k, 0.0) + float(v)
+                    if main:  # every loss per step: a GAN's two players each get a curve
+                        log.write(state.step, state.epoch, {"train/step_loss": loss.item(), **{
+                            f"train/step_{k}": float(v) for k, v in logs.items() if k.endswith("_loss")}})
+                        progress.step(state.step, f"epoch {state.epoch + 1}/{train.epochs} loss {loss.item():.4f}")
+                    time_up = max_time is not None and time.perf_counter() - started > max_time
+                    # every rank stops at the same step (their clocks differ)
+                    stop = fabric.all_reduce(torch.tensor([float(time_up), float(stops.requested)], device=fabric.device),
+                                          reduce_op="max")
+                    if stop.any():
+                        status = "interrupted" if stop[1] else "stopped: time budget reached"
+                        break
+                if status.startswith("stopped: non-finite"):
+                    break  # keep the last good checkpoint untouched
+                if n_batches < len(train_loader):  # stopped inside the epoch: checkpoint exactly here
+                    state.batch, state.sums, state.rng = n_batches, sums, random_state(fabric.device)
+                    state.elapsed = time.perf_counter() - started
+                    checkpoint()
                     break
-                if not manual:
-                    optimize("model", loss)
-                state.step += 1
-                n_batches += 1
-                for k, v in logs.items():
-                    if not k.endswith("#n"):  # counts only weigh evaluation means
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                if main:  # every loss per step: a GAN's two players each get a curve
-                    log.write(state.step, state.epoch, {"train/step_loss": loss.item(), **{
-                        f"train/step_{k}": float(v) for k, v in logs.items() if k.endswith("_loss")}})
-                    progress.step(state.step, f"epoch {state.epoch + 1}/{train.epochs} loss {loss.item():.4f}")
-                if max_time is not None and time.perf_counter() - started > max_time:
-                    status = "stopped: time budget reached"
-                    break
-            if status.startswith("stopped: non-finite"):
-                break  # keep the last good checkpoint untouched
 
-            val_logs = evaluate_loader(fabric, model, val_loader, monitor=metric)
-            state.epoch += 1
-            state.elapsed = time.perf_counter() - started
-            key = _key(val_logs, metric, direction)
-            if not state.best or key > state.best:
-                state.best, state.best_epoch, state.bad_epochs = key, state.epoch, 0
+                val_logs = evaluate_loader(fabric, model, val_loader, monitor=metric)
+                state.epoch += 1
+                state.batch, state.sums, state.rng = 0, {}, []
+                state.elapsed = time.perf_counter() - started
+                key = _key(val_logs, metric, direction)
+                if not state.best or key > state.best:
+                    state.best, state.best_epoch, state.bad_epochs = key, state.epoch, 0
+                    if main:
+                        save_weights(objective, run.best)
+                else:
+                    state.bad_epochs += 1
+                if train.patience and state.bad_epochs >= train.patience and status == "completed":
+                    status = f"stopped early: no better val {metric} for {train.patience} epochs"
+                checkpoint()
                 if main:
-                    save_weights(objective, best_path)
-            else:
-                state.bad_epochs += 1
-            if train.patience and state.bad_epochs >= train.patience and status == "completed":
-                status = f"stopped early: no better val {metric} for {train.patience} epochs"
-            fabric.save(run.checkpoint, {**saved, "loop": vars(state)})
-            if main:
-                train_means = {f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()}
-                log.write(state.step, state.epoch, {**train_means, **{f"val/{k}": v for k, v in val_logs.items()},
-                                                     "train/lr": train.lr * lr_factor(train, max(state.step - 1, 0),
-                                                                                       total_steps)})
-                log.flush()
-                shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train_means, **{f"val/{k}": v for k, v in val_logs.items()}}.items())
-                progress.epoch(f"epoch {state.epoch}/{train.epochs}  {shown}")
+                    train_means = {f"train/{k}": v / max(n_batches, 1) for k, v in sums.items()}
+                    log.write(state.step, state.epoch, {**train_means, **{f"val/{k}": v for k, v in val_logs.items()},
+                                                         "train/lr": train.lr * lr_factor(train, max(state.step - 1, 0),
+                                                                                           total_steps)})
+                    log.flush()
+                    shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train_means, **{f"val/{k}": v for k, v in val_logs.items()}}.items())
+                    progress.epoch(f"epoch {state.epoch}/{train.epochs}  {shown}")
+        finished = status != "interrupted"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
         progress.close()
+        if finished:  # a finished run is kept even without a checkpoint (a non-finite loss in its first epoch)
+            run.publish(rename=main)
         if main:
             log.close()
-            if best_path.exists():  # the run's model is its best validation epoch
-                shutil.copyfile(best_path, run.model)
-                if status != "interrupted":
-                    best_path.unlink()
-            elif not run.model.exists():
-                save_weights(objective, run.model)
-            plot_curves(run.log, run.curves, title)
+            if run.published:  # a run without a checkpoint leaves nothing (api removes its folder)
+                if run.best.exists():  # the run's model is its best validation epoch
+                    copy_atomically(run.best, run.model)
+                    if status != "interrupted":
+                        run.best.unlink()
+                elif not run.model.exists():
+                    save_weights(objective, run.model)
+                plot_curves(run.log, run.curves, title)
         fabric.barrier()
+    if status == "interrupted":
+        raise KeyboardInterrupt
     return {"status": status, "epochs": state.epoch, "steps": state.step, "seconds": round(state.elapsed, 2),
             "best_epoch": state.best_epoch, "val": val_logs}
