@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,9 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Size, Train,
+                               register)
+from deepatlas.errors import DeepAtlasError
 from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
 from deepatlas.nn.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
@@ -56,44 +59,52 @@ from deepatlas.tasks.detection import Detection
 
 @dataclass
 class Config:
-    in_channels: int = 3
+    in_channels: Size = 3
     """image channels (set from the data)"""
-    image_size: int = 64
+    image_size: Size = 64
     """input side length (set from the data; any size works, positions are computed per feature map)"""
-    n_classes: int = 4
+    n_classes: Size = 4
     """object classes K; the classifier has K + 1 outputs, the last one "no object" (set from the data)"""
     depth: Depth = "resnet18"
     """ResNet preset of the backbone, cut after `stage`"""
-    width: float = 0.5
+    width: Positive = 0.5
     """width multiplier of the backbone's channels"""
-    stage: int = 1
+    stage: Annotated[int, Range(0, 3)] = 1
     """backbone stage whose map becomes the tokens: 0, 1, 2, 3 for strides 4, 8, 16, 32 (the paper: 32)"""
-    d_model: int = 64
+    d_model: Size = 64
     """transformer width d (the paper's 256)"""
-    heads: int = 4
+    heads: Size = 4
     """attention heads"""
-    encoder_layers: int = 3
+    encoder_layers: Count = 3
     """encoder layers (the paper's 6)"""
-    decoder_layers: int = 3
+    decoder_layers: Size = 3
     """decoder layers, each followed by the shared heads and an auxiliary loss (the paper's 6)"""
-    ffn: int = 256
+    ffn: Size = 256
     """hidden units of each layer's feed-forward network (the paper's 2048)"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout in the transformer (the paper's 0.1; 0 trains faster on a short budget)"""
-    n_queries: int = 10
+    n_queries: Size = 10
     """N learned object queries: the most objects one image can have (the paper's 100; scenes here have <= 6)"""
-    cost_class: float = 1.0
+    cost_class: NonNegative = 1.0
     """λ_cls: weight of -p̂(class) in the matching cost"""
-    cost_l1: float = 5.0
+    cost_l1: NonNegative = 5.0
     """λ_L1: weight of the L1 box distance (normalized cx, cy, w, h) in the matching cost and the loss"""
-    cost_giou: float = 2.0
+    cost_giou: NonNegative = 2.0
     """λ_giou: weight of -GIoU in the matching cost and of 1 - GIoU in the loss"""
-    eos_coef: float = 0.1
+    eos_coef: Positive = 0.1
     """weight of the "no object" class in the cross-entropy (the other classes weigh 1)"""
     aux_loss: bool = True
     """auxiliary decoding losses: the heads and the loss after every decoder layer, not only the last"""
-    backbone_lr_scale: float = 1.0
+    backbone_lr_scale: Positive = 1.0
     """the backbone's learning rate as a multiple of the recipe's (the paper: 0.1, 1e-5 against the transformer's 1e-4)"""
+
+    def __post_init__(self):
+        if self.d_model % 4 or self.d_model % self.heads:
+            raise DeepAtlasError(f"detr: d_model {self.d_model} must be a multiple of 4 (its 2-D sine positions) "
+                                 f"and of heads {self.heads}")
+        stages = len(resnet.PRESETS[self.depth][1])
+        if self.stage >= stages:
+            raise DeepAtlasError(f"detr: stage {self.stage} is past the last stage of {self.depth} (0-{stages - 1})")
 
 
 def sine_positions(height: int, width: int, dim: int, temperature: float = 10000.0,

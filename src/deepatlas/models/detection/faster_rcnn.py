@@ -26,12 +26,14 @@ weights), cut after its first stage: one stride-4 map for both stages, as the pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
 from deepatlas.nn.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, make_anchors, nms_per_image, roi_align
@@ -42,59 +44,67 @@ HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # the released code's head target scaling
 
 @dataclass
 class Config:
-    in_channels: int = 3
+    in_channels: Size = 3
     """image channels (set from the data)"""
-    image_size: int = 64
+    image_size: Size = 64
     """input side length (set from the data)"""
-    n_classes: int = 4
+    n_classes: Size = 4
     """object classes K, background not counted (set from the data)"""
     depth: Depth = "resnet18"
     """backbone: a ResNet preset, cut after `feature_stage`"""
-    width: float = 0.5
+    width: Positive = 0.5
     """width multiplier of the backbone's channels"""
-    feature_stage: int = 0
+    feature_stage: Annotated[int, Range(0, 3)] = 0
     """ResNet stage whose map feeds RPN and head: 0 (stride 4) suits the 64-px scenes' 5-24 px objects, which
     span 1-3 cells at stride 8"""
-    anchor_sizes: tuple[float, ...] = (10.0, 16.0, 24.0)
+    anchor_sizes: Annotated[tuple[float, ...], Range(0.0, exclusive_low=True)] = (10.0, 16.0, 24.0)
     """anchor sides sqrt(w h) in pixels (the paper's 128, 256, 512 for 600-px images)"""
-    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_ratios: Annotated[tuple[float, ...], Range(0.0, exclusive_low=True)] = (0.5, 1.0, 2.0)
     """anchor aspect ratios h / w"""
-    rpn_channels: int = 128
+    rpn_channels: Size = 128
     """channels of the RPN's 3x3 conv (the paper's 256 for ZF, 512 for VGG)"""
-    rpn_positive_iou: float = 0.7
+    rpn_positive_iou: Probability = 0.7
     """an anchor with IoU >= this with a ground truth is positive"""
-    rpn_negative_iou: float = 0.3
+    rpn_negative_iou: Probability = 0.3
     """an anchor with IoU < this with every ground truth is negative; in between: ignored"""
-    rpn_batch: int = 256
+    rpn_batch: Size = 256
     """anchors sampled per image for the RPN loss"""
-    rpn_positive_fraction: float = 0.5
+    rpn_positive_fraction: Probability = 0.5
     """at most this fraction of the sampled anchors are positive"""
-    pre_nms_train: int = 200
+    pre_nms_train: Size = 200
     """training: top-scoring anchors per image decoded before proposal NMS (the paper's 12000)"""
-    post_nms_train: int = 100
+    post_nms_train: Size = 100
     """training: proposals kept per image after NMS (the paper's 2000)"""
-    pre_nms_test: int = 100
+    pre_nms_test: Size = 100
     """inference: top-scoring anchors per image before proposal NMS (the paper's 6000)"""
-    post_nms_test: int = 50
+    post_nms_test: Size = 50
     """inference: proposals per image (the paper's 300)"""
-    proposal_nms_iou: float = 0.7
+    proposal_nms_iou: Probability = 0.7
     """IoU above which a lower-scoring proposal is suppressed"""
-    roi_size: int = 7
+    roi_size: Size = 7
     """RoIAlign output side (the paper's 7x7 RoI pooling)"""
-    hidden: int = 256
+    hidden: Size = 256
     """units of the head's two fully connected layers (the paper's 4096)"""
-    roi_batch: int = 32
+    roi_batch: Size = 32
     """RoIs sampled per image for the head loss (the paper's 128)"""
-    roi_positive_fraction: float = 0.25
+    roi_positive_fraction: Probability = 0.25
     """at most this fraction of the sampled RoIs are foreground"""
-    foreground_iou: float = 0.5
+    foreground_iou: Probability = 0.5
     """a RoI with IoU >= this with a ground truth is foreground, below it background"""
-    score_threshold: float = 0.05
+    score_threshold: Probability = 0.05
     """inference: class probabilities below this are dropped"""
-    nms_iou: float = 0.5
+    nms_iou: Probability = 0.5
     """inference: per-class NMS threshold of the final detections"""
-    max_detections: int = 100
+    max_detections: Size = 100
     """inference: detections kept per image"""
+
+    def __post_init__(self):
+        if not self.anchor_sizes or not self.anchor_ratios:
+            raise DeepAtlasError("anchor_sizes and anchor_ratios take at least one value each")
+        stages = len(resnet.PRESETS[self.depth][1])
+        if self.feature_stage >= stages:
+            raise DeepAtlasError(f"feature_stage {self.feature_stage} is past the last stage of {self.depth} "
+                                 f"(0-{stages - 1})")
 
 
 # ---- per-image ranking and sampling, vectorized over the batch --------------------------------------------

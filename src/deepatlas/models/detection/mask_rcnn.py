@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Size, Train, register
 from deepatlas.models.detection import faster_rcnn
 from deepatlas.models.detection.faster_rcnn import FasterRCNN, FasterRCNNLoss
 from deepatlas.nn.boxes import roi_align
@@ -38,15 +38,15 @@ from deepatlas.nn.boxes import roi_align
 
 @dataclass
 class Config(faster_rcnn.Config):
-    mask_roi_size: int = 14
+    mask_roi_size: Size = 14
     """RoIAlign output side for the mask head (the paper's 14x14); its masks are twice that, 28x28"""
-    mask_channels: int = 32
+    mask_channels: Size = 32
     """channels of the mask head's convs (the paper's 256)"""
-    mask_convs: int = 2
+    mask_convs: Count = 2
     """3x3 conv + ReLU layers before the upsampling (the paper's FPN head has 4)"""
-    mask_weight: float = 1.0
+    mask_weight: NonNegative = 1.0
     """weight of L_mask in the total loss (the paper's 1)"""
-    max_detections: int = 20
+    max_detections: Size = 20
     """inference: detections kept per image, each given a mask (the paper's 100; a scene holds at most 6 objects)"""
 
 

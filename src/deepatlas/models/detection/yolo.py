@@ -30,12 +30,13 @@ Shape legend: B batch, S grid side, nb boxes per cell (the paper's B), K classes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
 from deepatlas.nn.boxes import batched_nms, box_area, clip_boxes
@@ -44,34 +45,39 @@ from deepatlas.tasks.detection import Detection
 
 @dataclass
 class Config:
-    in_channels: int = 3
+    in_channels: Size = 3
     """image channels (set from the data)"""
-    image_size: int = 64
+    image_size: Size = 64
     """input side length (set from the data)"""
-    n_classes: int = 4
+    n_classes: Size = 4
     """object classes C (set from the data)"""
     depth: Depth = "resnet18"
     """ResNet preset of the backbone (an ImageNet preset: its stride-8 stage gives the grid)"""
-    width: float = 0.5
+    width: Positive = 0.5
     """width multiplier of the backbone's channels"""
-    stage: int = 1
+    stage: Annotated[int, Range(0, 3)] = 1
     """backbone stage whose map is the grid: 0, 1, 2, 3 for strides 4, 8, 16, 32 (S = image_size / stride)"""
-    boxes_per_cell: int = 2
+    boxes_per_cell: Size = 2
     """B: boxes predicted per grid cell"""
     head: Literal["conv", "fc"] = "conv"
     """conv: 3x3 convolutions then a 1x1 to the outputs per cell; fc: the paper's fully connected layers"""
-    head_channels: int = 128
+    head_channels: Size = 128
     """channels of the conv head (or units of the fc head's hidden layer)"""
-    lambda_coord: float = 5.0
+    lambda_coord: NonNegative = 5.0
     """λcoord: weight of the coordinate terms"""
-    lambda_noobj: float = 0.5
+    lambda_noobj: NonNegative = 0.5
     """λnoobj: weight of the confidence of boxes responsible for no object"""
-    score_threshold: float = 0.02
+    score_threshold: Probability = 0.02
     """inference: drop boxes whose class-specific score P(class|object)·confidence is below this"""
-    nms_threshold: float = 0.5
+    nms_threshold: Probability = 0.5
     """inference: per-class NMS drops a box overlapping a better one of its class by more than this IoU"""
-    max_detections: int = 100
+    max_detections: Size = 100
     """inference: boxes kept per image (best scores first), before NMS"""
+
+    def __post_init__(self):
+        stages = len(resnet.PRESETS[self.depth][1])
+        if self.stage >= stages:
+            raise DeepAtlasError(f"yolo: stage {self.stage} is past the last stage of {self.depth} (0-{stages - 1})")
 
 
 def paired_iou(a: Tensor, b: Tensor) -> Tensor:

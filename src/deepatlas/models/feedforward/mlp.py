@@ -18,24 +18,24 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Size, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
 
 @dataclass
 class Config:
-    in_features: int = 30
+    in_features: Size = 30
     """input features (set from the data)"""
-    n_classes: int = 2
+    n_classes: Size = 2
     """classes (set from the data)"""
-    width: int = 64
+    width: Size = 64
     """units per hidden layer"""
-    depth: int = 2
+    depth: Count = 2
     """hidden layers"""
     activation: Activation = "relu"
     """hidden nonlinearity (the paper used the logistic sigmoid)"""
-    dropout: float = 0.1
+    dropout: Probability = 0.1
     """dropout after each hidden activation"""
     batch_norm: bool = True
     """batch normalization before each activation (a 2015 addition; it steadies this small-data recipe)"""

@@ -22,15 +22,15 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Size, Train, register
 from deepatlas.tasks.classification import Classification
 
 
 @dataclass
 class Config:
-    in_features: int = 4
+    in_features: Size = 4
     """input features (set from the data)"""
-    n_classes: int = 2
+    n_classes: Size = 2
     """classes (set from the data)"""
     init: Literal["zeros", "random"] = "zeros"
     """Rosenblatt's weights start at zero; random is N(0, 0.01)"""

@@ -18,30 +18,30 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Positive, Probability, Size, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
 
 @dataclass
 class Config:
-    in_features: int = 64
+    in_features: Size = 64
     """input features (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
-    width: int = 256
+    width: Size = 256
     """width d of the residual stream"""
-    depth: int = 3
+    depth: Count = 3
     """residual blocks"""
-    hidden_factor: float = 2.0
+    hidden_factor: Positive = 2.0
     """each block expands to hidden_factor * d units"""
     norm: Literal["batch", "layer"] = "batch"
     """pre-normalization inside each block"""
     activation: Activation = "relu"
     """nonlinearity inside each block"""
-    dropout: float = 0.2
+    dropout: Probability = 0.2
     """dropout on the hidden units"""
-    residual_dropout: float = 0.0
+    residual_dropout: Probability = 0.0
     """dropout on each block's output before the addition"""
 
 

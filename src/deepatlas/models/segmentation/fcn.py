@@ -34,34 +34,34 @@ On 64x64 scenes a stride-8 map is 8x8 and objects are 10-25 pixels wide, too coa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Probability, Range, Size, Train, register
 from deepatlas.models.vision import resnet
 from deepatlas.tasks.detection import Segmentation
 
 
 @dataclass
 class Config:
-    in_channels: int = 3
+    in_channels: Size = 3
     """image channels (set from the data)"""
-    image_size: int = 64
+    image_size: Size = 64
     """input side length (set from the data); the network itself takes any size"""
-    n_classes: int = 5
+    n_classes: Size = 5
     """classes including background (set from the data)"""
     depth: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
     """backbone preset (four stages, ImageNet stem: strides 4, 8, 16, 32)"""
-    width: float = 0.5
+    width: Positive = 0.5
     """width multiplier on the backbone's channels"""
-    skips: int = 3
+    skips: Annotated[int, Range(0, 3)] = 3
     """skip fusions: 0 = FCN-32s, 1 = FCN-16s (+ stride 16), 2 = FCN-8s (+ 16 and 8), 3 = FCN-4s (+ 16, 8 and 4)"""
     learn_final_upsample: bool = False
     """learn the last upsampling (x8, or x4 for FCN-4s) too; the paper keeps it fixed to bilinear interpolation"""
-    dropout: float = 0.1
+    dropout: Probability = 0.1
     """dropout on the stride-32 features before their score layer (the paper's fc6/fc7 dropout)"""
 
 

@@ -26,29 +26,36 @@ turned off; the paper's weighted loss for touching cells is left out (plain pixe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.detection import Segmentation
 
 
 @dataclass
 class Config:
-    in_channels: int = 3
+    in_channels: Size = 3
     """image channels (set from the data)"""
-    image_size: int = 64
+    image_size: Size = 64
     """input side length (set from the data); the network itself takes any size"""
-    n_classes: int = 5
+    n_classes: Size = 5
     """classes including background (set from the data)"""
-    base: int = 12
+    base: Size = 12
     """channels of the first level (the paper's 64); each level down doubles them"""
-    levels: int = 4
+    levels: Annotated[int, Range(0, 24)] = 4
     """pooling steps down the contracting path (4 as in the paper)"""
     batch_norm: bool = True
     """batch norm after each 3x3 convolution (a modern addition; False is the paper's plain conv + ReLU)"""
+
+    def __post_init__(self):
+        if self.base * 2 ** self.levels > MAX_SIZE:
+            raise DeepAtlasError(f"unet: base * 2^levels = {self.base * 2 ** self.levels:,} channels at the bottom; "
+                                 f"at most {MAX_SIZE:,}")
 
 
 class DoubleConv(nn.Sequential):

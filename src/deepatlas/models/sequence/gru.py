@@ -28,30 +28,30 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Size, Train, register
 from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
 
 @dataclass
 class Config:
-    in_features: int = 2
+    in_features: Size = 2
     """input features per time step (set from the data)"""
-    n_outputs: int = 1
+    n_outputs: Size = 1
     """outputs: 1 for regression, the number of classes for classification (set from the data)"""
     per_step: bool = False
     """one output per time step (many-to-many) instead of one from the final state (set from the data)"""
-    hidden: int = 64
+    hidden: Size = 64
     """units per layer and direction"""
-    layers: int = 1
+    layers: Size = 1
     """stacked GRU layers"""
     bidirectional: bool = False
     """add a second GRU per layer reading the sequence backwards; their states are concatenated"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout between stacked layers"""
     init: Init = "uniform"
     """weights: uniform U(-1/√H, 1/√H) (torch's default), or orthogonal W_hh with Xavier W_ih and zero biases"""
-    chrono: int = 0
+    chrono: Count = 0
     """chrono init (Tallec & Ollivier 2018): update-gate biases log U(1, chrono - 1) (memory up to chrono steps); 0: off"""
 
 

@@ -28,32 +28,32 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Real, Size, Train, register
 from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
 
 @dataclass
 class Config:
-    in_features: int = 2
+    in_features: Size = 2
     """input features per time step (set from the data)"""
-    n_outputs: int = 1
+    n_outputs: Size = 1
     """outputs: 1 for regression, the number of classes for classification (set from the data)"""
     per_step: bool = False
     """one output per time step (many-to-many) instead of one from the final state (set from the data)"""
-    hidden: int = 64
+    hidden: Size = 64
     """units per layer and direction"""
-    layers: int = 1
+    layers: Size = 1
     """stacked LSTM layers"""
     bidirectional: bool = False
     """add a second LSTM per layer reading the sequence backwards; their states are concatenated"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout between stacked layers"""
     init: Init = "uniform"
     """weights: uniform U(-1/√H, 1/√H) (torch's default), or orthogonal W_hh with Xavier W_ih and zero biases"""
-    forget_bias: float = 1.0
+    forget_bias: Real = 1.0
     """forget-gate bias at init when chrono is 0 (σ(1) ≈ 0.73 keeps memory longer from the start)"""
-    chrono: int = 200
+    chrono: Count = 200
     """chrono init: forget biases log U(1, chrono - 1), input biases their negative (memory up to chrono steps); 0: off"""
 
 

@@ -36,19 +36,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Size, Train, register
 from deepatlas.tasks import Objective
 
 
 @dataclass
 class Config:
-    n_leaves: int = 10
+    n_leaves: Size = 10
     """leaf tokens: the digits (set from the data)"""
-    n_ops: int = 3
+    n_ops: Size = 3
     """operators, each with its own composition weights (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes of a node's label (set from the data)"""
-    width: int = 24
+    width: Size = 24
     """d: the size of every node's vector"""
     composition: Literal["rnn", "rntn"] = "rntn"
     """rnn: p = tanh(W c + b) (2011); rntn: adds the tensor term c^T V c (2013)"""

@@ -24,26 +24,26 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Size, Train, register
 from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
 
 @dataclass
 class Config:
-    in_features: int = 2
+    in_features: Size = 2
     """input features per time step (set from the data)"""
-    n_outputs: int = 1
+    n_outputs: Size = 1
     """outputs: 1 for regression, the number of classes for classification (set from the data)"""
     per_step: bool = False
     """one output per time step (many-to-many) instead of one from the final state (set from the data)"""
-    hidden: int = 128
+    hidden: Size = 128
     """units per layer and direction"""
-    layers: int = 1
+    layers: Size = 1
     """stacked recurrent layers"""
     bidirectional: bool = False
     """add a second RNN per layer reading the sequence backwards; their states are concatenated"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout between stacked layers"""
     init: Init = "orthogonal"
     """weights: orthogonal W_hh, Xavier W_ih, zero biases (gradients keep their norm longer), or uniform (torch's)"""

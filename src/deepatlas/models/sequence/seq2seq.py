@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Probability, Size, Train, register
 from deepatlas.models.sequence.gru import GRU_CELL
 from deepatlas.models.sequence.lstm import LSTM_CELL
 from deepatlas.nn.recurrent import Recurrent
@@ -40,33 +40,33 @@ CELLS = {"lstm": LSTM_CELL, "gru": GRU_CELL}  # Config.cell -> the cell's equati
 
 @dataclass
 class Config:
-    src_vocab: int = 64
+    src_vocab: Size = 64
     """source vocabulary size, special tokens included (set from the data)"""
-    tgt_vocab: int = 16
+    tgt_vocab: Size = 16
     """target vocabulary size, special tokens included (set from the data)"""
     cell: Literal["lstm", "gru"] = "gru"
     """recurrent cell of encoder and decoder (Sutskever et al.: LSTM; Bahdanau et al.: gated units like the GRU)"""
-    embed: int = 32
+    embed: Size = 32
     """token embedding size (source and target)"""
-    hidden: int = 64
+    hidden: Size = 64
     """hidden units per direction and layer"""
-    layers: int = 1
+    layers: Size = 1
     """stacked recurrent layers in the encoder and in the decoder"""
     bidirectional: bool = True
     """encoder reads the source both ways and concatenates the two states (Bahdanau et al.)"""
     attention: bool = True
     """additive attention over the encoder states (Bahdanau et al.); false: the final state only (Sutskever et al.)"""
-    attention_size: int = 32
+    attention_size: Size = 32
     """width of the additive attention's hidden layer (n' in Bahdanau et al.)"""
-    readout: int = 64
+    readout: Size = 64
     """maxout units of the deep output layer before the softmax"""
     reverse_source: bool = False
     """read the source reversed (Sutskever et al.'s trick without attention; bidirectional: swaps the halves)"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout on embeddings, between recurrent layers and before the readout"""
-    beam: int = 3
+    beam: Size = 3
     """default beam width for predict (1: greedy); validation always decodes greedily"""
-    length_penalty: float = 0.0
+    length_penalty: NonNegative = 0.0
     """beam search ranks the finished hypotheses by log p / length^α with this α (0: raw log p, favours short ones)"""
 
 

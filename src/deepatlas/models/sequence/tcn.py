@@ -22,30 +22,31 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Range, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.sequence import SequenceObjective
 
 
 @dataclass
 class Config:
-    in_features: int = 2
+    in_features: Size = 2
     """input features per time step (set from the data)"""
-    n_outputs: int = 1
+    n_outputs: Size = 1
     """outputs: 1 for regression, the number of classes for classification (set from the data)"""
     per_step: bool = False
     """one output per time step (many-to-many) instead of one from the last step (set from the data)"""
-    channels: int = 32
+    channels: Size = 32
     """hidden channels of every level"""
-    levels: int = 6
+    levels: Annotated[int, Range(1, 24)] = 6
     """residual blocks; level i has dilation 2^i"""
-    kernel_size: int = 4
+    kernel_size: Size = 4
     """taps of every causal convolution (receptive field 1 + 2·(k-1)·(2^levels - 1) = 379 by default)"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout after each convolution's ReLU"""
 
 

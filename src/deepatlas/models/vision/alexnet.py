@@ -25,42 +25,47 @@ the signal too small for seven layers to learn quickly, so He initialization is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Probability, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.classification import Classification
 
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 16
+    image_size: Size = 16
     """input side length (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
-    channels: tuple[int, ...] = (32, 64, 96, 96, 64)
+    channels: Annotated[tuple[int, ...], Range(1, MAX_SIZE)] = (32, 64, 96, 96, 64)
     """feature maps of conv1..conv5 (the paper: 96, 256, 384, 384, 256)"""
-    kernel: int = 5
+    kernel: Size = 5
     """side of conv1's filters (the paper: 11, stride 4, for 224x224 images)"""
-    hidden: int = 256
+    hidden: Size = 256
     """units of FC6 and FC7 (the paper: 4096)"""
-    dropout: float = 0.5
+    dropout: Probability = 0.5
     """dropout on the outputs of FC6 and FC7, as in the paper"""
     lrn: bool = True
     """local response normalization after conv1 and conv2"""
-    lrn_size: int = 5
+    lrn_size: Size = 5
     """n: channels each LRN sums over"""
-    pool_kernel: int = 3
+    pool_kernel: Size = 3
     """z: side of the max-pooling windows"""
-    pool_stride: int = 2
+    pool_stride: Size = 2
     """s: stride of the max-pooling windows; z > s makes them overlap"""
     init: Literal["he", "paper"] = "he"
     """weights: He normal with zero biases, or the paper's N(0, 0.01) with biases 1 in conv2, conv4, conv5, FC6, FC7"""
+
+    def __post_init__(self):
+        if len(self.channels) != 5:
+            raise DeepAtlasError(f"alexnet: channels takes five widths, one per convolution; got {len(self.channels)}")
 
 
 class LocalResponseNorm(nn.Module):

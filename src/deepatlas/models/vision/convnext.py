@@ -19,37 +19,46 @@ on 224-pixel images; the default here is a three-stage miniature for 16-pixel di
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, NonNegative, Paper, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.regularization import DropPath, LayerScale
 from deepatlas.tasks.classification import Classification
 
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 16
+    image_size: Size = 16
     """input side length (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
-    stem_size: int = 2
+    stem_size: Size = 2
     """patchify stem: a k x k convolution with stride k (the paper: 4)"""
-    dims: tuple[int, ...] = (32, 64, 128)
+    dims: Annotated[tuple[int, ...], Range(1, MAX_SIZE)] = (32, 64, 128)
     """channels of each stage (the paper's ConvNeXt-T: 96, 192, 384, 768)"""
-    depths: tuple[int, ...] = (2, 2, 2)
+    depths: Annotated[tuple[int, ...], Range(0, MAX_SIZE)] = (2, 2, 2)
     """blocks in each stage (ConvNeXt-T: 3, 3, 9, 3)"""
-    kernel_size: int = 7
+    kernel_size: Size = 7
     """side of the depthwise convolution"""
-    expansion: int = 4
+    expansion: Size = 4
     """inverted bottleneck: hidden width = expansion * channels"""
-    layer_scale_init: float = 1e-6
+    layer_scale_init: NonNegative = 1e-6
     """initial gamma of the per-channel layer scale (0: no layer scale)"""
-    drop_path: float = 0.0
+    drop_path: Annotated[float, Range(0.0, 0.99)] = 0.0
     """stochastic depth: drop rate of the last block, rising linearly from 0 at the first"""
+
+    def __post_init__(self):
+        if not self.dims or len(self.dims) != len(self.depths):
+            raise DeepAtlasError(f"convnext: dims {self.dims} and depths {self.depths} must have one entry per stage")
+        if self.kernel_size % 2 == 0:
+            raise DeepAtlasError("convnext: kernel_size must be odd (a residual block keeps the size), "
+                                 f"got {self.kernel_size}")
 
 
 class LayerNorm2d(nn.Module):

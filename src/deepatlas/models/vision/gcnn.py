@@ -26,13 +26,14 @@ filter, and 2 x 2 = 4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Probability, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.classification import Classification
 
 ROTATIONS = 4  # |rotations of p4|: 0, 90, 180, 270 degrees
@@ -40,24 +41,28 @@ ROTATIONS = 4  # |rotations of p4|: 0, 90, 180, 270 degrees
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 16
+    image_size: Size = 16
     """input side length (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
-    channels: tuple[int, ...] = (8, 16, 16, 32)
+    channels: Annotated[tuple[int, ...], Range(1, MAX_SIZE)] = (8, 16, 16, 32)
     """output channels of each convolution (per rotation, for p4)"""
-    pool_after: tuple[int, ...] = (1, 2)
+    pool_after: Annotated[tuple[int, ...], Range(0, MAX_SIZE)] = (1, 2)
     """indices of the convolutions followed by 2x2 max pooling (exactly equivariant on even sides)"""
-    kernel_size: int = 3
+    kernel_size: Size = 3
     """filter side (odd, so that a quarter turn maps the filter grid to itself)"""
     group: Literal["p4", "z2"] = "p4"
     """p4: group convolutions; z2: the plain CNN baseline (ordinary convs, channels x2)"""
     group_pool: Literal["max", "mean"] = "max"
     """how the rotation axis is pooled to rotation-invariant features"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout before the linear classifier"""
+
+    def __post_init__(self):
+        if not self.channels:
+            raise DeepAtlasError("gcnn: channels takes at least one width")
 
 
 def rotate_planes(x: Tensor, r: int = 1) -> Tensor:

@@ -26,11 +26,13 @@ v2 (Ioffe & Szegedy 2015), is on by default.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.conv import ConvNormAct, classifier_head
 from deepatlas.tasks.classification import Classification, accuracy
 
@@ -45,24 +47,28 @@ TABLE: tuple[tuple[tuple[int, ...], ...], ...] = (
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 8
+    image_size: Size = 8
     """input side length (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
-    width: float = 0.25
+    width: Positive = 0.25
     """multiplier on every channel count of the paper's Table 1"""
-    modules: tuple[int, ...] = (2, 2, 1)
+    modules: Annotated[tuple[int, ...], Range(1, 5)] = (2, 2, 1)
     """Inception modules kept in stages 3, 4 and 5 (the paper: 2, 5, 2)"""
-    dropout: float = 0.4
+    dropout: Probability = 0.4
     """dropout before the final linear layer, as in the paper"""
     aux_classifier: bool = True
     """train with an auxiliary classifier after module 4a (discarded at evaluation)"""
-    aux_weight: float = 0.3
+    aux_weight: NonNegative = 0.3
     """weight of the auxiliary loss in the training objective (the paper: 0.3)"""
     batch_norm: bool = True
     """batch normalization after each convolution (Inception v2, 2015; not in GoogLeNet)"""
+
+    def __post_init__(self):
+        if len(self.modules) != 3 or not all(n <= len(rows) for n, rows in zip(self.modules, TABLE)):
+            raise DeepAtlasError(f"inception: modules {self.modules}: give three counts, 1-2, 1-5 and 1-2")
 
 
 class InceptionModule(nn.Module):

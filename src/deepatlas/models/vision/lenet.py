@@ -20,26 +20,26 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Size, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 16
+    image_size: Size = 16
     """input side length (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
-    c1: int = 6
+    c1: Size = 6
     """feature maps of the first convolution (C1)"""
-    c3: int = 16
+    c3: Size = 16
     """feature maps of the second convolution (C3)"""
-    f5: int = 120
+    f5: Size = 120
     """units of the first fully connected layer"""
-    f6: int = 84
+    f6: Size = 84
     """units of the second fully connected layer"""
     activation: Activation = "tanh"
     """the paper's squashing function is a scaled tanh"""

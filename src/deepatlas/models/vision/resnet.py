@@ -27,7 +27,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Size, Train, register
 from deepatlas.nn.conv import classifier_head
 from deepatlas.tasks.classification import Classification
 
@@ -46,15 +46,15 @@ PRESETS: dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]] = {
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 16
+    image_size: Size = 16
     """input side length (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
     depth: Depth = "resnet20"
     """preset: resnet20/32/56 (CIFAR-style, basic blocks), resnet18/34 (basic), resnet50 (bottleneck)"""
-    width: float = 1.0
+    width: Positive = 1.0
     """width multiplier on every stage's channels"""
     preact: bool = False
     """pre-activation blocks (He et al. 2016): BN -> ReLU -> conv, nothing after the addition"""

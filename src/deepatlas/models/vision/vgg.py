@@ -28,7 +28,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Size, Train, register
 from deepatlas.nn.conv import ConvNormAct
 from deepatlas.tasks.classification import Classification
 
@@ -42,19 +42,19 @@ PRESETS: dict[str, tuple[int, ...]] = {
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 32
+    image_size: Size = 32
     """input side length (set from the data); at least 32 for the five poolings"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
     depth: Literal["vgg11", "vgg13", "vgg16", "vgg19"] = "vgg11"
     """the paper's configuration: 3x3 convolutions per stage (A, B, D, E)"""
-    width: int = 16
+    width: Size = 16
     """channels of the first stage; each next stage doubles them, up to 8x (the paper: 64 up to 512)"""
-    hidden: int = 128
+    hidden: Size = 128
     """units of FC6 and FC7 (the paper: 4096)"""
-    dropout: float = 0.5
+    dropout: Probability = 0.5
     """dropout on the outputs of FC6 and FC7, as in the paper"""
     batch_norm: bool = True
     """batch normalization after each convolution (Ioffe & Szegedy 2015, not in the paper)"""

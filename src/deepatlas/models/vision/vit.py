@@ -22,11 +22,13 @@ patches), random shifts and rotations, weight decay and stochastic depth stand i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.models.language.transformer import Block
 from deepatlas.nn.patch import PatchEmbed
 from deepatlas.tasks.classification import Classification
@@ -34,30 +36,34 @@ from deepatlas.tasks.classification import Classification
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 16
+    image_size: Size = 16
     """input side length (set from the data); a multiple of patch_size"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
-    patch_size: int = 4
+    patch_size: Size = 4
     """side P of the square patches; the sequence has (image_size / P)^2 patch tokens"""
-    dim: int = 64
+    dim: Size = 64
     """token width D"""
-    depth: int = 4
+    depth: Count = 4
     """encoder blocks L"""
-    heads: int = 4
+    heads: Size = 4
     """attention heads per block (dim must be divisible by heads)"""
-    mlp_ratio: float = 2.0
+    mlp_ratio: Positive = 2.0
     """hidden width of each block's MLP, as a multiple of dim"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout on embeddings, attention weights and MLP outputs"""
-    drop_path: float = 0.1
+    drop_path: Annotated[float, Range(0.0, 0.99)] = 0.1
     """stochastic depth rate of the last block (rising linearly from 0 at the first)"""
     pos_embed: bool = True
     """add learned position embeddings (off: the encoder cannot tell where a patch came from)"""
-    head_hidden: int = 64
+    head_hidden: Count = 64
     """tanh hidden units of an MLP head (the paper's pre-training head); 0: one linear layer (its fine-tuning head)"""
+
+    def __post_init__(self):
+        if self.dim % self.heads:
+            raise DeepAtlasError(f"vit: dim {self.dim} must be divisible by heads {self.heads}")
 
 
 class ViT(nn.Module):

@@ -31,36 +31,45 @@ dense 3x3 convolution would hold 96 * 96 * 9 = 82,944: the saving that pays for 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Count, Data, Entry, Paper, Probability, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.conv import ConvNormAct, SeparableConv, classifier_head
 from deepatlas.tasks.classification import Classification
 
 
 @dataclass
 class Config:
-    in_channels: int = 1
+    in_channels: Size = 1
     """image channels (set from the data)"""
-    image_size: int = 16
+    image_size: Size = 16
     """input side length (set from the data)"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes (set from the data)"""
-    stem: tuple[int, ...] = (16, 32)
+    stem: Annotated[tuple[int, ...], Range(1, MAX_SIZE)] = (16, 32)
     """channels of the two plain 3x3 convolutions at the start of the entry flow (the paper: 32, 64)"""
-    stem_stride: int = 1
+    stem_stride: Size = 1
     """stride of the first convolution (the paper: 2, for 299-pixel images)"""
-    entry: tuple[int, ...] = (64, 96)
+    entry: Annotated[tuple[int, ...], Range(1, MAX_SIZE)] = (64, 96)
     """entry-flow residual modules, each halving H and W (the paper: 128, 256, 728)"""
-    middle_blocks: int = 2
+    middle_blocks: Count = 2
     """middle-flow residual modules of three separable convolutions at width entry[-1] (the paper: 8)"""
-    exit: tuple[int, ...] = (96, 128, 160, 192)
+    exit: Annotated[tuple[int, ...], Range(1, MAX_SIZE)] = (96, 128, 160, 192)
     """exit flow: the residual module's two separable convs, then the two final ones (728, 1024, 1536, 2048)"""
-    kernel_size: int = 3
+    kernel_size: Size = 3
     """side of the depthwise filters"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout before the classifier"""
+
+    def __post_init__(self):
+        if len(self.stem) != 2 or len(self.exit) != 4 or not self.entry:
+            raise DeepAtlasError("xception: stem takes 2 widths, exit 4, entry at least 1")
+        if self.kernel_size % 2 == 0:
+            raise DeepAtlasError("xception: kernel_size must be odd (a residual block keeps the size), "
+                                 f"got {self.kernel_size}")
 
 
 def sep_bn(c_in: int, c_out: int, k: int) -> nn.Sequential:
