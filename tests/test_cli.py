@@ -178,3 +178,5 @@ def test_ddp_on_cpu_produces_a_loadable_run(tmp_path):
     model = deepatlas.load(run)
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.8
     assert model is not None
+    for f in run.rglob("*"):  # no pickle (protocols 2-5) nor torch.save zip under DDP
+        assert f.read_bytes()[:2] not in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK"), f

@@ -44,7 +44,16 @@ def build_config(entry: Entry, overrides: dict, dims: dict | None = None):
 def create_model(name: str, **overrides):
     """The network of entry `name` from its default Config, with any field overridden."""
     entry = get(name)
-    return entry.build(build_config(entry, overrides))
+    return build(entry, build_config(entry, overrides))
+
+
+def build(entry: Entry, config):
+    """`entry.build(config)`; a config the architecture cannot be built from (a ValueError of its own checks, such
+    as an even kernel where the centre matters) is the user's input, so one line."""
+    try:
+        return entry.build(config)
+    except ValueError as err:
+        raise DeepAtlasError(f"{entry.name}: {str(err).splitlines()[0] if str(err) else 'cannot build this config'}") from None
 
 
 def split_overrides(entry: Entry, overrides: dict) -> dict[str, dict]:
@@ -112,6 +121,34 @@ def saved_settings(saved: dict, source: str = "config.json") -> Settings:
         raise DeepAtlasError(f"{source}: not a deepatlas config ({type(err).__name__}: {err})") from None
 
 
+def check_output(path: str | Path | None, flag: str, kind: str = "file") -> None:
+    """Refuse, before any work, an output path that cannot be written: under a file, in a folder without write
+    permission (tried, not guessed: root ignores permissions, a read-only mount does not), or a folder where a file
+    is wanted (`kind`: "file", "folder" or "either"). Missing folders are fine: they are made when the output is
+    written."""
+    import os
+    import tempfile
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir() and kind == "file":
+        raise DeepAtlasError(f"{flag} {path}: is a folder; give a file name")
+    if path.exists() and not path.is_dir() and kind == "folder":
+        raise DeepAtlasError(f"{flag} {path}: is a file; give a folder")
+    existing = next(p for p in (path if path.is_dir() else path.parent, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise DeepAtlasError(f"{flag} {path}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".deepatlas-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise DeepAtlasError(f"{flag} {path}: cannot write in {existing} ({err.strerror})") from None
+
+
+MAX_SAMPLES = 10_000
+"""the most samples one `sample` call draws"""
+
 SEEDS = range(0, 2**32)
 """the seeds every library accepts (Lightning's and numpy's are 32-bit)"""
 
@@ -136,7 +173,7 @@ def task_of(entry: Entry | Card):
 def _objective(entry: Entry, config, spec: dict):
     """The entry's objective around a fresh network; it knows the run's data spec (generative metrics pick
     their scores by it)."""
-    objective = entry.objective(entry.build(config))
+    objective = entry.objective(build(entry, config))
     objective.data_spec = spec
     return objective
 
@@ -171,6 +208,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         entry = get(name)
         model_over, settings = settings_for(entry, overrides, data)
         run = RunDir(out or RunDir.default_path(entry.name))
+        check_output(run.final, "--out", "folder")
 
     task = task_of(entry)
     scaling = scaling or Scaling()
@@ -376,13 +414,15 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
 
     from deepatlas.protocols import Interpolates, Samples
 
+    n = n if n is not None else (8 if interpolate else 64)
+    if not 1 <= n <= MAX_SAMPLES:
+        raise DeepAtlasError(f"-n {n}: ask for 1 to {MAX_SAMPLES:,} samples")
+    check_seed(seed)
+    check_output(out, "--out", "either")
     run, saved, entry, _ = _read(run_dir)
     objective = load(run_dir)
     if not isinstance(objective, Samples):
         raise DeepAtlasError(f"{entry.name} has no sampler: there is nothing to sample (vae, gan, pixelcnn... do)")
-    n = n if n is not None else (8 if interpolate else 64)
-    if n < 1:
-        raise DeepAtlasError(f"-n {n}: ask for at least one sample")
     spec, task = saved["data"], task_of(entry)
     torch.manual_seed(seed)
     with torch.no_grad():

@@ -399,7 +399,7 @@ def _check(value: Any, kind: Any, key: str, bounds: Range | None = None) -> None
     if kind in (bool, str) and not isinstance(value, kind):
         raise DeepAtlasError(f"{key}={value!r}: expected {'true or false' if kind is bool else 'text'}")
     if number and not (bounds or Range(-math.inf)).admits(value):
-        raise DeepAtlasError(f"{key}={value:g}: must be {bounds or 'finite'}")
+        raise DeepAtlasError(f"{key}={value if isinstance(value, int) else f'{value:g}'}: must be {bounds or 'finite'}")
 
 
 def ranges(cls: type) -> dict[str, Range | None]:

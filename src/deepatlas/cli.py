@@ -108,7 +108,7 @@ def info(name, as_json):
 @click.option("--max-time", type=float, help="stop training after this many seconds")
 @click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a model, train or data setting (model.width=64, train.lr=3e-4, data.window=20; "
                    "the part may be left out where the key is unambiguous)")
-@click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same run)")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same run; 0 to 2^32-1)")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="run directory (default runs/NAME-TIME)")
 @click.option("--resume", type=click.Path(path_type=Path), help="continue this run from its last checkpoint")
 @click.option("--accelerator", default="auto", show_default=True, help="cpu, gpu, mps or auto")
@@ -140,8 +140,8 @@ def train(name, data, target, column, max_time, set_, seed, out_dir, resume, acc
 @click.option("--json", "as_json", is_flag=True, help="print metrics as JSON")
 def eval_(run_dir, data, episodes, as_json):
     """Evaluate a trained run on its held-out test split (rl: its test episodes) or on your file."""
-    if episodes is not None and episodes < 1:
-        raise DeepAtlasError(f"--episodes {episodes}: play at least one episode")
+    if episodes is not None and not 1 <= episodes <= 10_000:
+        raise DeepAtlasError(f"--episodes {episodes}: play 1 to 10,000 episodes")
     metrics = api.evaluate(run_dir, data=data, episodes=episodes)
     if as_json:
         return _json(metrics)
@@ -166,6 +166,8 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file):
     continue, a sentence to classify, or (--neighbours) a word's nearest neighbours. rl runs take no input:
     they play one test episode (--render GIF) or, for a board game, show a game against the perfect player."""
     inputs = (*inputs, *words)
+    for flag, path in (("--out", out_file), ("--render", render_file), ("--plot", plot_file)):
+        api.check_output(path, flag)
     if render_file is not None:
         result = api.predict(run_dir, inputs[0] if inputs else None, render=render_file)
     else:
@@ -212,6 +214,8 @@ def bench(names, all_, json_file, seed):
     chosen = [c.name for c in api.cards()] if all_ else list(names or [])
     if not chosen:
         raise DeepAtlasError("name entries to benchmark, or give --all")
+    api.check_seed(seed)
+    api.check_output(json_file, "--json")
     for name in chosen:
         api.card(name)  # fail on a bad name before hours of training
     results = []
@@ -238,6 +242,9 @@ def bench(names, all_, json_file, seed):
 def compare(names, data, seed, out_dir, chart, json_file):
     """Train (or reuse) several entries of one task on the same data and compare them."""
     from deepatlas.tools import compare as comparing
+    api.check_seed(seed)
+    for flag, path, kind in (("--out", out_dir, "folder"), ("--chart", chart, "file"), ("--json", json_file, "file")):
+        api.check_output(path, flag, kind)
     rows = comparing.compare(list(names), data=data, seed=seed, out=out_dir)
     entry = api.get(comparing.parse_variant(names[0])[0])
     metric, direction = api.monitor_for(entry, api.settings_for(entry, {}, rows[0]["data"])[1].options)

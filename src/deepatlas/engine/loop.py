@@ -38,7 +38,7 @@ class Scaling:
     precision: str = "32-true"
 
 
-STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "single_device")
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 """strategies whose checkpoints go through `SafetensorsIO` (Lightning's FSDP and DeepSpeed write theirs with pickle)"""
 
 

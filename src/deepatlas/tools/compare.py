@@ -41,6 +41,22 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, pairs
 
 
+def _finished(metrics_file: Path) -> dict | None:
+    """The metrics of a finished run to reuse, None if it has none (yet); a file holding something else is refused."""
+    if not metrics_file.exists():
+        return None
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        valid = isinstance(metrics, dict) and isinstance(metrics["test"], dict) and all(
+            isinstance(metrics[k], (int, float)) for k in ("params", "seconds"))
+    except (ValueError, KeyError, OSError):
+        valid = False
+    if not valid:
+        raise DeepAtlasError(f"{metrics_file}: not a deepatlas run's metrics; delete {metrics_file.parent} to train it "
+                             f"again")
+    return metrics
+
+
 @torch.no_grad()
 def latency_ms(objective: torch.nn.Module, batch, repeats: int = 30) -> float:
     """Median milliseconds of one validation step (forward and metrics, decoding where the task
@@ -64,21 +80,23 @@ def compare(names: list[str], data: str | None = None, seed: int = 0, out: str |
     if len(tasks) > 1:
         raise DeepAtlasError("compare needs entries of one task; got " +
                              ", ".join(f"{e.name} ({e.task})" for e in entries))
-    rows = []
-    for label, entry, (_, overrides) in zip(names, entries, variants):
+    planned = []  # every run's folder and reusable metrics, checked before any training
+    for entry, (_, overrides) in zip(entries, variants):
         model_over, settings = api.settings_for(entry, overrides, data)
         run_dir = Path(out) / f"{entry.name}-{_run_key(entry.name, settings, model_over, seed)}"
-        metrics_file = run_dir / "metrics.json"
-        finished = metrics_file.exists() and json.loads(metrics_file.read_text()).get("status") != "interrupted"
-        if finished:
-            metrics = json.loads(metrics_file.read_text())
-        else:
+        planned.append((settings, run_dir, _finished(run_dir / "metrics.json")))
+    rows = []
+    for label, entry, (_, overrides), (settings, run_dir, metrics) in zip(names, entries, variants, planned):
+        reused = metrics is not None
+        if metrics is None and any(run_dir.glob("checkpoint*.safetensors")):  # an interrupted run: continue it
+            metrics = api.train(resume=run_dir)
+        elif metrics is None:
             metrics = api.train(entry.name, data=data, overrides=overrides, seed=seed, out=run_dir)
         objective = api.load(run_dir)
         one = next(iter(DataLoader(api.task_of(entry).load(settings.options).test, batch_size=1)))
         rows.append({"name": label, "data": settings.options.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
                      "params": metrics["params"], "train_seconds": metrics["seconds"],
-                     "latency_ms": round(latency_ms(objective, one), 3), "run_dir": str(run_dir), "reused": finished})
+                     "latency_ms": round(latency_ms(objective, one), 3), "run_dir": str(run_dir), "reused": reused})
     return rows
 
 
