@@ -123,7 +123,7 @@ def errors():
         (["train", "mlp", "--set", "optimizer=adam"], "must be one of adamw, sgd"),
         (["train", "mlp", "--set", "width"], "expected key=value"),
         (["train", "mlp", "--data", "nothere.csv", "--target", "y"], "nothere.csv: no such file"),
-        (["train", "mlp", "--out", "/proc/deepatlas-run"], "cannot write there"),
+        (["train", "mlp", "--out", "/proc/deepatlas-run"], "cannot write in /proc"),
         (["list", "--family", "vision2"], "unknown family"),
         (["eval", "no/such/run"], "no such run directory"),
         (["bench"], "name entries to benchmark"),

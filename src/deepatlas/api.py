@@ -195,6 +195,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         if name or data or target or overrides:
             raise DeepAtlasError("--resume continues a run exactly as configured: drop NAME, --data, --target and --set")
         run = RunDir(resume)
+        run.check_resumable()
         saved = run.read_json(run.config)
         if not any(run.path.glob("checkpoint*.safetensors")):
             raise DeepAtlasError(f"{run.path}: no checkpoint.safetensors to resume from")
@@ -209,6 +210,7 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         model_over, settings = settings_for(entry, overrides, data)
         run = RunDir(out or RunDir.default_path(entry.name))
         check_output(run.final, "--out", "folder")
+        run.check_free()
 
     task = task_of(entry)
     scaling = scaling or Scaling()
@@ -218,11 +220,11 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     memory.check_model(entry.build, config, f"{entry.name} with this config and batch_size {settings.train.batch_size}",
                        _example(splits), settings.train.batch_size, accelerator=scaling.accelerator)
     fabric = make_fabric(scaling)
-    if fabric.global_rank == 0:  # lock the folder (a new run: its hidden folder, named once it has a checkpoint)
-        run.reopen() if saved is not None else run.start()
-    else:
-        run = RunDir(fabric.broadcast(str(run.final), src=0))
-        run.start(main=False) if saved is None else None
+    run = RunDir(fabric.broadcast(str(run.final), src=0))  # rank 0's path (a default one holds the time)
+    if saved is not None:
+        run.reopen() if fabric.global_rank == 0 else None
+    else:  # rank 0 locks a hidden folder, named once it has a checkpoint; the other ranks follow its path
+        run.start(main=fabric.global_rank == 0)
     try:
         torch.manual_seed(seed)  # the initial weights are part of the seeded run
         objective = _objective(entry, config, splits.spec)

@@ -99,15 +99,11 @@ class RunDir:
         """Begin a new run at this path: refused if the folder holds a run or another run is writing it. Rank 0 of
         a multi-process run (`main`) makes the hidden folder and locks it; the other ranks only follow its path."""
         final = self.final
+        if main:
+            self.check_free()
         self.path = self.staging(final)
         if not main:
             return self
-        for folder in (final, self.path):
-            self._refuse_if_locked(folder, f"--out {final}")
-        if final.exists() and (not final.is_dir() or any(final.iterdir())):
-            kind = "folder" if final.is_dir() else "file"
-            raise DeepAtlasError(f"--out {final}: that {kind} already exists and is not empty; continue its run with "
-                                 f"`deepatlas train --resume {final}` or choose another folder")
         try:
             missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
             self.path.mkdir(parents=True, exist_ok=True)
@@ -121,11 +117,25 @@ class RunDir:
             raise DeepAtlasError(f"--out {final}: cannot write there ({err.strerror})") from None
         return self
 
-    def reopen(self) -> "RunDir":
-        """Lock an existing run's folder to continue it, and drop temporary files a killed run left."""
+    def check_free(self) -> None:
+        """Refuse a new run here if the folder holds a run, or another run is writing it (before any work)."""
+        final = self.final
+        for folder in (final, self.staging(final)):
+            self._refuse_if_locked(folder, f"--out {final}")
+        if final.exists() and (not final.is_dir() or any(final.iterdir())):
+            kind = "folder" if final.is_dir() else "file"
+            raise DeepAtlasError(f"--out {final}: that {kind} already exists and is not empty; continue its run with "
+                                 f"`deepatlas train --resume {final}` or choose another folder")
+
+    def check_resumable(self) -> None:
+        """Refuse to resume a run that another process is writing (before any work)."""
         if not self.path.is_dir():
             raise DeepAtlasError(f"{self.path}: no such run directory")
         self._refuse_if_locked(self.path, f"--resume {self.path}")
+
+    def reopen(self) -> "RunDir":
+        """Lock an existing run's folder to continue it, and drop temporary files a killed run left."""
+        self.check_resumable()
         try:
             self._take_lock(f"--resume {self.path}")
             for tmp in self.path.glob("*.tmp"):
