@@ -24,29 +24,36 @@ population is evaluated in one process, in parallel environments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Count, Data, Entry, Paper, Positive, Range, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.models.evolution.population import Policy, population_returns
 from deepatlas.tasks.rl import Algorithm, EnvSizes
 
 
 @dataclass
 class Config(EnvSizes):
-    hidden: int = 16
+    hidden: Size = 16
     """units per hidden layer of the policy"""
-    layers: int = 1
+    layers: Count = 1
     """hidden layers of the policy"""
-    population: int = 40
+    population: Annotated[int, Range(2, MAX_SIZE)] = 40
     """perturbed policies per generation, n (even: n/2 perturbations and their mirrors)"""
-    sigma: float = 0.1
+    sigma: Positive = 0.1
     """standard deviation of the parameter noise"""
-    generations: int = 1000
+    generations: Size = 1000
     """generations; training stops earlier at the time budget or at the recipe's stop_at"""
-    validate_every: int = 5
+    validate_every: Size = 5
     """generations between validations of the mean policy (20 episodes with the fixed validation seeds)"""
+
+    def __post_init__(self):
+        if self.population % 2:
+            raise DeepAtlasError(f"evolution_strategies: population must be even (antithetic pairs), "
+                                 f"not {self.population}")
 
 
 def centered_ranks(fitness: Tensor) -> Tensor:
@@ -80,8 +87,6 @@ class EvolutionStrategies(Algorithm):
 
     def learn(self, ctx) -> None:
         cfg, policy = self.cfg, self.model
-        if cfg.population < 2 or cfg.population % 2:
-            raise ValueError(f"population must be even and at least 2 (antithetic pairs), not {cfg.population}")
         policy.set_bounds(ctx.env)
         optimizer = torch.optim.Adam(policy.net.parameters(), lr=ctx.train.lr, weight_decay=ctx.train.weight_decay)
         state = ctx.restore({"theta": optimizer}) or {"generation": 0}

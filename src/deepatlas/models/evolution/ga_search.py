@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from deepatlas import catalog
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.rl import Algorithm
 
@@ -103,24 +103,24 @@ SPACE: dict[str, Gene] = {
 class Config:
     target: str = "mlp"
     """the catalog entry whose hyperparameters are searched (its config or recipe has the fields of SPACE)"""
-    runs: int = 40
+    runs: Size = 40
     """training runs per method: random search makes this many, the GA exactly as many"""
-    population: int = 8
+    population: Size = 8
     """genomes per GA generation"""
-    elites: int = 2
+    elites: Count = 2
     """best genomes carried unchanged into the next generation (their fitness is cached, not retrained)"""
-    tournament: int = 3
+    tournament: Size = 3
     """genomes drawn per tournament; the fittest of them is a parent"""
-    crossover: float = 0.9
+    crossover: Probability = 0.9
     """probability that a child mixes two parents gene by gene (otherwise it copies the first)"""
-    mutation: float = 0.3
+    mutation: Probability = 0.3
     """probability that each gene of a child mutates"""
-    lr_sigma: float = 0.3
+    lr_sigma: NonNegative = 0.3
     """standard deviation of a log-scale gene's mutation, in decades (log10)"""
-    run_epochs: int = 6
+    run_epochs: Size = 6
     """epochs of each training run (the target's other recipe fields keep their defaults; the search's own
     recipe only names the data)"""
-    run_time: float = 10.0
+    run_time: Positive = 10.0
     """time budget of each training run in seconds (a safety cap: runs normally finish their epochs first)"""
     metric: str = "accuracy"
     """the target's validation metric maximized (the fitness)"""

@@ -28,37 +28,43 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Size, Train,
+                               register)
+from deepatlas.errors import DeepAtlasError
 from deepatlas.models.evolution.population import Policy, population_returns
 from deepatlas.tasks.rl import Algorithm, EnvSizes
 
 
 @dataclass
 class Config(EnvSizes):
-    hidden: int = 16
+    hidden: Size = 16
     """units per hidden layer of the policy"""
-    layers: int = 1
+    layers: Count = 1
     """hidden layers of the policy"""
-    population: int = 50
+    population: Size = 50
     """individuals (weight vectors) per generation"""
-    episodes: int = 2
+    episodes: Size = 2
     """episodes per individual; its fitness is their mean return"""
-    elites: int = 2
+    elites: Count = 2
     """fittest individuals copied unchanged into the next generation"""
-    tournament: int = 3
+    tournament: Size = 3
     """individuals drawn per tournament; the fittest of them becomes a parent"""
     crossover: Literal["uniform", "one_point"] = "uniform"
     """how two parents' weight vectors combine"""
-    crossover_rate: float = 0.5
+    crossover_rate: Probability = 0.5
     """probability that a child is a crossover of two parents (else a copy of one) before mutation"""
-    mutation_sigma: float = 0.1
+    mutation_sigma: NonNegative = 0.1
     """standard deviation of the Gaussian noise added to every gene of a child"""
-    init_std: float = 0.5
+    init_std: Positive = 0.5
     """standard deviation of the initial population's genes, N(0, init_std^2)"""
-    generations: int = 1000
+    generations: Size = 1000
     """generations; training stops earlier at the time budget or at the recipe's stop_at"""
-    validate_every: int = 5
+    validate_every: Size = 5
     """generations between validations of the fittest individual (20 episodes with the fixed seeds)"""
+
+    def __post_init__(self):
+        if self.elites >= self.population:
+            raise DeepAtlasError(f"genetic: elites ({self.elites}) must be fewer than population ({self.population})")
 
 
 def tournament_select(fitness: Tensor, n: int, size: int, generator: torch.Generator | None = None) -> Tensor:
@@ -124,8 +130,6 @@ class Genetic(Algorithm):
 
     def learn(self, ctx) -> None:
         cfg, policy = self.cfg, self.model
-        if not 0 <= cfg.elites < cfg.population:
-            raise ValueError(f"elites must be in [0, population), not {cfg.elites}")
         policy.set_bounds(ctx.env)
         D = len(policy.flat())
         state = ctx.restore() or {

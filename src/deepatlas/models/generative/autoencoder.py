@@ -25,25 +25,25 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Range, Size, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks import Objective
 
 
 @dataclass
 class Config:
-    data_shape: list = field(default_factory=lambda: [1, 8, 8])
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 8, 8])
     """one example's shape (C, H, W) (set from the data)"""
-    code_size: int = 8
+    code_size: Size = 8
     """d, the size of the code between encoder and decoder (also the number of PCA components compared with)"""
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    hidden: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [256, 128])
     """widths of the encoder's hidden layers, input side first; the decoder mirrors them"""
     activation: Activation = "relu"
     """hidden units' non-linearity (the paper's are logistic)"""

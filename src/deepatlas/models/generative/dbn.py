@@ -29,12 +29,13 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Positive, Range, Size, Train, register
 from deepatlas.models.generative.rbm import RBM, cd_loss
 from deepatlas.protocols import Phase
 from deepatlas.tasks.classification import Classification
@@ -42,15 +43,15 @@ from deepatlas.tasks.classification import Classification
 
 @dataclass
 class Config:
-    data_shape: list = field(default_factory=lambda: [1, 8, 8])
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 8, 8])
     """one example's shape (set from the data): the first RBM has their product visible units"""
-    n_classes: int = 10
+    n_classes: Size = 10
     """classes of the softmax output layer (set from the data)"""
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    hidden: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [256, 128])
     """hidden units of each RBM of the stack, bottom first (--set hidden=256,128)"""
-    k: int = 1
+    k: Size = 1
     """Gibbs steps of each CD update: CD-k"""
-    init_std: float = 0.1
+    init_std: Positive = 0.1
     """each RBM's W starts as N(0, init_std²) (as in Hinton & Salakhutdinov's code)"""
 
 

@@ -22,13 +22,13 @@ network undoes (1: none, 0: all of it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, NonNegative, Paper, Range, Size, Train, register
 from deepatlas.models.generative.autoencoder import Autoencoder, reconstruction_loss
 from deepatlas.nn.activations import Activation
 from deepatlas.tasks import Objective
@@ -38,17 +38,17 @@ EVAL_SEED = 0
 
 @dataclass
 class Config:
-    data_shape: list = field(default_factory=lambda: [1, 8, 8])
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 8, 8])
     """one example's shape (C, H, W) (set from the data)"""
-    code_size: int = 32
+    code_size: Size = 32
     """size of the code; denoising lets it be wide without learning the identity"""
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    hidden: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [256, 128])
     """widths of the encoder's hidden layers, input side first; the decoder mirrors them"""
     activation: Activation = "relu"
     """hidden units' non-linearity (the paper's are logistic)"""
     corruption: Literal["masking", "gaussian"] = "masking"
     """q_D: masking noise (a fraction of pixels set to 0) or additive isotropic Gaussian noise"""
-    level: float = 0.25
+    level: NonNegative = 0.25
     """the corruption's strength: ν, the fraction of pixels masked, or σ, the Gaussian noise's std"""
     loss: Literal["mse", "bce"] = "mse"
     """reconstruction loss against the clean input: squared error, or cross-entropy of pixels in [0, 1]"""

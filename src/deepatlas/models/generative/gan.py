@@ -41,35 +41,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Count, Data, Entry, Paper, Range, Size, Train, register
 from deepatlas.tasks.generative import Generative
 
 
 @dataclass
 class Config:
-    data_shape: list = field(default_factory=lambda: [2])
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [2])
     """one example's shape: (2,) points get MLPs, (C, H, W) images the DCGAN pair (set from the data)"""
-    latent: int = 2
+    latent: Size = 2
     """size of the noise z ~ N(0, I) fed to the generator (2 suits 2-D points; images want more: digits use 32)"""
-    hidden: int = 128
+    hidden: Size = 128
     """points: units of each hidden layer of both MLPs"""
-    depth: int = 3
+    depth: Count = 3
     """points: hidden layers of each MLP"""
-    width: int = 64
+    width: Size = 64
     """images: feature maps of D's first layer and G's last hidden layer (DCGAN's ndf/ngf); ×2 per stage"""
-    extra_layers: int = 1
+    extra_layers: Count = 1
     """images: extra stride-1 3×3 convolution layers at full resolution in both players (0: plain DCGAN)"""
     loss: Literal["nonsaturating", "minimax"] = "nonsaturating"
     """generator loss: −log D(G(z)) (the paper's practical choice) or the minimax log(1 − D(G(z)))"""
-    d_steps: int = 1
+    d_steps: Size = 1
     """discriminator updates per generator update (the paper's k)"""
-    beta1: float = 0.5
+    beta1: Annotated[float, Range(0.0, 0.999)] = 0.5
     """Adam's β1 for both players (DCGAN: 0.5; the default 0.9 oscillates)"""
 
 

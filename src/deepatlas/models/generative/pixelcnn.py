@@ -32,29 +32,29 @@ one: the rows below cannot reach it). Not here: the 256-way softmax of 8-bit pix
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Count, Data, Entry, Paper, Range, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.generative import Generative, bits_per_dim, pixel_baseline_nll, pixel_log_probs
 
 
 @dataclass
 class Config:
-    data_shape: list = field(default_factory=lambda: [1, 8, 8])
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 8, 8])
     """(C, H, W) of one image (set from the data)"""
-    channels: int = 32
+    channels: Size = 32
     """hidden feature maps of every layer (a multiple of the image's channels)"""
-    layers: int = 6
+    layers: Count = 6
     """type-B layers after the type-A input layer"""
-    first_kernel: int = 5
+    first_kernel: Size = 5
     """side of the type-A input kernel (the paper: 7 on 32×32 images)"""
-    kernel: int = 3
+    kernel: Size = 3
     """side of every type-B kernel"""
     gated: bool = False
     """the gated PixelCNN (van den Oord et al. 2016b): vertical and horizontal stacks (no blind spot) with

@@ -41,30 +41,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Positive, Range, Size, Train, register
 from deepatlas.tasks.generative import Generative
 
 
 @dataclass
 class Config:
-    data_shape: list = field(default_factory=lambda: [1, 8, 8])
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 8, 8])
     """one example's shape (set from the data); the visible layer has their product D units"""
-    n_hidden: int = 128
+    n_hidden: Size = 128
     """H, binary hidden units"""
-    k: int = 1
+    k: Size = 1
     """Gibbs steps of the negative phase: CD-k"""
     persistent: bool = False
     """persistent CD: the negative chains carry over between updates instead of restarting at the data"""
-    chains: int = 64
+    chains: Size = 64
     """persistent CD: the number of fantasy chains"""
-    gibbs_steps: int = 500
+    gibbs_steps: Size = 500
     """`sample(n)`: Gibbs steps from random visibles before the last reconstruction is returned"""
-    init_std: float = 0.1
+    init_std: Positive = 0.1
     """W starts as N(0, init_std²) (Hinton & Salakhutdinov's rbm.m: 0.1), hidden biases at 0 (visible: `prepare`)"""
 
 

@@ -28,12 +28,13 @@ carry ~9.5 nats (the entry's notes give the measurements). `--set beta=1` trains
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, NonNegative, Paper, Range, Size, Train, register
 from deepatlas.models.generative.autoencoder import Decoder, Encoder
 from deepatlas.nn.activations import Activation
 from deepatlas.tasks.generative import Generative
@@ -43,15 +44,15 @@ EVAL_SEED = 0
 
 @dataclass
 class Config:
-    data_shape: list = field(default_factory=lambda: [1, 8, 8])
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 8, 8])
     """one example's shape (C, H, W) (set from the data)"""
-    latent_size: int = 16
+    latent_size: Size = 16
     """d, the size of the latent z"""
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    hidden: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [256, 128])
     """widths of the encoder's hidden layers, input side first; the decoder mirrors them"""
     activation: Activation = "relu"
     """hidden units' non-linearity (the paper's MLPs use tanh)"""
-    beta: float = 0.2
+    beta: NonNegative = 0.2
     """weight of the KL term (β-VAE); 1 is the evidence lower bound itself (see the module docstring for 0.2)"""
 
 

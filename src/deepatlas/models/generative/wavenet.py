@@ -22,6 +22,7 @@ generating T samples costs O(T), not O(T · receptive field).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from rich.progress import track
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Positive, Range, Size, Train, register
 from deepatlas.data.audio import SAMPLE_RATE, mu_law_decode, mu_law_encode
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.generative import Generative, pixel_log_probs
@@ -38,23 +39,23 @@ from deepatlas.tasks.generative import Generative, pixel_log_probs
 
 @dataclass
 class Config:
-    data_shape: list = field(default_factory=lambda: [250])
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [250])
     """(T,): samples per training window (set from the data)"""
-    classes: int = 256
+    classes: Annotated[int, Range(2, MAX_SIZE)] = 256
     """μ-law quantization levels: the softmax's size (μ = classes − 1)"""
-    residual_channels: int = 32
+    residual_channels: Size = 32
     """channels of the residual stream between layers"""
-    gate_channels: int = 32
+    gate_channels: Size = 32
     """channels of each gated unit z = tanh(W_f ∗ x) ⊙ σ(W_g ∗ x)"""
-    skip_channels: int = 64
+    skip_channels: Size = 64
     """channels of the summed skip connections and of the output head"""
-    kernel_size: int = 2
+    kernel_size: Annotated[int, Range(2, MAX_SIZE)] = 2
     """taps of every causal convolution (the paper: 2)"""
-    layers_per_block: int = 8
+    layers_per_block: Annotated[int, Range(1, 25)] = 8  # the largest dilation, 2^24, is MAX_SIZE
     """dilated layers per block, with dilations 1, 2, ..., 2^(layers_per_block − 1)"""
-    blocks: int = 2
+    blocks: Size = 2
     """times the dilation pattern repeats (receptive field 1 + (k−1)·(1 + blocks·(2^layers − 1)) = 512 by default)"""
-    sample_seconds: float = 1.0
+    sample_seconds: Positive = 1.0
     """length of each clip that `sample` generates"""
 
 

@@ -24,14 +24,17 @@ follows A (50%) or is a random segment. Fine-tuning puts a classifier on the fin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import (MAX_SIZE, Bar, Count, Data, Entry, Paper, Positive, Probability, Range, Size, Train,
+                               register)
 from deepatlas.data.text import CLS, MASK, PAD, SEP, SPECIALS
+from deepatlas.errors import DeepAtlasError
 from deepatlas.models.language.transformer import Block, padding_mask
 from deepatlas.tasks import Objective
 
@@ -40,30 +43,34 @@ N_SPECIAL = len(SPECIALS)  # ids below are PAD, UNK, MASK, CLS, SEP in every voc
 
 @dataclass
 class Config:
-    vocab_size: int = 128
+    vocab_size: Annotated[int, Range(N_SPECIAL + 1, MAX_SIZE)] = 128
     """token vocabulary V, special tokens included (set from the data)"""
-    block_size: int = 16
+    block_size: Size = 16
     """tokens per text window or sentence T (set from the data); positions hold T + 3 for [CLS] A [SEP] B [SEP]"""
-    n_classes: int = 2
+    n_classes: Size = 2
     """classes of the fine-tuning task (set from labelled data)"""
-    dim: int = 96
+    dim: Size = 96
     """hidden width H"""
-    layers: int = 4
+    layers: Count = 4
     """encoder blocks L"""
-    heads: int = 4
+    heads: Size = 4
     """attention heads per block (dim must be divisible by heads)"""
-    mlp_ratio: float = 4.0
+    mlp_ratio: Positive = 4.0
     """hidden width of each block's feed-forward layer, as a multiple of dim (4 in BERT)"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout on embeddings, attention, sublayer outputs and the classifier input (BERT: 0.1; short runs: 0)"""
-    init_std: float = 0.02
+    init_std: Positive = 0.02
     """std of the truncated-normal initial weights (BERT: 0.02, for width 768; ~0.5/sqrt(dim) learns sooner)"""
-    mask_prob: float = 0.15
+    mask_prob: Probability = 0.15
     """fraction of the (non-special) positions selected for the masked-LM loss"""
     next_sentence: bool = True
     """pre-train with next-sentence prediction too: segment B is a random other window in half the examples"""
-    pretrain_steps: int = 500
+    pretrain_steps: Count = 500
     """labelled data: masked-LM steps on the training sentences before fine-tuning the classifier"""
+
+    def __post_init__(self):
+        if self.dim % self.heads:
+            raise DeepAtlasError(f"bert: dim {self.dim} must be divisible by heads {self.heads}")
 
 
 # ---- inputs: specials, segments and masking ---------------------------------------------------------

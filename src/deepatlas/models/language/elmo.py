@@ -33,13 +33,15 @@ The LSTMs have no cell projection (the paper's 4096 cells project to 512); H = d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import (MAX_SIZE, Bar, Count, Data, Entry, Paper, Positive, Probability, Range, Size, Train,
+                               register)
 from deepatlas.data.text import PAD
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.sequence.lstm import LSTM_CELL
@@ -53,25 +55,25 @@ CHAR_PAD, BOW, EOW, N_CHARS = 0, 1, 2, 259
 
 @dataclass
 class Config:
-    vocab_size: int = 1005
+    vocab_size: Size = 1005
     """words in the vocabulary, specials included (set from the data)"""
-    block_size: int = 32
+    block_size: Size = 32
     """tokens of context per training window (set from the data; the LSTMs themselves take any length)"""
-    max_chars: int = 16
+    max_chars: Annotated[int, Range(2, MAX_SIZE)] = 16
     """characters per spelled word, markers included; longer words are cut (the paper: 50)"""
-    char_dim: int = 16
+    char_dim: Size = 16
     """character embedding size"""
-    widths: tuple[int, ...] = (1, 2, 3, 4, 5)
+    widths: Annotated[tuple[int, ...], Range(1, MAX_SIZE)] = (1, 2, 3, 4, 5)
     """convolution filter widths in characters (the paper: 1..7)"""
-    filters: tuple[int, ...] = (32, 32, 64, 64, 64)
+    filters: Annotated[tuple[int, ...], Range(1, MAX_SIZE)] = (32, 32, 64, 64, 64)
     """filters of each width; their sum is the char-CNN's output width (the paper: 32..1024, 2048 in all)"""
-    highway: int = 2
+    highway: Count = 2
     """highway layers on the pooled filters"""
-    dim: int = 128
+    dim: Size = 128
     """token representation and LSTM width H (the paper: 512 after a 4096-unit LSTM's projection)"""
-    encoder_lr: float = 0.1
+    encoder_lr: Positive = 0.1
     """the char-CNN learns at this multiple of the learning rate (1: as fast as the LSTMs; see `Slowed`)"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout on the token representations and on every LSTM layer's output"""
 
 
@@ -122,8 +124,8 @@ class CharCNN(nn.Module):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        if len(cfg.widths) != len(cfg.filters) or max(cfg.widths) > cfg.max_chars:
-            raise DeepAtlasError("elmo: one filter count per width, and no width above max_chars")
+        if not cfg.widths or len(cfg.widths) != len(cfg.filters) or max(cfg.widths) > cfg.max_chars:
+            raise DeepAtlasError("elmo: at least one width, one filter count per width, and no width above max_chars")
         self.embed = nn.Embedding(N_CHARS, cfg.char_dim, padding_idx=CHAR_PAD)
         self.convs = nn.ModuleList(nn.Conv1d(cfg.char_dim, n, w) for w, n in zip(cfg.widths, cfg.filters))
         width = sum(cfg.filters)

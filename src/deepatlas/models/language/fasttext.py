@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Size, Train, register
 from deepatlas.data.words import N_SPECIALS
 from deepatlas.tasks.embedding import (
     EmbeddingObjective,
@@ -46,23 +46,23 @@ FNV_OFFSET, FNV_PRIME = 2166136261, 16777619
 
 @dataclass
 class Config:
-    vocab_size: int = 256
+    vocab_size: Size = 256
     """words in the vocabulary, specials included (set from the data)"""
-    dim: int = 64
+    dim: Size = 64
     """vector size D (the paper: 300)"""
-    buckets: int = 2 ** 16
+    buckets: Size = 2 ** 16
     """hash buckets for character n-grams (the release: 2 million)"""
-    min_n: int = 3
+    min_n: Size = 3
     """shortest character n-gram, boundary markers counted (the paper: 3)"""
-    max_n: int = 6
+    max_n: Size = 6
     """longest character n-gram (the paper: 6)"""
-    max_ngrams: int = 64
+    max_ngrams: Size = 64
     """n-gram slots per word in the lookup table, the word's own row included; longer words keep their first ones"""
-    context: int = 5
+    context: Size = 5
     """the window: largest distance between center and context word (each center draws b ~ U{1..context})"""
-    negatives: int = 5
+    negatives: Count = 5
     """k, noise words per observed word, drawn from the unigram^0.75 table (the paper: 5)"""
-    sample: float = 1e-3
+    sample: NonNegative = 1e-3
     """t, subsampling threshold: a word of frequency f is kept with probability sqrt(t/f) + t/f (0: off; paper: 1e-4)"""
 
 

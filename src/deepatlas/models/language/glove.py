@@ -34,22 +34,22 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Positive, Size, Train, register
 from deepatlas.data.words import PAD
 from deepatlas.tasks.embedding import EmbeddingObjective
 
 
 @dataclass
 class Config:
-    vocab_size: int = 256
+    vocab_size: Size = 256
     """words in the vocabulary, specials included (set from the data)"""
-    dim: int = 50
+    dim: Size = 50
     """vector size D of w and w̃ (the paper: 50 to 300)"""
-    context: int = 10
+    context: Size = 10
     """symmetric window: words on each side of a word counted as its context in X_ij (the paper: 10)"""
-    x_max: float = 100.0
+    x_max: Positive = 100.0
     """counts at or above x_max get full weight f = 1 (the paper: 100)"""
-    alpha: float = 0.75
+    alpha: NonNegative = 0.75
     """exponent α of the weighting f(x) = (x/x_max)^α below x_max (the paper: 3/4)"""
     vectors: Literal["sum", "concat", "word"] = "concat"
     """the word vectors: W + W̃ (the paper), [W; W̃] side by side (2D wide, the release's -model 0) or W alone"""

@@ -29,27 +29,32 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Positive, Probability, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.models.language.transformer import Block
 from deepatlas.tasks.language import NextToken, sample_next
 
 
 @dataclass
 class Config:
-    vocab_size: int = 128
+    vocab_size: Size = 128
     """token vocabulary V, special tokens included (set from the data)"""
-    block_size: int = 32
+    block_size: Size = 32
     """context length T: learned positions 0..T-1 (set from the data's window)"""
-    dim: int = 96
+    dim: Size = 96
     """residual-stream width C (n_embd)"""
-    layers: int = 4
+    layers: Count = 4
     """transformer blocks L"""
-    heads: int = 4
+    heads: Size = 4
     """attention heads per block (dim must be divisible by heads)"""
-    mlp_ratio: float = 4.0
+    mlp_ratio: Positive = 4.0
     """hidden width of each block's MLP, as a multiple of dim (4 in GPT)"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """dropout on the embeddings, attention weights and sublayer outputs (0.1 in GPT)"""
+
+    def __post_init__(self):
+        if self.dim % self.heads:
+            raise DeepAtlasError(f"gpt: dim {self.dim} must be divisible by heads {self.heads}")
 
 
 class GPT(nn.Module):

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.regularization import DropPath
 from deepatlas.tasks.translation import BOS, EOS, PAD, Translation
 
@@ -52,34 +53,38 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(ap
 
 @dataclass
 class Config:
-    src_vocab: int = 64
+    src_vocab: Size = 64
     """source vocabulary size, special tokens included (set from the data)"""
-    tgt_vocab: int = 16
+    tgt_vocab: Size = 16
     """target vocabulary size, special tokens included (set from the data)"""
-    d_model: int = 64
+    d_model: Size = 64
     """width of every token state (the paper's base model: 512)"""
-    heads: int = 4
+    heads: Size = 4
     """attention heads h per attention layer; d_k = d_v = d_model / h (base: 8)"""
-    enc_layers: int = 2
+    enc_layers: Count = 2
     """encoder layers N (base: 6)"""
-    dec_layers: int = 2
+    dec_layers: Size = 2
     """decoder layers N (base: 6)"""
-    d_ff: int = 128
+    d_ff: Size = 128
     """hidden width of the position-wise feed-forward network, ReLU (base: 2048)"""
-    dropout: float = 0.0
+    dropout: Probability = 0.0
     """P_drop on embeddings + positions, sublayer outputs, attention weights, the MLP's hidden layer (base: 0.1)"""
     norm_first: bool = False
     """pre-norm x + f(LN(x)) with a final LayerNorm on encoder and decoder; false: the paper's post-norm LN(x + f(x))"""
     tie_embeddings: bool = True
     """the decoder's output projection reuses its input embedding matrix (the paper's weight sharing)"""
-    label_smoothing: float = 0.1
+    label_smoothing: Probability = 0.1
     """ε_ls: training targets put 1 - ε_ls on the true token and spread ε_ls over the vocabulary"""
-    beam: int = 4
+    beam: Size = 4
     """default beam width for predict (1: greedy); validation always decodes greedily"""
-    length_penalty: float = 0.6
+    length_penalty: NonNegative = 0.6
     """α of the length penalty ((5 + |Y|) / 6)^α dividing log p when the beam ranks finished outputs (0: raw log p)"""
     fused: bool = True
     """attention through torch's fused F.scaled_dot_product_attention; false: the explicit softmax(Q K^T / sqrt(d_k) + M) V"""
+
+    def __post_init__(self):
+        if self.d_model % self.heads:
+            raise DeepAtlasError(f"transformer: d_model {self.d_model} must be divisible by heads {self.heads}")
 
 
 # ---- attention: equation (1), the masks, the positions, the layer -------------------------------

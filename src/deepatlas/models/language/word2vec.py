@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Size, Train, register
 from deepatlas.tasks.embedding import (
     EmbeddingObjective,
     context_pairs,
@@ -47,17 +47,17 @@ from deepatlas.tasks.embedding import (
 
 @dataclass
 class Config:
-    vocab_size: int = 273
+    vocab_size: Size = 273
     """words in the vocabulary, specials included (set from the data)"""
-    dim: int = 50
+    dim: Size = 50
     """D, the size of the word vectors"""
     mode: Literal["skipgram", "cbow"] = "skipgram"
     """skipgram: the center word predicts each context word; cbow: the context average predicts the center"""
-    context: int = 2
+    context: Size = 2
     """the window: largest center-context distance, each center drawing b ~ U{1..context} (the papers: 5 to 10)"""
-    negatives: int = 5
+    negatives: Count = 5
     """k, noise words per observed word, drawn from the unigram^0.75 table"""
-    sample: float = 1e-3
+    sample: NonNegative = 1e-3
     """t, the subsampling threshold: words with frequency f > t are kept with probability sqrt(t/f) + t/f (0: off)"""
 
 

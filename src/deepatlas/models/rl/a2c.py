@@ -24,12 +24,13 @@ policy, and one gradient step is taken on the whole batch. Each update:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Positive, Range, Size, Train, register
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, rollout
 
 
@@ -38,29 +39,29 @@ class Config(EnvSizes):
     """Defaults are rl-baselines3-zoo's A2C hyperparameters for CartPole-v1 (SB3's defaults with 8 envs:
     n_steps 5, gamma 0.99, gae_lambda 1, lr 7e-4 constant, RMSprop alpha 0.99 eps 1e-5, vf_coef 0.5,
     max_grad_norm 0.5, ent_coef 0, 64x64 tanh MLPs)."""
-    hidden: int = 64
+    hidden: Size = 64
     """units per hidden layer of the policy and of the value network"""
-    layers: int = 2
+    layers: Count = 2
     """hidden layers of each"""
-    envs: int = 8
+    envs: Size = 8
     """environments stepped together (n)"""
-    steps: int = 5
+    steps: Size = 5
     """t_max: rollout length per environment, the n of the n-step return"""
-    total_steps: int = 500_000
+    total_steps: Size = 500_000
     """environment steps of the whole run; it stops earlier at the time budget or the recipe's stop_at"""
-    gamma: float = 0.99
+    gamma: Annotated[float, Range(0.0, 1.0)] = 0.99
     """discount factor"""
-    gae_lambda: float = 1.0
+    gae_lambda: Annotated[float, Range(0.0, 1.0)] = 1.0
     """1: the paper's n-step returns; below 1, GAE's exponentially weighted mix of them"""
-    value_coef: float = 0.5
+    value_coef: NonNegative = 0.5
     """c_v, weight of the value loss"""
-    entropy_coef: float = 0.0
+    entropy_coef: NonNegative = 0.0
     """beta, weight of the entropy bonus (the paper used 0.01 on Atari; the zoo uses 0 on CartPole)"""
-    max_grad_norm: float = 0.5
+    max_grad_norm: Positive = 0.5
     """clip the gradient's global norm to this"""
     rmsprop: bool = True
     """RMSprop (the paper's, alpha 0.99 eps 1e-5); false: Adam"""
-    validate_every: int = 200
+    validate_every: Size = 200
     """updates between validations (20 episodes with the fixed validation seeds)"""
 
 

@@ -38,7 +38,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Size, Train,
+                               register)
 from deepatlas.data.boardgames import TicTacToe, perfect_move, random_move
 from deepatlas.data.envs import TEST_SEED, VAL_SEED, Environment
 from deepatlas.tasks.rl import Algorithm, mlp
@@ -46,50 +47,50 @@ from deepatlas.tasks.rl import Algorithm, mlp
 
 @dataclass
 class Config:
-    obs_dim: int = 18
+    obs_dim: Size = 18
     """size of game.encode(s) flattened: 2 planes of 3x3 (set from the environment)"""
-    n_actions: int = 9
+    n_actions: Size = 9
     """board cells, one move each (set from the environment)"""
-    action_dim: int = 0
+    action_dim: Count = 0
     """unused: moves are discrete (set from the environment)"""
-    hidden: int = 64
+    hidden: Size = 64
     """units per hidden layer of the network's trunk"""
-    layers: int = 2
+    layers: Size = 2
     """hidden layers of the trunk shared by the policy and value heads"""
-    iterations: int = 40
+    iterations: Size = 40
     """self-play-then-train iterations; training stops earlier at the time budget or the recipe's stop_at"""
-    games_per_iteration: int = 32
+    games_per_iteration: Size = 32
     """self-play games per iteration, played together (their leaves evaluated in one network call)"""
-    simulations: int = 32
+    simulations: Size = 32
     """MCTS simulations per move in self-play"""
-    eval_simulations: int = 128
+    eval_simulations: Size = 128
     """MCTS simulations per move when evaluated and shown"""
-    c_puct: float = 1.5
+    c_puct: NonNegative = 1.5
     """exploration constant of the PUCT rule"""
-    dirichlet_alpha: float = 1.0
+    dirichlet_alpha: Positive = 1.0
     """Dirichlet concentration of the root noise (the paper's 0.3 for chess ~ 10 / typical legal moves)"""
-    noise_fraction: float = 0.25
+    noise_fraction: Probability = 0.25
     """eps: the root priors' share given to the noise during self-play"""
-    temperature_moves: int = 9
+    temperature_moves: Count = 9
     """self-play moves sampled at temperature 1 from the visit counts, later ones the most visited (9: the whole
     game, as the papers' first 30 moves cover most of a chess or Go opening; the value then prices in the
     opponent's possible errors, which wins more against a random player)"""
-    replay_window: int = 10000
+    replay_window: Size = 10000
     """positions kept for training (the most recent ones)"""
-    minibatch: int = 128
+    minibatch: Size = 128
     """positions per training step"""
-    train_steps: int = 20
+    train_steps: Size = 20
     """gradient steps after each iteration's self-play"""
-    l2: float = 1e-4
+    l2: NonNegative = 1e-4
     """c: weight of ||theta||^2 in the loss"""
     symmetries: bool = True
     """train on a random one of the board's 8 rotations and reflections of each position (AlphaGo Zero's
     augmentation; AlphaZero dropped it for chess and shogi, whose rules are not symmetric)"""
-    games: int = 50
+    games: Size = 50
     """evaluation games against the perfect player (the agent first in half), unless --episodes asks otherwise"""
-    random_games: int = 100
+    random_games: Size = 100
     """evaluation games against the random player (the agent first in half), unless --episodes asks otherwise"""
-    validate_every: int = 5
+    validate_every: Size = 5
     """iterations between validations (games against the perfect and random players with validation seeds)"""
 
 

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Range, Size, Train, register
 from deepatlas.tasks.rl import Algorithm, EnvSizes, ReplayBuffer, mlp
 
 
@@ -43,39 +44,39 @@ class Config(EnvSizes):
     in the recipe, batch 64, buffer 100k, learning_starts 1000, gamma 0.99, target update every 10 steps,
     train_freq 256 with 128 gradient steps, epsilon 1 -> 0.04 over 16%, two hidden layers of 256 ReLU units,
     gradient norm clipped at 10), so that the peer benchmark compares like with like."""
-    hidden: int = 256
+    hidden: Size = 256
     """units per hidden layer of the Q-network"""
-    layers: int = 2
+    layers: Count = 2
     """hidden layers of the Q-network"""
-    envs: int = 1
+    envs: Size = 1
     """environment copies stepped together (steps below count transitions of all copies)"""
-    total_steps: int = 50_000
+    total_steps: Size = 50_000
     """environment steps of training; it stops earlier at the time budget or at the recipe's stop_at"""
-    buffer_size: int = 100_000
+    buffer_size: Size = 100_000
     """replay buffer capacity, in transitions"""
-    gamma: float = 0.99
+    gamma: Annotated[float, Range(0.0, 1.0)] = 0.99
     """discount factor"""
-    learning_starts: int = 1_000
+    learning_starts: Count = 1_000
     """warm-up: steps of uniformly random actions that fill the buffer before the first update"""
-    train_freq: int = 256
+    train_freq: Size = 256
     """environment steps between training rounds"""
-    gradient_steps: int = 128
+    gradient_steps: Size = 128
     """gradient steps per training round"""
-    target_update: int = 10
+    target_update: Size = 10
     """C: environment steps between target-network updates"""
-    tau: float = 1.0
+    tau: Annotated[float, Range(0.0, 1.0, exclusive_low=True)] = 1.0
     """target update theta- <- tau theta + (1 - tau) theta-: 1 is the paper's hard copy, < 1 a soft (Polyak) one"""
     double: bool = False
     """Double DQN: the online network picks the next action, the target network values it"""
-    eps_start: float = 1.0
+    eps_start: Probability = 1.0
     """epsilon of the epsilon-greedy behaviour at the start"""
-    eps_end: float = 0.04
+    eps_end: Probability = 0.04
     """epsilon after the linear decay"""
-    eps_fraction: float = 0.16
+    eps_fraction: Probability = 0.16
     """fraction of total_steps over which epsilon falls linearly from eps_start to eps_end"""
-    max_grad_norm: float = 10.0
+    max_grad_norm: NonNegative = 10.0
     """clip the gradient norm to this value (0: off)"""
-    validate_every: int = 1_024
+    validate_every: Size = 1_024
     """environment steps between validations (20 episodes with the fixed validation seeds)"""
 
 

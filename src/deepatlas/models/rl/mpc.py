@@ -57,57 +57,64 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.rl import Algorithm, to_env_action
 
 
 @dataclass
 class Config:
-    obs_dim: int = 3
+    obs_dim: Size = 3
     """observation size (set from the environment)"""
-    n_actions: int = 0
+    n_actions: Count = 0
     """discrete actions (set from the environment; mpc needs continuous actions, so 0)"""
-    action_dim: int = 1
+    action_dim: Size = 1
     """continuous action dimensions (set from the environment)"""
-    ensemble: int = 5
+    ensemble: Size = 5
     """B, dynamics models in the ensemble (each on its own bootstrap resample)"""
-    hidden: int = 64
+    hidden: Size = 64
     """units per hidden layer of each dynamics model"""
-    layers: int = 2
+    layers: Size = 2
     """hidden layers of each dynamics model (SiLU, "swish", as PETS)"""
     probabilistic: bool = True
     """members output a Gaussian (mean, log-variance) trained by NLL (PETS's PE); False: a mean trained by MSE"""
-    max_env_steps: int = 1600
+    max_env_steps: Size = 1600
     """training environment steps, random seeding included (evaluation episodes do not count)"""
-    seed_episodes: int = 1
+    seed_episodes: Size = 1
     """episodes of uniformly random actions that seed the data"""
-    fit_steps: int = 600
+    fit_steps: Size = 600
     """gradient steps on the ensemble after each episode (each member a minibatch of its bootstrap set)"""
-    fit_batch: int = 128
+    fit_batch: Size = 128
     """transitions per member per gradient step"""
-    fit_decay: float = 1e-5
+    fit_decay: NonNegative = 1e-5
     """L2 penalty on the dynamics weights (AdamW decoupled)"""
-    horizon: int = 15
+    horizon: Size = 15
     """H, actions per planned sequence"""
-    candidates: int = 100
+    candidates: Size = 100
     """N, action sequences sampled per CEM iteration"""
-    elites: int = 10
+    elites: Size = 10
     """K, best sequences the Gaussian is refitted to"""
-    iterations: int = 3
+    iterations: Size = 3
     """CEM iterations per executed action"""
-    particles: int = 1
+    particles: Size = 1
     """P, propagated copies of each candidate, each through one member for the whole horizon (TS1)"""
     sample: bool = False
     """draw each particle's next state from its member's Gaussian (PETS's TS1); False: the member's mean"""
-    alpha: float = 0.1
+    alpha: Probability = 0.1
     """CEM smoothing: weight kept on the previous mean and variance at each refit"""
-    max_steps: int = 1000
+    max_steps: Size = 1000
     """a training episode longer than this is cut (Pendulum-v1 ends itself at 200)"""
-    validate_every: int = 3
+    validate_every: Size = 3
     """planner episodes between validations"""
-    val_episodes: int = 3
+    val_episodes: Size = 3
     """validation episodes (of the fixed 20 validation seeds): each costs a full planned episode"""
+
+    def __post_init__(self):
+        if (self.candidates * self.particles) % self.ensemble:
+            raise DeepAtlasError(f"mpc: candidates x particles ({self.candidates} x {self.particles}) must be a "
+                                 f"multiple of ensemble ({self.ensemble}): the members share the particles equally")
+        if self.elites > self.candidates:
+            raise DeepAtlasError(f"mpc: elites ({self.elites}) must be at most candidates ({self.candidates})")
 
 
 def pendulum_reward(obs: Tensor, action: Tensor) -> Tensor:
@@ -351,9 +358,6 @@ class MPC(Algorithm):
 
 
 def build(cfg: Config) -> MPC:
-    if (cfg.candidates * cfg.particles) % cfg.ensemble:
-        raise ValueError(f"candidates x particles ({cfg.candidates} x {cfg.particles}) must be a multiple of "
-                         f"ensemble ({cfg.ensemble}): the members share the particles equally")
     if cfg.action_dim < 1:
         raise ValueError("mpc plans continuous actions: action_dim must be at least 1")
     return MPC(DynamicsEnsemble(cfg), cfg)

@@ -30,12 +30,13 @@ continuous ones a diagonal Gaussian with a state-independent log standard deviat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Positive, Range, Size, Train, register
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, rollout
 
 
@@ -47,43 +48,43 @@ class Config(EnvSizes):
     lr 3e-4 constant) except three: 20 update epochs instead of 4 and minibatches of 512 instead of 64 (fewer,
     larger optimizer steps, which dominate the wall time on a CPU), and no VecNormalize of observations and
     rewards."""
-    hidden: int = 64
+    hidden: Size = 64
     """units per hidden layer of the policy and of the value network"""
-    layers: int = 2
+    layers: Count = 2
     """hidden layers of each"""
-    envs: int = 8
+    envs: Size = 8
     """environments stepped together (n)"""
-    steps: int = 32
+    steps: Size = 32
     """rollout length per environment per iteration (T): n T samples per iteration"""
-    total_steps: int = 100_000
+    total_steps: Size = 100_000
     """environment steps of the whole run (the annealing's horizon); it stops earlier at the time budget or
     the recipe's stop_at"""
-    gamma: float = 0.98
+    gamma: Annotated[float, Range(0.0, 1.0)] = 0.98
     """discount factor"""
-    gae_lambda: float = 0.8
+    gae_lambda: Annotated[float, Range(0.0, 1.0)] = 0.8
     """GAE's lambda: 0 one-step TD advantages, 1 Monte-Carlo returns minus V"""
-    update_epochs: int = 20
+    update_epochs: Size = 20
     """passes (K) over each rollout (named apart from the recipe's `epochs`)"""
-    minibatches: int = 1
+    minibatches: Size = 1
     """minibatches per epoch (the zoo's CartPole batch_size 256 = n T: one)"""
-    clip: float = 0.2
+    clip: Annotated[float, Range(0.0, 1.0, exclusive_low=True)] = 0.2
     """eps of the clipped surrogate: the ratio pi/pi_old is clipped to [1 - eps, 1 + eps]"""
-    value_clip: float = 0.0
+    value_clip: NonNegative = 0.0
     """clip V's change from the rollout's value to +-this in the value loss (0: no clipping)"""
-    value_coef: float = 0.5
+    value_coef: NonNegative = 0.5
     """c_1, weight of the value loss"""
-    entropy_coef: float = 0.0
+    entropy_coef: NonNegative = 0.0
     """c_2, weight of the entropy bonus (the zoo uses 0 on CartPole and Acrobot)"""
-    reward_scale: float = 1.0
+    reward_scale: Positive = 1.0
     """multiply rewards by this in the loss (0.1 suits Pendulum's rewards of down to -16 a step); evaluation
     reports the environment's own returns"""
-    max_grad_norm: float = 0.5
+    max_grad_norm: Positive = 0.5
     """clip the gradient's global norm to this"""
     anneal: bool = True
     """decay the learning rate and eps linearly to 0 over total_steps (the zoo's lin_ schedules)"""
     normalize_advantages: bool = True
     """normalize the advantages to zero mean and unit variance within each minibatch"""
-    validate_every: int = 10
+    validate_every: Size = 10
     """iterations between validations (20 episodes with the fixed validation seeds)"""
 
 

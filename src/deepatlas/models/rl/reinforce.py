@@ -22,33 +22,34 @@ paper's plain estimator). No bootstrapping, no clipping, no replay: the simplest
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Range, Size, Train, register
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, to_env_action
 
 
 @dataclass
 class Config(EnvSizes):
-    hidden: int = 64
+    hidden: Size = 64
     """units per hidden layer of the policy and of the baseline"""
-    layers: int = 2
+    layers: Count = 2
     """hidden layers of each"""
-    episodes: int = 8
+    episodes: Size = 8
     """episodes played (in parallel) per update"""
-    updates: int = 600
+    updates: Size = 600
     """policy updates; training stops earlier at the time budget or at the recipe's stop_at"""
-    gamma: float = 0.99
+    gamma: Annotated[float, Range(0.0, 1.0)] = 0.99
     """discount of the Monte-Carlo return"""
-    value_coef: float = 0.5
+    value_coef: NonNegative = 0.5
     """weight of the baseline's squared error in the loss"""
     normalize: bool = True
     """normalize the advantages G_t - V(s_t) over each batch"""
-    max_steps: int = 1000
+    max_steps: Size = 1000
     """an episode longer than this is cut (CartPole-v1 ends itself at 500)"""
-    validate_every: int = 10
+    validate_every: Size = 10
     """updates between validations (20 episodes with the fixed validation seeds)"""
 
 
