@@ -1,6 +1,7 @@
 """The structure later entries rely on: the layer order, cards read without importing, a CLI that starts
 without torch, a broken model file that breaks only its own entry, tasks as objects, declared protocols."""
 import ast
+import dataclasses
 import json
 import re
 import subprocess
@@ -300,3 +301,22 @@ def test_a_new_domain_needs_only_its_task_data_and_model_modules(tmp_path, monke
     finally:
         catalog.cards.cache_clear()
         catalog._REGISTRY.pop("curve_mlp", None)
+
+
+def test_every_numeric_setting_declares_its_range_and_every_default_is_in_it():
+    """Train, Data and every entry's Config: a number field without a `Range` would let --set, create_model or a
+    crafted config.json through unchecked."""
+    for cls in (catalog.Train, catalog.Data, *(e.config for e in catalog.entries())):
+        missing = [k for k, r in catalog.ranges(cls).items() if r is None]
+        assert not missing, f"{cls.__module__}.{cls.__name__}: no Range on {missing}"
+        default = cls()
+        catalog.apply_overrides(default, {f.name: getattr(default, f.name) for f in dataclasses.fields(default)})
+
+
+def test_values_out_of_range_are_refused_everywhere_they_enter():
+    with pytest.raises(DeepAtlasError, match="width=0: must be ≥ 1"):
+        api.create_model("mlp", width=0)
+    with pytest.raises(DeepAtlasError, match="dropout=1.5"):
+        api.create_model("mlp", dropout=1.5)
+    with pytest.raises(DeepAtlasError, match="config.json: train.lr=-1"):
+        api.saved_settings({"train": {"lr": -1}, "options": {}}, "config.json")

@@ -49,7 +49,7 @@ def make_fabric(scaling: Scaling) -> Fabric:
     try:
         fabric = Fabric(accelerator=scaling.accelerator, devices=scaling.devices, strategy=scaling.strategy,
                         num_nodes=scaling.num_nodes, precision=scaling.precision, plugins=[SafetensorsIO()])
-    except (ValueError, RuntimeError, TypeError) as err:  # e.g. --accelerator gpu on a machine without one
+    except (ValueError, RuntimeError, TypeError, ImportError) as err:  # --accelerator gpu on a machine without one
         raise DeepAtlasError(f"--accelerator/--devices/--strategy/--precision: {err}".splitlines()[0]) from None
     fabric.launch()
     if fabric.device.type == "cpu" and fabric.world_size > 1:  # processes share the cores: no oversubscription

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from deepatlas.catalog import Count, Size
 from deepatlas.data import envs
 from deepatlas.data.envs import EPISODES, Environment, episode_returns, episode_seeds, summarize_returns
 from deepatlas.errors import DeepAtlasError
@@ -29,11 +30,11 @@ from deepatlas.tasks.predictions import Episodes, Prediction
 class EnvSizes:
     """The sizes a method's Config takes from its environment (data/envs.py's dims), CartPole-v1's by default;
     a method's Config subclasses it."""
-    obs_dim: int = 4
+    obs_dim: Size = 4
     """observation size (set from the environment)"""
-    n_actions: int = 2
+    n_actions: Count = 2
     """discrete actions (set from the environment; 0 for continuous)"""
-    action_dim: int = 0
+    action_dim: Count = 0
     """continuous action dimensions (set from the environment; 0 for discrete)"""
 
 
