@@ -128,6 +128,10 @@ class Config:
     """train: a real training run per genome; bowl: a smooth synthetic function of the genome with its optimum
     at 0.7 of every gene's range (for tests and demonstrations, milliseconds per genome)"""
 
+    def __post_init__(self):
+        if self.elites >= self.population:  # no child would ever be bred: the search would stand still
+            raise DeepAtlasError(f"elites={self.elites}: must be fewer than population={self.population}")
+
 
 # ---- the operators -------------------------------------------------------------------------------------------
 

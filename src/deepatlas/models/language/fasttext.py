@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Size, Train, register
+from deepatlas.errors import DeepAtlasError
 from deepatlas.data.words import N_SPECIALS
 from deepatlas.tasks.embedding import (
     EmbeddingObjective,
@@ -64,6 +65,10 @@ class Config:
     """k, noise words per observed word, drawn from the unigram^0.75 table (the paper: 5)"""
     sample: NonNegative = 1e-3
     """t, subsampling threshold: a word of frequency f is kept with probability sqrt(t/f) + t/f (0: off; paper: 1e-4)"""
+
+    def __post_init__(self):
+        if self.min_n > self.max_n:  # no n-gram would be made: silently a plain word2vec
+            raise DeepAtlasError(f"min_n={self.min_n}: must not exceed max_n={self.max_n}")
 
 
 def fnv1a(text: str) -> int:
