@@ -16,6 +16,7 @@ and, for generative models (task "generation"),
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -38,12 +39,39 @@ class Splits:
     """a batch augmentation the loop applies on the batch's device, or None"""
 
 
-def split_indices(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One fixed, stratified 60/20/20 train/val/test split (seed 0, whatever the run's seed)."""
+MIN_SPLIT = 3
+"""items a 60/20/20 split needs so that train, val and test each get one"""
+MIN_STRATIFIED = 5
+"""items of every class for the split to keep the classes' shares in each part (fewer: a plain random split)"""
+
+
+def split_indices(y: np.ndarray, where: str = "data", unit: str = "rows"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fixed, stratified 60/20/20 train/val/test split (seed 0, whatever the run's seed). Refuses, naming
+    `where`, data too small for every part to get at least one of its `unit`."""
     from sklearn.model_selection import train_test_split
+    if len(y) < MIN_SPLIT:
+        raise DeepAtlasError(f"{where}: {len(y)} {unit}; a 60/20/20 train/val/test split needs at least "
+                             f"{MIN_SPLIT} (and {MIN_STRATIFIED} of each class to keep every class in each part)")
     idx = np.arange(len(y))
-    stratify = y if np.unique(y, return_counts=True)[1].min() >= 5 else None
+    stratify = y if np.unique(y, return_counts=True)[1].min() >= MIN_STRATIFIED else None
     train, rest = train_test_split(idx, test_size=0.4, random_state=SPLIT_SEED, stratify=stratify)
     val, test = train_test_split(rest, test_size=0.5, random_state=SPLIT_SEED,
                                  stratify=None if stratify is None else y[rest])
     return train, val, test
+
+
+def is_file(text: str) -> bool:
+    """Whether `text` names an existing file; False for a text that cannot be a path (too long, a NUL byte)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM dropped); one clear error, naming the file, for bytes that are not text."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        raise DeepAtlasError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None

@@ -80,9 +80,12 @@ def read_wav(path: Path, rate: int = SAMPLE_RATE) -> np.ndarray:
     try:
         with wave.open(str(path), "rb") as f:
             channels, width, source_rate, frames = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
-            raw = f.readframes(frames)
+            if width not in (1, 2, 3, 4) or source_rate <= 0:
+                raise DeepAtlasError(f"{path}: {8 * width}-bit samples at {source_rate} Hz; expected 8, 16, 24 or "
+                                     "32-bit PCM at a positive rate")
+            raw = f.readframes(min(frames, Path(path).stat().st_size // (width * channels)))  # what the file holds
     except (wave.Error, EOFError, OSError) as err:
-        raise DeepAtlasError(f"{path}: not a readable PCM WAV file ({err})") from None
+        raise DeepAtlasError(f"{path}: not a readable PCM WAV file ({str(err) or err.__class__.__name__})") from None
     if width == 1:
         x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
     elif width == 3:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from deepatlas.data import SPLIT_SEED, Splits, images, shapes
+from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
 from deepatlas.data.images import shift
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.boxes import box_area
@@ -418,7 +418,7 @@ def write_coco(folder: str | Path, dataset, classes: list[str], masks: str = "po
 def _yolo_classes(root: Path) -> list[str] | None:
     for path in (root / "classes.txt", root / "labels" / "classes.txt"):
         if path.is_file():
-            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            names = [line.strip() for line in read_lines(path) if line.strip()]
             if not names:
                 raise DeepAtlasError(f"{path}: no class names")
             return names
@@ -427,8 +427,8 @@ def _yolo_classes(root: Path) -> list[str] | None:
 
 def _read_yolo_labels(path: Path, size: int, n_classes: int | None) -> tuple[Tensor, Tensor]:
     """One YOLO label file -> (boxes (n, 4) in pixels of the S×S image, labels (n,))."""
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    rows, lines = [], read_lines(path)
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -450,7 +450,7 @@ def _read_yolo_labels(path: Path, size: int, n_classes: int | None) -> tuple[Ten
     corners = torch.cat([cxcy - wh / 2, cxcy + wh / 2], 1)  # (n, 4) normalized (x1, y1, x2, y2)
     bad = (wh <= 0).any(1) | (corners < -1e-3).any(1) | (corners > 1 + 1e-3).any(1)
     if bad.any():
-        number = [i for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()][int(bad.nonzero()[0])]
+        number = [i for i, line in enumerate(lines, 1) if line.strip()][int(bad.nonzero()[0])]
         raise DeepAtlasError(f"{path}: line {number}: box outside the image (cx cy w h are fractions in [0, 1])")
     return (corners.clamp(0, 1) * size).float(), table[:, 0].long()
 

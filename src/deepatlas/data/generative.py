@@ -46,14 +46,7 @@ def _read_images(path: Path) -> tuple[Tensor, np.ndarray, list[str], tuple | Non
     files = images._image_files(path)
     if not files:
         raise DeepAtlasError(f"{path}: no images ({', '.join(sorted(images.IMAGE_SUFFIXES))}) in this folder")
-    loaded = [images._open_image(f) for f in files]
-    mode = "RGB" if any(img.mode == "RGB" for img in loaded) else "L"
-    tensors = [images._to_tensor(img.convert(mode)) for img in loaded]
-    for f, t in zip(files, tensors):
-        if t.shape != tensors[0].shape:
-            raise DeepAtlasError(f"{f}: size {t.shape[2]}x{t.shape[1]} differs from {files[0].name}'s "
-                                 f"{tensors[0].shape[2]}x{tensors[0].shape[1]}; set --set image_size=N to resize all")
-    return torch.stack(tensors), np.zeros(len(files), dtype=np.int64), ["image"], None
+    return images.read_image_files(files), np.zeros(len(files), dtype=np.int64), ["image"], None
 
 
 def _image_view(x: Tensor, size: int, binarize: bool) -> Tensor:
@@ -68,7 +61,7 @@ def _load_images(source: str, size: int, binarize: bool) -> GenerativeData:
     else:
         x, y, classes, splits = _read_images(Path(source))
     x = _image_view(x, size, binarize)
-    train, val, test = splits if splits is not None else split_indices(y)
+    train, val, test = splits if splits is not None else split_indices(y, source, "images")
     yt = torch.as_tensor(y, dtype=torch.long)
     spec = {"kind": "images", "source": source, "shape": list(x.shape[1:]), "binary": binarize, "classes": classes}
     return GenerativeData(*(TensorDataset(x[i], yt[i]) for i in (train, val, test)), spec)

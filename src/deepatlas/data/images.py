@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gzip
 import math
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from deepatlas.errors import DeepAtlasError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 ROTATION_SEED = 1
+MAX_PIXELS = 2**26
+"""the most pixels an image file may declare (64 megapixels); its header is checked before anything is decoded"""
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 # ---- tensor ops ---------------------------------------------------------------------------
@@ -114,7 +120,7 @@ def _from_arrays(x: Tensor, y: np.ndarray, classes: list[str], source: str, size
                  splits=None) -> tuple[TensorDataset, TensorDataset, TensorDataset, dict]:
     """Resize, split (unless given), fit the per-channel standardization on train, package."""
     x = resize(x, size)
-    train, val, test = splits if splits is not None else split_indices(y)
+    train, val, test = splits if splits is not None else split_indices(y, source, "images")
     mean = x[train].mean(dim=(0, 2, 3)).tolist()
     std = [max(s, 1e-6) for s in x[train].std(dim=(0, 2, 3)).tolist()]
     spec = {"source": source, "classes": classes, "channels": x.shape[1], "image_size": size,
@@ -150,16 +156,35 @@ def load_for(options, target: str | None = None) -> ImageData:
 
 # ---- users' files -------------------------------------------------------------------------
 
-def _open_image(path: Path, mode: str | None = None):
+def open_image(path: Path):
+    """The PIL image of `path` with only its header read (Image.open is lazy): refused, naming the file, when it
+    is no image or its header declares more than MAX_PIXELS pixels, before any pixel is decoded."""
     from PIL import Image, UnidentifiedImageError
+    too_large = f"images may have at most {MAX_PIXELS:,} pixels (64 megapixels): shrink it first"
     try:
-        with Image.open(path) as img:
-            img.load()
-            if mode is None:
-                mode = "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-            return img.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the bound below says it, naming the file
+            img = Image.open(path)
+    except Image.DecompressionBombError:
+        raise DeepAtlasError(f"{path}: its header declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+                             f"{too_large}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DeepAtlasError(f"{path}: not a readable image ({err.__class__.__name__})") from None
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise DeepAtlasError(f"{path}: its header declares {width}x{height} = {width * height:,} pixels; {too_large}")
+    return img
+
+
+def _open_image(path: Path, mode: str | None = None):
+    """An image file decoded and converted to `mode` (None: L for grey images, RGB for the others)."""
+    with open_image(path) as img:
+        try:
+            img.load()
+            return img.convert(mode or ("L" if img.mode in GREY_MODES else "RGB"))
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise DeepAtlasError(f"{path}: not a readable image ({err.__class__.__name__})") from None
 
 
 def _to_tensor(img) -> Tensor:
@@ -169,6 +194,27 @@ def _to_tensor(img) -> Tensor:
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_image_files(files: list[Path], image_size: int = 0) -> Tensor:
+    """Image files -> (N, C, H, W) in [0, 1], grey (C = 1) unless one is in colour (then all are RGB), resized to
+    `image_size` (0: all must have one size). Every header is read and checked before any image is decoded."""
+    headers = []
+    for f in files:
+        with open_image(f) as img:
+            headers.append((img.size, img.mode in GREY_MODES))
+    mode = "L" if all(grey for _, grey in headers) else "RGB"  # grey and colour mixed: all colour
+    if not image_size:
+        (w0, h0), _ = headers[0]
+        for f, ((w, h), _) in zip(files, headers):
+            if (w, h) != (w0, h0):
+                raise DeepAtlasError(f"{f}: size {w}x{h} differs from {files[0].name}'s {w0}x{h0}; "
+                                     "set --set image_size=N to resize all")
+    tensors = []
+    for f in files:  # decoded one at a time, each resized before the next
+        t = _to_tensor(_open_image(f, mode))
+        tensors.append(resize(t[None], image_size)[0] if image_size else t)
+    return torch.stack(tensors)
 
 
 def _read_image_folder(root: Path, image_size: int) -> tuple[Tensor, np.ndarray, list[str]]:
@@ -182,18 +228,7 @@ def _read_image_folder(root: Path, image_size: int) -> tuple[Tensor, np.ndarray,
             raise DeepAtlasError(f"{root / name}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         files += found
         labels += [i] * len(found)
-    images = [_open_image(f) for f in files]
-    mode = "RGB" if any(img.mode == "RGB" for img in images) else "L"  # grey and colour mixed: all colour
-    tensors = []
-    for f, img in zip(files, images):
-        t = _to_tensor(img.convert(mode))
-        if image_size:
-            t = resize(t[None], image_size)[0]
-        elif tensors and t.shape != tensors[0].shape:
-            raise DeepAtlasError(f"{f}: size {t.shape[2]}x{t.shape[1]} differs from {files[0].name}'s "
-                                 f"{tensors[0].shape[2]}x{tensors[0].shape[1]}; set --set image_size=N to resize all")
-        tensors.append(t)
-    return torch.stack(tensors), np.array(labels), classes
+    return read_image_files(files, image_size), np.array(labels), classes
 
 
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:
@@ -241,20 +276,40 @@ def _idx_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """One IDX file (gzipped or not): magic 0x0000_08_nd (unsigned bytes), nd big-endian sizes, data."""
+GZIP_MAX_RATIO = 1100
+"""deflate expands at most ~1032-fold, so a gzip file of n bytes holds fewer than 1100·n"""
+
+
+def read_idx(path: Path, ndim: int | None = None) -> np.ndarray:
+    """One IDX file (gzipped or not): magic 0x0000_08_nd (unsigned bytes), nd big-endian sizes, data. The header
+    must give nd sizes (`ndim`, when given) whose product the file can hold: checked before the data is read."""
+    gzipped = path.suffix == ".gz"
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        with (gzip.open(path, "rb") if gzipped else path.open("rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:3] != b"\0\0\x08":
+                raise DeepAtlasError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
+            if ndim is not None and magic[3] != ndim:
+                raise DeepAtlasError(f"{path}: its header gives {magic[3]} dimensions; expected {ndim} "
+                                     f"({'(N, H, W) images' if ndim == 3 else '(N,) labels'})")
+            ndim = magic[3]
+            head = f.read(4 * ndim)
+            if len(head) < 4 * ndim:
+                raise DeepAtlasError(f"{path}: the header ends early ({4 + len(head)} of {4 + 4 * ndim} bytes)")
+            shape = struct.unpack(f">{ndim}I", head)
+            expected = math.prod(shape)
+            size = path.stat().st_size
+            room = GZIP_MAX_RATIO * size if gzipped else size - 4 - 4 * ndim
+            if expected > room:
+                raise DeepAtlasError(f"{path}: its header announces {' x '.join(map(str, shape))} = {expected:,} "
+                                     f"bytes of data, more than {'a' if gzipped else 'the'} {size:,}-byte "
+                                     f"{'gzip file can hold' if gzipped else 'file holds'}")
+            data = f.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as err:
         raise DeepAtlasError(f"{path}: cannot read ({err})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DeepAtlasError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
-    ndim = raw[3]
-    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = 4 + 4 * ndim + int(np.prod(shape))
-    if len(raw) != expected:
-        raise DeepAtlasError(f"{path}: {len(raw)} bytes, but its header announces {expected}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if len(data) != expected:
+        raise DeepAtlasError(f"{path}: {len(data):,} bytes of data, but its header announces {expected:,}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def _read_idx_folder(folder: Path):
@@ -263,13 +318,20 @@ def _read_idx_folder(folder: Path):
     missing = [IDX_NAMES[k] for k in IDX_NAMES if k not in files]
     if missing:
         raise DeepAtlasError(f"{folder}: missing IDX file(s) {', '.join(missing)} (gzipped or not)")
-    arrays = {k: read_idx(p) for k, p in files.items()}
+    arrays = {k: read_idx(p, 3 if k.endswith("images") else 1) for k, p in files.items()}
     for part in ("train", "test"):
-        if arrays[f"{part}_images"].ndim != 3 or len(arrays[f"{part}_images"]) != len(arrays[f"{part}_labels"]):
+        n, h, w = arrays[f"{part}_images"].shape
+        if n != len(arrays[f"{part}_labels"]) or not (h and w):
             raise DeepAtlasError(f"{files[part + '_images']}: expected (N, H, W) images, one per label")
+    n_train, n_test = len(arrays["train_labels"]), len(arrays["test_labels"])
+    if n_train < 6:
+        raise DeepAtlasError(f"{files['train_images']}: {n_train} image(s); its last sixth is the validation split, "
+                             "so it needs at least 6")
+    if n_test < 1:
+        raise DeepAtlasError(f"{files['test_images']}: no images; the test split needs at least one")
     x = torch.from_numpy(np.concatenate([arrays["train_images"], arrays["test_images"]])).float()[:, None] / 255.0
     y = np.concatenate([arrays["train_labels"], arrays["test_labels"]]).astype(np.int64)
-    n_train, n = len(arrays["train_labels"]), len(y)
+    n = len(y)
     n_val = n_train // 6
     splits = (np.arange(n_train - n_val), np.arange(n_train - n_val, n_train), np.arange(n_train, n))
     classes = [str(c) for c in range(int(y.max()) + 1)]

@@ -17,6 +17,9 @@ Datasets:
                 dates, so the test measures generalization to dates never seen in any form.
     a TSV file  `--data pairs.tsv`: one `source<TAB>target` pair per line (no header; blank lines
                 are skipped, spaces around each field trimmed), split 80/10/10 with the fixed split seed.
+
+`predict` translates sources of at most MAX_SOURCE characters (the encoder reads every one, and an
+attention model compares every output step with every one), PREDICT_BATCH of them at a time.
 """
 from __future__ import annotations
 
@@ -34,6 +37,10 @@ from deepatlas.errors import DeepAtlasError
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 EMBEDDED = ["dates"]
+MAX_SOURCE = 1000
+"""the longest source `predict` translates, in characters"""
+PREDICT_BATCH = 64
+"""sources decoded together by `predict`"""
 
 # ---- the dates generator ---------------------------------------------------------------------
 
@@ -98,6 +105,8 @@ def dates_splits() -> dict[str, list[tuple[str, str]]]:
 def read_tsv(path: str | Path) -> list[tuple[str, str]]:
     """`source<TAB>target` pairs, one per line; one clear error naming the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise DeepAtlasError(f"{path}: a folder; expected a text file of source<TAB>target lines")
     if not path.is_file():
         raise DeepAtlasError(f"{path}: no such file")
     try:
@@ -202,9 +211,9 @@ def read_labeled(spec: dict, path: str) -> TensorDataset:
     return to_dataset(read_tsv(path), spec)
 
 
-def read_inputs(spec: dict, text: str) -> tuple[Tensor, list[str]]:
-    """Sources to translate: `text` itself, or each non-blank line of the text file it names.
-    Returns (src (N, S) ids padded with PAD, the source strings)."""
+def read_sources(text: str) -> list[str]:
+    """Sources to translate: `text` itself, or each non-blank line of the text file it names; each of MAX_SOURCE
+    characters at most."""
     path = Path(text)
     try:
         is_file, is_dir = path.is_file(), path.is_dir()
@@ -214,15 +223,26 @@ def read_inputs(spec: dict, text: str) -> tuple[Tensor, list[str]]:
         raise DeepAtlasError(f"{path}: a folder; give a text to translate or a text file of one source per line")
     if is_file:
         try:
-            sources = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError:
             raise DeepAtlasError(f"{path}: not a UTF-8 text file") from None
-        if not sources:
+        numbered = [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
+        if not numbered:
             raise DeepAtlasError(f"{path}: no lines to translate")
     else:
-        sources = [text.strip()]
-        if not sources[0]:
+        numbered = [(0, text.strip())]
+        if not text.strip():
             raise DeepAtlasError("nothing to translate: the input is empty")
+    for number, source in numbered:
+        if len(source) > MAX_SOURCE:
+            where = f"{path}: line {number}" if is_file else "the text to translate"
+            raise DeepAtlasError(f"{where}: {len(source):,} characters; a source may have {MAX_SOURCE:,} at most")
+    return [source for _, source in numbered]
+
+
+def read_inputs(spec: dict, text: str) -> tuple[Tensor, list[str]]:
+    """Sources to translate (`read_sources`) -> (src (N, S) ids padded with PAD, the source strings)."""
+    sources = read_sources(text)
     return encode(sources, spec["src_vocab"]), sources
 
 
@@ -230,17 +250,21 @@ def predict(objective, spec: dict, text: str, beam: int | None = None) -> list[d
     """Translate `text` (a string, or a file of one source per line) with a trained Translation objective.
     Each result: {"input", "predicted"} and, when the model attends, "attention": {"source": [chars],
     "target": [chars, "<eos>"], "weights": [[one row per target token, one weight per source char]]}."""
-    src, sources = read_inputs(spec, text)
+    sources = read_sources(text)
     device = next(objective.parameters()).device
-    tokens, attention = objective.predict(src.to(device), max_len=2 * spec["max_tgt_len"], beam=beam)
-    tokens = tokens.cpu()
     results = []
-    for i, (source, predicted) in enumerate(zip(sources, decode(tokens, spec["tgt_vocab"]))):
-        result = {"input": source, "predicted": predicted}
-        if attention is not None:
-            n_out = int((tokens[i] != PAD).sum())  # the output tokens, EOS included (decoders pad after EOS)
-            target = [spec["tgt_vocab"][t] if t >= len(SPECIALS) else SPECIALS[t] for t in tokens[i, :n_out].tolist()]
-            result["attention"] = {"source": list(source), "target": target,
-                                   "weights": attention[i, :n_out, :len(source)].cpu().tolist()}
-        results.append(result)
+    for start in range(0, len(sources), PREDICT_BATCH):  # a batch at a time: attention maps grow with batch × length²
+        batch = sources[start:start + PREDICT_BATCH]
+        src = encode(batch, spec["src_vocab"])
+        tokens, attention = objective.predict(src.to(device), max_len=2 * spec["max_tgt_len"], beam=beam)
+        tokens = tokens.cpu()
+        for i, (source, predicted) in enumerate(zip(batch, decode(tokens, spec["tgt_vocab"]))):
+            result = {"input": source, "predicted": predicted}
+            if attention is not None:
+                n_out = int((tokens[i] != PAD).sum())  # the output tokens, EOS included (decoders pad after EOS)
+                target = [spec["tgt_vocab"][t] if t >= len(SPECIALS) else SPECIALS[t]
+                          for t in tokens[i, :n_out].tolist()]
+                result["attention"] = {"source": list(source), "target": target,
+                                       "weights": attention[i, :n_out, :len(source)].cpu().tolist()}
+            results.append(result)
     return results

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from deepatlas.data import SPLIT_SEED, Splits, images, shapes
+from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
 from deepatlas.data.detection import _load_image, read_images
 from deepatlas.errors import DeepAtlasError
 
@@ -51,7 +51,7 @@ def _classes_file(root: Path) -> list[str] | None:
     path = root / "classes.txt"
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_lines(path) if line.strip()]
     if not names:
         raise DeepAtlasError(f"{path}: no class names")
     return names if names[0].lower() == BACKGROUND else [BACKGROUND, *names]
@@ -59,15 +59,14 @@ def _classes_file(root: Path) -> list[str] | None:
 
 def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
     """A PNG label image -> (H, W) long of its values; its size must be the image's (height, width)."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as img:
+    with images.open_image(path) as img:  # its header checked before it is decoded
+        if img.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
+            raise DeepAtlasError(f"{path}: a {img.mode} image; a label mask needs one channel of class ids")
+        try:
             img.load()
-            if img.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise DeepAtlasError(f"{path}: a {img.mode} image; a label mask needs one channel of class ids")
             values = np.asarray(img).astype(np.int64)  # palette images give their indices: the class ids
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DeepAtlasError(f"{path}: not a readable image ({err.__class__.__name__})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise DeepAtlasError(f"{path}: not a readable image ({err.__class__.__name__})") from None
     if values.shape != size:
         raise DeepAtlasError(f"{path}: mask is {values.shape[1]}x{values.shape[0]}, its image {size[1]}x{size[0]}")
     return torch.from_numpy(values)

@@ -12,9 +12,10 @@ Every item is (x, y) with x a float sequence (T, F):
     future-tagging  x (20,) tokens one-hot over 8; y_t = [x_{t+1} > x_t] (0 at the last step). From the
                     past alone the best possible accuracy is 0.7625; a bidirectional model can reach 1.
     a CSV file      `--data series.csv --column NAME`: windows of one numeric column, next value.
-Generated sets draw each split from its own fixed seed, so every run and every bench sees the same
-test sequences whatever the run's seed. Series are split in time (first 60% train, then 20% val,
-20% test) and standardized with the training part's mean and std, kept in the JSON `spec`.
+T runs from 2 to 1,000 in adding-T and copy-T. Generated sets draw each split from its own fixed seed,
+so every run and every bench sees the same test sequences whatever the run's seed. Series are split in
+time (first 60% train, then 20% val, 20% test) and standardized with the training part's mean and std,
+kept in the JSON `spec`.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ SEED = 4
 SIZES = {"train": 50_000, "val": 2_000, "test": 2_000}
 EMBEDDED = ["adding-50", "adding-200", "adding-600", "copy-100", "seq-digits", "sine", "future-tagging"]
 SINE_WINDOW = 64
+MIN_LENGTH, MAX_LENGTH = 2, 1000
+"""the lengths T that adding-T and copy-T take: adding-1000's training set is 0.4 GB of float32 (x (50,000, T, 2))"""
 TAGGING_LENGTH, TAGGING_VOCAB = 20, 8
 COPY_SYMBOLS = 10  # 0 blank, 1..8 digits, 9 delimiter
 
@@ -154,8 +157,9 @@ def load(source: str, column: str | None = None, window: int = 0) -> SequenceDat
     spec = {"source": source}
     if match:
         kind, length = match[1], int(match[2])
-        if not 2 <= length <= 10_000:
-            raise DeepAtlasError(f"{source}: the length must be between 2 and 10000")
+        if not MIN_LENGTH <= length <= MAX_LENGTH:
+            raise DeepAtlasError(f"{source}: {kind}-T takes a length T from {MIN_LENGTH} to {MAX_LENGTH:,} "
+                                 f"({SIZES['train']:,} training sequences of T steps each are generated)")
         make = adding if kind == "adding" else copy_memory
         parts = [make(length, SIZES[s], _rng(kind == "copy", length, i)) for i, s in enumerate(SIZES)]
         if kind == "adding":
@@ -180,7 +184,7 @@ def load(source: str, column: str | None = None, window: int = 0) -> SequenceDat
         values, column = read_series(source, column)
         return _series_data(values, window or 32, {**spec, "column": column})
     raise DeepAtlasError(f"unknown dataset {source!r}: not a file, nor one of {', '.join(EMBEDDED)} "
-                         "(adding-T and copy-T take any length T)")
+                         f"(adding-T and copy-T take a length T from {MIN_LENGTH} to {MAX_LENGTH:,})")
 
 
 def load_for(options, target: str | None = None) -> SequenceData:

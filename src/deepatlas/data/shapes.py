@@ -11,8 +11,8 @@ visible and nothing visible is unannotated. Boxes are the tight boxes of the vis
 Scenes are drawn for all images of a split at once: each object slot is one batch of masks computed
 from coordinate grids. Each split has its own fixed seed, whatever the run's seed.
 
-Names: `shapes` (1,000 / 250 / 250 train/val/test images) and `shapes-N` (N training images; the
-validation and test scenes stay the same). Sizes: S×S with S = `image_size` (64 by default).
+Names: `shapes` (1,000 / 250 / 250 train/val/test images) and `shapes-N` (N training images, 1 to
+20,000; the validation and test scenes stay the same). Sizes: S×S with S = `image_size` (64 by default).
 """
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ CLASSES = ["circle", "square", "triangle", "cross"]
 DEFAULT_SIZE = 64
 MAX_OBJECTS = 6
 COUNTS = {"train": 1000, "val": 250, "test": 250}
+MAX_TRAIN = 20_000
+"""the most training images `shapes-N` generates (0.98 GB of float32 at 64x64)"""
+MAX_PIXELS = 2**28
+"""the most pixels all splits together may have (N + 500 images of side S): 3.2 GB of float32 RGB"""
 SEEDS = {"train": 7001, "val": 7002, "test": 7003}  # fixed per split: the run's seed never changes the data
 MIN_VISIBLE = 0.5  # an earlier object must keep at least this fraction of its own area visible...
 MIN_PIXELS = 12  # ...and at least this many pixels
@@ -229,8 +233,8 @@ def train_count(source: str) -> int | None:
     match = re.fullmatch(r"shapes-(\d+)", source)
     if match is None:
         return None
-    if int(match.group(1)) < 1:
-        raise DeepAtlasError(f"{source}: needs at least one training image")
+    if not 1 <= int(match.group(1)) <= MAX_TRAIN:
+        raise DeepAtlasError(f"{source}: shapes-N takes a number of training images N from 1 to {MAX_TRAIN:,}")
     return int(match.group(1))
 
 
@@ -242,4 +246,7 @@ def splits(source: str, size: int = 0) -> dict[str, Scenes]:
         raise DeepAtlasError(f"unknown dataset {source!r}: not shapes nor shapes-N")
     size = size or DEFAULT_SIZE
     counts = {**COUNTS, "train": n_train}
+    if sum(counts.values()) * size * size > MAX_PIXELS:
+        raise DeepAtlasError(f"{source} at image_size={size}: {sum(counts.values()):,} scenes of {size}x{size} are "
+                             f"more than {MAX_PIXELS:,} pixels; lower image_size or the number of training images")
     return {part: generate(counts[part], size, SEEDS[part]) for part in ("train", "val", "test")}

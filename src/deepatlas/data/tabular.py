@@ -63,6 +63,8 @@ class TabularData(Splits):
 def read_csv(path: str | Path) -> dict[str, list[str]]:
     """Columns of a CSV file with a header row, as strings; one clear error for a bad file."""
     path = Path(path)
+    if path.is_dir():
+        raise DeepAtlasError(f"{path}: a folder; expected a CSV file with a header row")
     if not path.is_file():
         raise DeepAtlasError(f"{path}: no such file")
     try:
@@ -96,6 +98,19 @@ def _is_numeric(values: list[str]) -> bool:
         return False
 
 
+def _check_finite(path, name: str, values: list[str]) -> None:
+    """A column whose every cell is a number must hold finite ones: `inf` or `1e400` (which overflows to inf)
+    is refused with its line, rather than turning the whole column into categories."""
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        return  # not a numeric column
+    for line, (raw, v) in enumerate(zip(values, numbers), start=2):
+        if not math.isfinite(v):
+            raise DeepAtlasError(f"{path}: line {line}: column {name!r} holds {raw!r}, not a finite number "
+                                 "(a numeric column needs finite values)")
+
+
 # ---- the spec: fit on train, encode anything ------------------------------------------------
 
 def fit_spec(columns: dict[str, np.ndarray | list], classes: list[str], source: str, target: str) -> dict:
@@ -122,6 +137,7 @@ def encode(spec: dict, columns: dict, where: str = "input") -> torch.Tensor:
         if f["kind"] == "numeric":
             if not isinstance(values, np.ndarray):
                 _check_present(where, f["name"], values)
+                _check_finite(where, f["name"], values)
                 if not _is_numeric(values):
                     raise DeepAtlasError(f"{where}: column {f['name']!r} must be numeric")
             v = (np.asarray(values, dtype=np.float64) - f["mean"]) / f["std"]
@@ -172,6 +188,7 @@ def load(source: str, target: str | None = None) -> TabularData:
             raise DeepAtlasError(f"{source}: no feature columns besides the target {target!r}")
         for name, values in columns.items():
             _check_present(source, name, values)
+            _check_finite(source, name, values)
         labels = np.array(labels)
         classes = sorted(set(labels.tolist()))
         classes = sorted(classes, key=float) if _is_numeric(classes) else classes
@@ -180,7 +197,7 @@ def load(source: str, target: str | None = None) -> TabularData:
     else:
         raise DeepAtlasError(f"unknown dataset {source!r}: not a file, nor one of {', '.join(EMBEDDED)}")
 
-    train, val, test = split_indices(labels)
+    train, val, test = split_indices(labels, source, "rows")
     spec = fit_spec(_select(columns, train), classes, source, target)
     make = lambda idx: TensorDataset(encode(spec, _select(columns, idx), source),
                                      encode_target(spec, labels[idx], source))

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from deepatlas.data import Splits, planted
+from deepatlas.data import Splits, is_file, planted, read_lines
 from deepatlas.errors import DeepAtlasError
 
 PAD, UNK, MASK, CLS, SEP = 0, 1, 2, 3, 4
@@ -48,6 +48,9 @@ SPECIALS = ["<pad>", "<unk>", "<mask>", "<cls>", "<sep>"]
 EMBEDDED = ["stdlib-text", "planted-semantics", "planted-topics"]
 DEFAULT_WINDOW = {"char": 128, "bpe": 64, "word": 32}
 DEFAULT_VOCAB = {"bpe": 1024, "word": 5000}
+MAX_PROMPT_TOKENS = 10_000
+"""the longest prompt a language model that reads all of it (ELMo's LSTM) continues; a model with a fixed context
+(GPT's `block_size`) is given only the prompt's last block_size tokens, so its prompts may be any length"""
 SPLITS = ("train", "val", "test")
 WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -331,7 +334,7 @@ def read_labeled(spec: dict, path: str) -> TensorDataset:
 
 def read_inputs(spec: dict, text: str) -> tuple[Tensor, list[str]]:
     """Sentences to classify (planted-topics runs): one per line of `text` (or the file it names)."""
-    lines = Path(text).read_text().splitlines() if Path(text).is_file() else [text]
+    lines = read_lines(Path(text)) if is_file(text) else [text]
     lines = [s for s in lines if s.strip()]
     return pad_rows([encode(spec, s) for s in lines], spec["window"]), lines
 
@@ -339,7 +342,10 @@ def read_inputs(spec: dict, text: str) -> tuple[Tensor, list[str]]:
 @torch.no_grad()
 def predict(objective, spec: dict, text: str, new_tokens: int | None = None, temperature: float = 0.8,
             top_k: int = 20) -> list[dict]:
-    """Classify sentences (topic runs) or continue a prompt (language models with `generate`), seeded."""
+    """Classify sentences (topic runs) or continue a prompt (language models with `generate`), seeded. A model with
+    a `block_size` reads only the last block_size tokens of its context (GPT crops it), so only those are handed to
+    it: the rest of a long prompt is encoded, never computed on. Any other reads its whole prompt, which may then be
+    MAX_PROMPT_TOKENS long at most."""
     model = objective.model
     device = next(objective.parameters()).device
     if "classes" in spec:
@@ -350,6 +356,12 @@ def predict(objective, spec: dict, text: str, new_tokens: int | None = None, tem
     if not hasattr(model, "generate"):
         raise DeepAtlasError(f"{type(model).__name__} does not generate text; predict continues text with a GPT run")
     ids = encode(spec, text) or [UNK]
+    context = getattr(model, "block_size", None)
+    if context:
+        ids = ids[-context:]  # all the model reads: generate crops to the last block_size tokens
+    elif len(ids) > MAX_PROMPT_TOKENS:
+        raise DeepAtlasError(f"the prompt is {len(ids):,} tokens; {type(model).__name__} reads all of its prompt, "
+                             f"which may be {MAX_PROMPT_TOKENS:,} tokens at most (give its end)")
     steps = new_tokens or (200 if spec["tokens"] == "char" else 60)
     torch.manual_seed(0)
     out = model.generate(torch.tensor([ids], device=device), steps, temperature=temperature, top_k=top_k)

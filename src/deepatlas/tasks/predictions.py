@@ -105,8 +105,8 @@ class Continuations(Prediction):
 
     def show(self, console) -> None:
         from rich.markup import escape
-        for r in self.rows:
-            console.print(f"[bold]{escape(r['input'])}[/bold]{escape(r['continuation'])}\n")
+        for r in self.rows:  # as plain text: no highlighting of numbers and words (slow over a long prompt)
+            console.print(f"[bold]{escape(r['input'])}[/bold]{escape(r['continuation'])}\n", highlight=False)
 
 
 @dataclass
