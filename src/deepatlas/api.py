@@ -208,6 +208,9 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         check_seed(seed)
         entry = get(name)
         model_over, settings = settings_for(entry, overrides, data)
+        if target is not None and not Path(settings.options.data).exists():
+            raise DeepAtlasError(f"--target/--column {target}: {settings.options.data} is an embedded dataset; they "
+                                 f"name a column of your own CSV file (--data FILE)")
         run = RunDir(out or RunDir.default_path(entry.name))
         check_output(run.final, "--out", "folder")
         run.check_free()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from deepatlas import memory
 from deepatlas.data import Splits, split_indices
 from deepatlas.errors import DeepAtlasError
 
@@ -29,14 +30,20 @@ ROTATION_SEED = 1
 MAX_PIXELS = 2**26
 """the most pixels an image file may declare (64 megapixels); its header is checked before anything is decoded"""
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+DATA_COPIES = 3
+"""a dataset's images are held about three times while it is prepared: resized, standardized, split"""
 
 
 # ---- tensor ops ---------------------------------------------------------------------------
 
 def resize(images: Tensor, size: int) -> Tensor:
-    """(N, C, H, W) -> (N, C, size, size) by bilinear interpolation (antialiased when shrinking)."""
+    """(N, C, H, W) -> (N, C, size, size) by bilinear interpolation (antialiased when shrinking); a result larger
+    than the memory available is refused before it is allocated."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
+    n, channels = images.shape[0], images.shape[1]
+    copies = 1 if n == 1 else DATA_COPIES
+    memory.require(copies * n * channels * size * size * images.element_size(), f"{n:,} images at image_size={size}")
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                          antialias=size < images.shape[-1])
 
@@ -210,6 +217,10 @@ def read_image_files(files: list[Path], image_size: int = 0) -> Tensor:
             if (w, h) != (w0, h0):
                 raise DeepAtlasError(f"{f}: size {w}x{h} differs from {files[0].name}'s {w0}x{h0}; "
                                      "set --set image_size=N to resize all")
+    channels = 1 if mode == "L" else 3
+    pixels = len(files) * image_size ** 2 if image_size else sum(w * h for (w, h), _ in headers)
+    memory.require(pixels * channels * 4, f"{len(files):,} images" + (f" at image_size={image_size}" if image_size
+                                                                      else f" of {files[0].parent}"))
     tensors = []
     for f in files:  # decoded one at a time, each resized before the next
         t = _to_tensor(_open_image(f, mode))

@@ -113,7 +113,7 @@ class ConvNeXt(nn.Module):
             nn.Conv2d(cfg.in_channels, cfg.dims[0], cfg.stem_size, stride=cfg.stem_size), LayerNorm2d(cfg.dims[0]))])
         for c_in, c_out in zip(cfg.dims, cfg.dims[1:]):  # separate downsampling layers: LN, then 2x2 conv stride 2
             self.downsample.append(nn.Sequential(LayerNorm2d(c_in), nn.Conv2d(c_in, c_out, 2, stride=2)))
-        rates = torch.linspace(0, cfg.drop_path, sum(cfg.depths)).tolist()  # stochastic depth grows with depth
+        rates = torch.linspace(0, cfg.drop_path, sum(cfg.depths), device="cpu").tolist()  # grows with depth
         self.stages, i = nn.ModuleList(), 0
         for dim, depth in zip(cfg.dims, cfg.depths):
             self.stages.append(nn.Sequential(*[Block(dim, cfg.kernel_size, cfg.expansion, cfg.layer_scale_init,

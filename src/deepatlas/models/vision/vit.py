@@ -76,7 +76,7 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))                  # x_class
         self.pos_embed = nn.Parameter(torch.zeros(1, n_patches + 1, cfg.dim)) if cfg.pos_embed else None  # E_pos
         self.dropout = nn.Dropout(cfg.dropout)
-        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth, device="cpu").tolist()  # numbers, also when built on meta
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, rate)
                                     for rate in rates)
         self.norm = nn.LayerNorm(cfg.dim)
