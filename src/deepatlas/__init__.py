@@ -8,14 +8,8 @@
 The public functions live in `deepatlas.api`; they are imported on first use, so that `import deepatlas`
 (and `deepatlas list`) costs no torch import.
 """
-import os
-
-# Before torch loads its OpenMP runtime (which reads these once): threads that wait for work sleep instead of
-# spinning. Spinning threads of two processes on one machine fight for its cores (a small model's step: 4.0 ms
-# alone, 61 ms beside another process; benchmarks/load.py). A value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from deepatlas.errors import DeepAtlasError  # noqa: E402
+from deepatlas import cores  # noqa: F401  (notes whether the user set OMP_NUM_THREADS, before anything else does)
+from deepatlas.errors import DeepAtlasError
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "create_model", "train", "evaluate", "load", "predict", "sample", "entries", "get",

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from deepatlas import __version__ as VERSION
-from deepatlas import catalog, memory
+from deepatlas import catalog, cores, memory
 from deepatlas.catalog import (Card, Data, Entry, Train, card, card_json, cards, entries, family_cards, field_help, get,
                                markdown_table, split_recipe)
 from deepatlas.errors import DeepAtlasError
@@ -202,6 +202,10 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         entry, config = _saved_entry(run, saved)
         settings = saved_settings(saved, str(run.config))
         seed, target = check_seed(saved.get("seed"), f"{run.config}: seed"), saved.get("target")
+        threads = saved.get("threads")
+        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= 4096):
+            raise DeepAtlasError(f"{run.config}: threads {threads!r}: must be an integer from 1 to 4096")
+        cores.use_threads(threads)
     else:
         if name is None:
             raise DeepAtlasError("name an entry to train (see `deepatlas list`) or give --resume RUN_DIR")
@@ -318,8 +322,10 @@ def _learn(entry: Entry, objective, env, settings: Settings, seed: int, run, max
 
 def _run_config(entry: Entry, seed: int, target: str | None, config, settings: Settings, spec: dict) -> dict:
     """config.json: all that rebuilds a run, in three parts (the architecture's config, the training settings with
-    any phases', the data options) and the data's spec (how new inputs are encoded as training encoded them)."""
-    return {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": target,
+    any phases', the data options) and the data's spec (how new inputs are encoded as training encoded them); and
+    the CPU threads it trains with (a resumed run uses them again: another count sums in another order)."""
+    import torch
+    return {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": target, "threads": torch.get_num_threads(),
             "model": dataclasses.asdict(config), **settings.to_json(), "data": spec}
 
 

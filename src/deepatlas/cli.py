@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deepatlas import api
+from deepatlas import api, cores
 from deepatlas.errors import DeepAtlasError
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # piped: do not cut names
@@ -40,6 +40,14 @@ def _pairs(pairs: list[str]) -> dict[str, str]:
             raise DeepAtlasError(f"--set {pair}: expected key=value")
         result[key.strip()] = value.strip()
     return result
+
+
+def _share_cores() -> None:
+    """Before torch loads: take the cores other processes leave free (see deepatlas/cores.py)."""
+    threads = cores.choose_threads()
+    if threads is not None:
+        print(f"threads: {threads} of {cores.cores()} cores, the others are busy (set OMP_NUM_THREADS to choose)",
+              file=sys.stderr)
 
 
 def _json(obj) -> None:
@@ -119,6 +127,7 @@ def info(name, as_json):
 def train(name, data, target, column, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy, num_nodes,
           precision):
     """Train an architecture's default recipe (or your data) and write a run directory."""
+    _share_cores()
     scaling = api.Scaling(accelerator, int(devices) if devices.isdigit() else devices, strategy, num_nodes, precision)
     if target and column:
         raise DeepAtlasError("--target names a label column, --column a series column: give one")
@@ -216,6 +225,7 @@ def bench(names, all_, json_file, seed):
         raise DeepAtlasError("name entries to benchmark, or give --all")
     api.check_seed(seed)
     api.check_output(json_file, "--json")
+    _share_cores()
     for name in chosen:
         api.card(name)  # fail on a bad name before hours of training
     results = []
@@ -245,6 +255,7 @@ def compare(names, data, seed, out_dir, chart, json_file):
     api.check_seed(seed)
     for flag, path, kind in (("--out", out_dir, "folder"), ("--chart", chart, "file"), ("--json", json_file, "file")):
         api.check_output(path, flag, kind)
+    _share_cores()
     rows = comparing.compare(list(names), data=data, seed=seed, out=out_dir)
     entry = api.get(comparing.parse_variant(names[0])[0])
     metric, direction = api.monitor_for(entry, api.settings_for(entry, {}, rows[0]["data"])[1].options)
