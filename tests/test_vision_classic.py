@@ -174,9 +174,9 @@ def test_output_shapes(name, sizes):
 
 
 def test_too_small_images_are_refused():
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(deepatlas.DeepAtlasError, match="image_size"):  # the API's one line
         deepatlas.create_model("vgg", image_size=16)
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(deepatlas.DeepAtlasError, match="image_size"):  # the API's one line
         deepatlas.create_model("alexnet", image_size=8)
 
 

@@ -107,7 +107,7 @@ def test_gcnn_shapes():
     assert model(torch.randn(3, 1, 16, 16)).shape == (3, 7)
     z2 = deepatlas.create_model("gcnn", channels=(4, 6, 8), group="z2", n_classes=7)
     assert z2(torch.randn(3, 1, 16, 16)).shape == (3, 7)
-    with pytest.raises(ValueError):
+    with pytest.raises(deepatlas.DeepAtlasError):  # the API's one line
         deepatlas.create_model("gcnn", kernel_size=4)
 
 
@@ -168,7 +168,7 @@ def test_vit_shapes():
     assert model.pos_embed.shape == (1, 65, 32)
     assert model(x).shape == (3, 5)
     assert deepatlas.create_model("vit", head_hidden=0, pos_embed=False)(torch.randn(2, 1, 16, 16)).shape == (2, 10)
-    with pytest.raises(ValueError):
+    with pytest.raises(deepatlas.DeepAtlasError):  # the API's one line
         deepatlas.create_model("vit", image_size=16, patch_size=3)
 
 

@@ -189,7 +189,7 @@ def test_stage_shapes():
     for i, (down, stage) in enumerate(zip(cn.downsample, cn.stages)):
         x = stage(down(x))
         assert x.shape == (2, (32, 64, 128)[i], 8 >> i, 8 >> i)
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(deepatlas.DeepAtlasError, match="divisible"):  # the API's one line
         deepatlas.create_model("convnext", image_size=12)
 
 

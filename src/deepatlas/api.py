@@ -212,9 +212,6 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         check_seed(seed)
         entry = get(name)
         model_over, settings = settings_for(entry, overrides, data)
-        if target is not None and not Path(settings.options.data).exists():
-            raise DeepAtlasError(f"--target/--column {target}: {settings.options.data} is an embedded dataset; they "
-                                 f"name a column of your own CSV file (--data FILE)")
         run = RunDir(out or RunDir.default_path(entry.name))
         check_output(run.final, "--out", "folder")
         run.check_free()
@@ -222,6 +219,9 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     task = task_of(entry)
     scaling = scaling or Scaling()
     splits = task.load(settings.options, target)
+    if saved is None and target is not None and not Path(settings.options.data).exists():
+        raise DeepAtlasError(f"--target/--column {target}: {settings.options.data} is an embedded dataset; they "
+                             f"name a column of your own CSV file (--data FILE)")
     if saved is None:
         config = build_config(entry, model_over, splits.dims)
     memory.check_model(entry.build, config, f"{entry.name} with this config and batch_size {settings.train.batch_size}",
