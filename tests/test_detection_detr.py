@@ -175,7 +175,7 @@ def test_pretraining_phase_teaches_the_backbone_the_classes(tmp_path):
     assert phase.name == "pretrain" and phase.objective.model is objective.model.backbone
     settings = catalog.get("detr").phases["pretrain"]
     summary = fit(phase.objective, phase.train_set, phase.val_set, dataclasses.replace(settings, epochs=3),
-                  RunDir(tmp_path).create().phase("pretrain"), fabric=make_fabric(Scaling()), monitor=phase.monitor)
+                  RunDir(tmp_path).phase("pretrain"), fabric=make_fabric(Scaling()), monitor=phase.monitor)
     assert summary["epochs"] == 3 and summary["val"]["accuracy"] > 0.6
     assert (tmp_path / "checkpoint-pretrain.safetensors").exists() and (tmp_path / "log-pretrain.csv").exists()
 

@@ -240,7 +240,8 @@ def test_manual_optimization_steps_each_player_and_resumes_exactly(tmp_path):
         torch.manual_seed(0)
         objective = TwoPlayers()
         objective.data_spec = points.spec
-        run = RunDir(tmp_path / name).create()
+        (tmp_path / name).mkdir()
+        run = RunDir(tmp_path / name)
         summary = fit(objective, points.train, points.val, recipe, run, fabric=make_fabric(Scaling()),
                       monitor=("modes", "max"))
         runs[name] = objective

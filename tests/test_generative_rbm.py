@@ -186,7 +186,7 @@ def pretrain(objective, digits, tmp, epochs: int = 10) -> list[dict]:
         phase.start()
         before = float(phase.objective.validation_step(phase.val_set.tensors)["recon"])
         settings = {"pretrain": dataclasses.replace(catalog.get("dbn").phases["pretrain"], epochs=epochs)}
-        run_phases([phase], settings, RunDir(tmp).create(), fabric=make_fabric(Scaling()))
+        run_phases([phase], settings, RunDir(tmp), fabric=make_fabric(Scaling()))
         after = float(phase.objective.validation_step(phase.val_set.tensors)["recon"])
         finish()
         errors.append({"name": phase.name, "recon_before": before, "recon_after": after})

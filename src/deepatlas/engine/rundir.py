@@ -210,17 +210,6 @@ class RunDir:
         self.locked = True
 
     # ---- files ---------------------------------------------------------------------------------------------------
-    def create(self) -> "RunDir":
-        """A folder for outputs that are not a training run (a search's table): made if missing, checked writable."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as err:
-            raise DeepAtlasError(f"--out {self.path}: cannot write there ({err.strerror})") from None
-        return self
-
     def write_json(self, path: Path, obj) -> None:
         write_text_atomically(path, json.dumps(obj, indent=2) + "\n")
 
