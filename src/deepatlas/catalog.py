@@ -164,6 +164,20 @@ class Data:
     """text: characters, byte-pair subwords learned on the train split, or words (spelled out for char-aware models)"""
     vocab: Annotated[int, Range(0, 2**20)] = 0
     """text: BPE vocabulary size, or the number of most frequent words kept (0: the data's default)"""
+    task: Literal["auto", "classification", "regression"] = "auto"
+    """tables: what the target is (auto: a numeric target with many distinct values is regressed, else classes)"""
+    missing: Literal["impute", "drop", "error"] = "impute"
+    """gaps in a user's table or series: impute (tables: median plus a missing-indicator column, categories: their
+    own "missing" level; series: interpolated), drop the rows, or refuse the file"""
+    drop: str = ""
+    """tables: columns to leave out, comma-separated (identifier-like and free-text columns are left out anyway)"""
+    keep: str = ""
+    """tables: columns to keep, comma-separated, even identifier-like ones (empty: decided from the data)"""
+    normalize: Literal["auto", "global", "window"] = "auto"
+    """series: global (the training part's mean and std) or window (each input window by its own, reversibly:
+    RevIN, for trends and level shifts); auto: window for a user's file, global for the embedded sets"""
+    season: Annotated[int, Range(0, 2**16)] = 0
+    """series: the season length of the seasonal-naive baseline (0: found from the training part's autocorrelation)"""
 
 
 def split_recipe(recipe: dict) -> tuple[Train, Data]:

@@ -10,6 +10,7 @@ measure a batch the same way in both; they subclass `Objective` and write only `
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from deepatlas.errors import DeepAtlasError
+from deepatlas.errors import DeepAtlasError, option
 from deepatlas.protocols import Predicts
 from deepatlas.tasks.predictions import ClassProbabilities, Prediction
 
@@ -45,8 +46,9 @@ def get_task(name: str) -> Task:
 @dataclass(frozen=True)
 class Task:
     """A domain. Its data module has `load_for(options, target) -> Splits`, `EMBEDDED`, `read_labeled(spec,
-    path)` (for `eval --data`), and optionally `read_inputs(spec, path)` (classifiers' inputs),
-    `predict(objective, spec, path[, out]) -> rows`, `write_samples(spec, samples, out)` and
+    path)` (for `eval --data`), and optionally `encode(spec, raw)` or `read_inputs(spec, path)` (classifiers'
+    inputs), `predict(objective, spec, inputs[, out], **options) -> rows`, `baseline(spec, train, examples)` (the
+    task's trivial predictor on a split), `write_samples(spec, samples, out)` and
     `plot_predictions(objective, spec, dataset, path)`."""
     name: str
     data: str
@@ -75,27 +77,43 @@ class Task:
     def read_labeled(self, spec: dict, path: str) -> Dataset:
         return self.module.read_labeled(spec, path)
 
-    def predict(self, objective, spec: dict, path: str | None, out: Path | None = None,
-                render: Path | None = None) -> Prediction:
-        """Predictions for the inputs in `path` (a file, a folder, or the input text itself)."""
+    def predict(self, objective, spec: dict, inputs, out: Path | None = None, render: Path | None = None,
+                **options) -> Prediction:
+        """Predictions for `inputs`: a path (a file or a folder), the input text itself, or raw inputs where the data
+        module encodes them (rows as dicts or a DataFrame, PIL images or arrays, a series as numbers). `options`
+        (steps, threshold, length, temperature, top_k, seed...) go to the data module's `predict`, which names the
+        ones it takes as keywords; one it does not take is refused (a plain classifier takes none)."""
+        options = {k: v for k, v in options.items() if v is not None}
         if render is not None:
-            raise DeepAtlasError("--render: only rl runs play episodes")
-        if path is None:
+            raise DeepAtlasError(f"{option('render')}: only rl runs play episodes")
+        if inputs is None:
             raise DeepAtlasError("give INPUTS to predict for (or --neighbours WORD for an embedding run)")
         if out is not None and not self.draws:
-            raise DeepAtlasError("--out PNG: only detection and segmentation runs draw their predictions")
+            raise DeepAtlasError(f"{option('out')} PNG: only detection and segmentation runs draw their predictions")
         module = self.module
         if hasattr(module, "predict"):
-            rows = module.predict(objective, spec, str(path), **({"out": Path(out)} if out else {}))
+            self.check_options(module.predict, options)
+            inputs = str(inputs) if isinstance(inputs, Path) else inputs
+            rows = module.predict(objective, spec, inputs, **({"out": Path(out)} if out else {}), **options)
             return self.prediction(rows, files=[str(out)] if out else [])
+        self.check_options(None, options)
         if not isinstance(objective, Predicts):
             raise DeepAtlasError(f"{type(objective.model).__name__} generates rather than predicts: "
                                  f"try `deepatlas sample RUN_DIR`")
-        x, names = module.read_inputs(spec, str(path))
-        probs = objective.predict(x)
+        x, names = module.encode(spec, inputs) if hasattr(module, "encode") else module.read_inputs(spec, str(inputs))
+        probs = objective.predict(x.to(next(objective.parameters()).device))
         classes = spec["classes"]
         return ClassProbabilities([{"input": n, "predicted": classes[int(p.argmax())],
                                     "probabilities": dict(zip(classes, p.tolist()))} for n, p in zip(names, probs)])
+
+    def check_options(self, predict, options: dict) -> None:
+        """Refuse a predict option (a keyword of `predict`) that this task's predictions do not take."""
+        taken = set(inspect.signature(predict).parameters) if predict is not None else set()
+        for name in options:
+            if name not in taken:
+                shown = ", ".join(option(k) for k in sorted(taken - {"objective", "spec", "text", "inputs", "path", "out",
+                                                                      "render"})) or "none"
+                raise DeepAtlasError(f"{option(name)}: {self.name} predictions do not take it (they take: {shown})")
 
     def write_samples(self, spec: dict, samples: Tensor, out: Path, columns: int = 0) -> list[Path]:
         """Samples where people look at them (a PNG grid, a scatter, WAV files)."""

@@ -65,8 +65,8 @@ class NextToken(Objective):
 class TextTask(Task):
     """Text: a topic run classifies sentences, a language model continues a prompt."""
 
-    def predict(self, objective, spec: dict, path: str | None, out=None, render=None) -> Prediction:
-        rows = super().predict(objective, spec, path, out, render).rows
+    def predict(self, objective, spec: dict, inputs, out=None, render=None, **options) -> Prediction:
+        rows = super().predict(objective, spec, inputs, out, render, **options).rows
         return ClassProbabilities(rows) if "classes" in spec else Continuations(rows)
 
 

@@ -258,7 +258,8 @@ class EnvironmentTask(Task):
     """rl: methods act in an environment (a gymnasium id or a board game) and own their loop; `predict` takes
     no input: it plays one test episode (`render`: saved as a GIF) or shows a board game."""
 
-    def predict(self, objective, spec: dict, path=None, out=None, render=None) -> Prediction:
+    def predict(self, objective, spec: dict, path=None, out=None, render=None, **options) -> Prediction:
+        self.check_options(None, {k: v for k, v in options.items() if v is not None})
         if path is not None or out is not None:
             raise DeepAtlasError(f"this run takes no input: it plays {spec['env']} (--render GIF to watch)")
         return Episodes(envs.predict(objective, spec, render=Path(render) if render else None),
@@ -268,7 +269,7 @@ class EnvironmentTask(Task):
 class SearchTask(Task):
     """search: a method that trains other entries (on tabular data) and keeps its findings."""
 
-    def predict(self, objective, spec: dict, path=None, out=None, render=None) -> Prediction:
+    def predict(self, objective, spec: dict, path=None, out=None, render=None, **options) -> Prediction:
         raise DeepAtlasError("a search run searches rather than predicts: its findings are in its metrics.json "
                              "and search.json")
 
