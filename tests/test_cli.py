@@ -58,12 +58,12 @@ def test_train_eval_predict(cli_run, tmp_path, rows_csv):
     run = tmp_path / "run"
     code, out, err = cli_run("train", "mlp", "--set", "epochs=3", "--set", "width=16", "--seed", "1", "--out", run)
     assert code == 0, err
-    assert "test: loss" in out and str(run) in out
+    assert "test:\n  loss: " in out and str(run) in out
     assert json.loads((run / "config.json").read_text())["model"]["width"] == 16
 
     code, out, _ = cli_run("eval", run, "--json")
-    metrics = json.loads(out)
-    assert code == 0 and metrics == json.loads((run / "metrics.json").read_text())["test"]
+    metrics, saved = json.loads(out), json.loads((run / "metrics.json").read_text())
+    assert code == 0 and metrics.pop("baseline") == saved["baseline"] and metrics == saved["test"]
     code, out, _ = cli_run("eval", run, "--data", rows_csv, "--json")
     assert code == 0 and 0 <= json.loads(out)["accuracy"] <= 1
 
@@ -118,7 +118,7 @@ def errors():
         (["train", "mlp", "--set", "widht=3"], "unknown setting 'widht' for mlp; did you mean width?"),
         (["train", "mlp", "--set", "zzz=3"], "valid: activation"),
         (["train", "mlp", "--set", "in_features=3"], "set from the data"),
-        (["train", "--resume", "somewhere", "--set", "lr=1"], "drop NAME"),
+        (["train", "--resume", "somewhere", "--set", "lr=1"], "drop the name, --data, --target, --column, --task and --set"),
         (["train", "mlp", "--set", "width=wide"], "width=wide: expected an integer"),
         (["train", "mlp", "--set", "optimizer=adam"], "must be one of adamw, sgd"),
         (["train", "mlp", "--set", "width"], "expected key=value"),
@@ -175,7 +175,7 @@ def test_ddp_on_cpu_produces_a_loadable_run(tmp_path):
                            "--set", "epochs=2", "--out", str(run)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    model = deepatlas.load(run)
+    model = deepatlas.load(run).model
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.8
     assert model is not None
     for f in run.rglob("*"):  # no pickle (protocols 2-5) nor torch.save zip under DDP

@@ -124,7 +124,7 @@ def test_checkpoint_state_round_trip(tmp_path):
 
 
 def test_load_rebuilds_the_trained_model(mlp_run):
-    model = deepatlas.load(mlp_run)
+    model = deepatlas.load(mlp_run).objective
     trained = weights(mlp_run)
     assert_same({k: v for k, v in model.state_dict().items()}, trained)
     assert not model.training

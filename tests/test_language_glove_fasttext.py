@@ -199,7 +199,7 @@ def unseen_hits(objective, spec) -> float:
 
 def test_fasttext_unseen_word_lands_nearest_its_category(fasttext_run, planted_data):
     run, _ = fasttext_run
-    objective = deepatlas.load(run)                                         # the n-gram table came back too
+    objective = deepatlas.load(run).objective                                         # the n-gram table came back too
     fresh = fasttext.FastText(objective.model.cfg)
     fresh.set_vocab(planted_data.spec["vocab"])
     assert torch.equal(objective.model.subwords, fresh.subwords)

@@ -209,7 +209,7 @@ def test_recursive_nn_learns_to_evaluate_expressions(tmp_path):
     lines = tmp_path / "exprs.txt"
     sample = random_trees(100, seed=7, max_height=4)
     lines.write_text("\n".join(trees.to_string(t) for t in sample) + "\n")
-    rows = trees.predict(deepatlas.load(run), trees.load("expressions").spec, str(lines))
+    rows = trees.predict(deepatlas.load(run).objective, trees.load("expressions").spec, str(lines))
     assert sum(r["predicted"] == r["exact"] for r in rows) >= 70
     labelled = tmp_path / "labelled.tsv"
     labelled.write_text("".join(f"{trees.to_string(t)}\t{trees.evaluate(t)}\n" for t in sample))

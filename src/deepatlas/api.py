@@ -13,13 +13,14 @@ import dataclasses
 from pathlib import Path
 
 from deepatlas import __version__ as VERSION
-from deepatlas import catalog, cores, memory
+from deepatlas import catalog, cores, errors, memory
 from deepatlas.catalog import (Card, Data, Entry, Train, card, card_json, cards, entries, family_cards, field_help, get,
                                markdown_table, split_recipe)
-from deepatlas.errors import DeepAtlasError
+from deepatlas.errors import DeepAtlasError, option
 
-__all__ = ["create_model", "train", "evaluate", "load", "predict", "sample", "play", "entries", "get", "cards",
-           "card", "family_cards", "Entry", "Card", "Train", "Data", "Scaling", "DeepAtlasError", "VERSION"]
+__all__ = ["create_model", "train", "evaluate", "baseline", "load", "Predictor", "predict", "sample", "play", "entries",
+           "get", "cards", "card", "family_cards", "Entry", "Card", "Train", "Data", "Scaling", "DeepAtlasError",
+           "VERSION"]
 
 
 def __getattr__(name: str):
@@ -73,10 +74,38 @@ class Settings:
     train: Train
     options: Data
     phases: dict[str, Train] = dataclasses.field(default_factory=dict)
+    fitted: bool = False
+    """the main training is fitted to the user's data and time budget (see `fit_to_data`)"""
 
     def to_json(self) -> dict:
         return {"train": dataclasses.asdict(self.train), "options": dataclasses.asdict(self.options),
-                "phases": {name: dataclasses.asdict(t) for name, t in self.phases.items()}}
+                "phases": {name: dataclasses.asdict(t) for name, t in self.phases.items()}, "fitted": self.fitted}
+
+
+FITTED_EPOCHS = 1000
+"""a fitted run's most epochs: the time budget and early stopping end it sooner on all but the smallest data"""
+FITTED_PATIENCE = 20
+"""a fitted run stops after this many epochs without a better validation metric"""
+SET_BY_RECIPE = ("epochs", "steps", "patience")
+"""training settings a user who sets any of them takes charge of: their run is not fitted"""
+
+
+def fit_to_data(entry: Entry, train: Train, given: set[str]) -> tuple[Train, bool]:
+    """An entry's recipe was tuned to its embedded data: its epochs (or steps) stop far too early or far too late on a
+    user's data of another size. On a user's file, unless the user sets epochs, steps or patience, the main training
+    runs until early stopping (FITTED_PATIENCE epochs without a better validation metric) or the time budget (the
+    entry's bar budget unless --max-time), with the cosine schedule over the epochs that fit (decided after the first
+    epoch by the engine) and the warm-up at most one epoch (`fit_warmup`)."""
+    if given & set(SET_BY_RECIPE) or task_of(entry).loop != "fit":
+        return train, False
+    return dataclasses.replace(train, epochs=max(train.epochs, FITTED_EPOCHS), steps=0, patience=FITTED_PATIENCE), True
+
+
+def fit_warmup(train: Train, train_examples: int, world_size: int = 1) -> Train:
+    """A fitted run's warm-up: the recipe's, but at most one epoch of this data (the recipe's 100 steps of warm-up
+    were a few percent of its embedded run; on 40 steps of a user's data they would be the whole run)."""
+    steps_per_epoch = -(-train_examples // (train.batch_size * world_size))
+    return dataclasses.replace(train, warmup=min(train.warmup, steps_per_epoch))
 
 
 def settings_for(entry: Entry, overrides: dict, data: str | None = None) -> tuple[dict, Settings]:
@@ -86,13 +115,17 @@ def settings_for(entry: Entry, overrides: dict, data: str | None = None) -> tupl
     options = catalog.apply_overrides(entry.data, parts["data"])
     if data:
         options = dataclasses.replace(options, data=data)
-    if Path(options.data).exists():
+    users = Path(options.data).exists()
+    if users:
         options = dataclasses.replace(options, data=str(Path(options.data).resolve()))
+        if "image_size" not in parts["data"]:  # the recipe's size is its embedded data's: yours is your images'
+            options = dataclasses.replace(options, image_size=0)
     phases = {name: catalog.apply_overrides(t, parts[name], f"--set {name}.") for name, t in entry.phases.items()}
     train = catalog.apply_overrides(entry.train, parts["train"])
     if "epochs" in settings_keys(entry)["train"] and train.epochs < 1:
         raise DeepAtlasError(f"--set epochs={train.epochs}: the training needs at least one epoch")
-    return parts["model"], Settings(train, options, phases)
+    train, fitted = fit_to_data(entry, train, set(parts["train"])) if users else (train, False)
+    return parts["model"], Settings(train, options, phases, fitted)
 
 
 MOVED_TO_TRAINING = ("train_windows", "train_examples", "pretrain", "pretrain_epochs", "pretrain_lr",
@@ -116,7 +149,7 @@ def saved_settings(saved: dict, source: str = "config.json") -> Settings:
         return Settings(catalog.apply_overrides(Train(), saved["train"], f"{source}: train."),
                         catalog.apply_overrides(Data(), saved["options"], f"{source}: options."),
                         {name: catalog.apply_overrides(Train(), t, f"{source}: phases.{name}.")
-                         for name, t in saved.get("phases", {}).items()})
+                         for name, t in saved.get("phases", {}).items()}, saved.get("fitted") is True)
     except (KeyError, TypeError, AttributeError) as err:
         raise DeepAtlasError(f"{source}: not a deepatlas config ({type(err).__name__}: {err})") from None
 
@@ -178,10 +211,15 @@ def _objective(entry: Entry, config, spec: dict):
     return objective
 
 
-def train(name: str | None = None, *, data: str | None = None, target: str | None = None,
-          overrides: dict | None = None, seed: int = 0, out: str | Path | None = None,
+def train(name: str | None = None, *, data: str | None = None, target: str | None = None, column: str | None = None,
+          task: str | None = None, overrides: dict | None = None, seed: int = 0, out: str | Path | None = None,
           max_time: float | None = None, resume: str | Path | None = None, scaling=None) -> dict:
-    """Train entry `name` (or resume the run in `resume`) and return its metrics (with "run_dir")."""
+    """Train entry `name` (or resume the run in `resume`) and return its metrics (with "run_dir").
+
+    `data`: an embedded dataset's name or your file or folder; `target`: a table's label column; `column`: a series'
+    value column; `task`: "classification" or "regression" for a table's target (default: from its values);
+    `overrides`: {key: value} of the entry's model, train and data settings (the CLI's --set); `max_time`: seconds;
+    `scaling`: Fabric's flags (`Scaling(accelerator, devices, strategy, num_nodes, precision)`)."""
     import torch
 
     from deepatlas.engine.loop import Scaling, make_fabric, within_steps
@@ -190,10 +228,18 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
 
     overrides = dict(overrides or {})
     check_max_time(max_time)
+    if target is not None and column is not None:
+        raise DeepAtlasError(f"{option('target')} names a table's label column, {option('column')} a series' value "
+                             f"column: give one")
+    target = target if target is not None else column
+    if task is not None:
+        overrides["data.task"] = task
     saved = None
     if resume is not None:
         if name or data or target or overrides:
-            raise DeepAtlasError("--resume continues a run exactly as configured: drop NAME, --data, --target and --set")
+            raise DeepAtlasError(f"{option('resume')} continues a run exactly as configured: drop the name, "
+                                 f"{option('data')}, {option('target')}, {option('column')}, {option('task')} and "
+                                 f"{'--set' if errors.SPELL_AS_FLAGS else 'overrides='}")
         run = RunDir(resume)
         run.check_resumable()
         saved = run.read_json(run.config)
@@ -220,10 +266,14 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
     scaling = scaling or Scaling()
     splits = task.load(settings.options, target)
     if saved is None and target is not None and not Path(settings.options.data).exists():
-        raise DeepAtlasError(f"--target/--column {target}: {settings.options.data} is an embedded dataset; they "
-                             f"name a column of your own CSV file (--data FILE)")
+        raise DeepAtlasError(f"{option('target')}/{option('column')} {target}: {settings.options.data} is an embedded "
+                             f"dataset; they name a column of your own CSV file ({option('data')}FILE)")
     if saved is None:
         config = build_config(entry, model_over, splits.dims)
+    if settings.fitted:
+        max_time = max_time or entry.bar.budget_s
+        if saved is None:
+            settings.train = fit_warmup(settings.train, len(splits.train))
     memory.check_model(entry.build, config, f"{entry.name} with this config and batch_size {settings.train.batch_size}",
                        _example(splits), settings.train.batch_size, accelerator=scaling.accelerator)
     fabric = make_fabric(scaling)
@@ -247,9 +297,10 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
                            fabric)
             if fabric.global_rank != 0:
                 return {"run_dir": str(run.path), **summary}
-            task.after_training(load(run.path), splits.spec, splits, run.path)
+            task.after_training(load_objective(run.path), splits.spec, splits, run.path)
         metrics = {"run_dir": str(run.path), "name": entry.name, **summary, "params": count_params(objective),
                    "test": evaluate(run.path, split="test"), "val": evaluate(run.path, split="val")}
+        metrics["baseline"] = trivial(task, splits.spec, splits)  # the test split's, beside "test"
         run.write_json(run.metrics, metrics)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(str(run.path) if run.published else "") from None  # tell the user which run to resume
@@ -299,7 +350,7 @@ def _fit(entry: Entry, objective, train_set, splits, settings: Settings, seed: i
     left = None if max_time is None else max(max_time - spent, 0.0)
     return fit(objective, train_set, splits.val, settings.train, run, fabric=fabric, seed=seed,
                train_transform=splits.train_transform, monitor=monitor_for(entry, settings.options),
-               max_time=left, resume=resuming_main, title=entry.name)
+               max_time=left, resume=resuming_main, title=entry.name, plan=settings.fitted)
 
 
 def _learn(entry: Entry, objective, env, settings: Settings, seed: int, run, max_time, resume: bool, fabric) -> dict:
@@ -347,14 +398,107 @@ def _read(run_dir: str | Path) -> tuple:
     return run, saved, entry, config
 
 
-def load(run_dir: str | Path):
+def load_objective(run_dir: str | Path):
     """The trained objective (an nn.Module: its forward gives the network's output) of a run, in eval mode."""
     from deepatlas.engine.checkpoint import load_weights
     run, saved, entry, config = _read(run_dir)
     if not run.model.exists():
-        raise DeepAtlasError(f"{run.path}: no model.safetensors (did the run finish? resume it with --resume)")
+        raise DeepAtlasError(f"{run.path}: no model.safetensors (did the run finish? resume it with "
+                             f"{option('resume')}RUN_DIR)")
     memory.check_model(entry.build, config, f"{run.config}: its {entry.name}", training=False)
     return load_weights(_objective(entry, config, saved["data"]), run.model).eval()
+
+
+def load(run_dir: str | Path) -> Predictor:
+    """A trained run, ready for raw inputs (`Predictor`): `.predict(...)`, `.encode(...)`, `.model`; rl runs `.act`,
+    language models `.generate`."""
+    return Predictor(run_dir)
+
+
+class Predictor:
+    """A trained run as the CLI uses it, from Python. `predict(inputs, **options)` takes what `deepatlas predict`
+    takes (paths, the input text itself) and raw inputs (rows as dicts or a DataFrame, PIL images or arrays, a series
+    as numbers), with the same options as keywords (steps, threshold, length, temperature, top_k, seed), and returns
+    a typed `Prediction` in the input's units. `encode(raw)` gives the tensor the network reads; `model` is the plain
+    nn.Module and `objective` the module that wraps it with its loss and metrics; calling the predictor runs the
+    objective's forward on encoded inputs."""
+
+    def __init__(self, run_dir: str | Path):
+        _, saved, self.entry, self.config = _read(run_dir)
+        self.run_dir, self.spec, self.task = Path(run_dir), saved["data"], task_of(self.entry)
+        self.objective = load_objective(run_dir)
+        self.model = self.objective.model
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.entry.name}, {str(self.run_dir)!r})"
+
+    def __call__(self, *inputs):
+        import torch
+        with torch.no_grad():
+            return self.objective(*inputs)
+
+    def predict(self, inputs=None, *, out: str | Path | None = None, render: str | Path | None = None, **options):
+        check_output(out, option("out"))
+        check_output(render, option("render"))
+        return self.task.predict(self.objective, self.spec, inputs, out=Path(out) if out else None,
+                                 render=Path(render) if render else None, **options)
+
+    def encode(self, raw):
+        """The tensor the network reads for `raw` inputs, encoded exactly as training encoded its data."""
+        module = self.task.module
+        if not hasattr(module, "encode"):
+            raise DeepAtlasError(f"{self.entry.name}: its {self.task.name} inputs are encoded inside predict(...); "
+                                 f"give them there")
+        return module.encode(self.spec, raw)[0]
+
+    def act(self, observation):
+        """The trained policy's greedy action for one observation, in the environment's action space."""
+        if self.task.name != "rl":
+            raise DeepAtlasError(f"{self.entry.name} is not an rl run: it has no policy to act with")
+        from deepatlas.data import envs
+        return envs.act(self.objective, self.spec, observation)
+
+    def generate(self, prompt: str, **options) -> str:
+        """The prompt continued (language models); options: length, temperature, top_k, seed."""
+        if not hasattr(self.model, "generate") or self.task.name != "language_model" or "classes" in self.spec:
+            raise DeepAtlasError(f"{self.entry.name} does not generate text (gpt does)")
+        return self.predict(prompt, **options).rows[0]["predicted"]
+
+
+def baseline(run_dir: str | Path, data: str | None = None, split: str = "test", episodes: int | None = None) -> dict:
+    """The task's trivial predictor on the same examples `evaluate` measures ({"baseline": what it is, metric:
+    value...}): the majority class, the training mean, the naive last value, a bigram, a random policy. Empty where
+    the task has none. On a user's file (`data`) it is fitted on the run's training split, or on the file itself
+    where the training data is no longer there."""
+    _, saved, entry, _ = _read(run_dir)
+    task, options = task_of(entry), saved_settings(saved).options
+    if not _has_baseline(task):
+        return {}
+    try:
+        splits = task.load(options, saved.get("target"))
+    except DeepAtlasError:
+        if data is None:
+            raise
+        splits = None
+    examples = None if data is None else task.read_labeled(saved["data"], data)
+    return trivial(task, saved["data"], splits, split, episodes, examples)
+
+
+def _has_baseline(task) -> bool:
+    return task.name == "rl" if task.loop == "own" else hasattr(task.module, "baseline")
+
+
+def trivial(task, spec: dict, splits, split: str = "test", episodes: int | None = None, examples=None) -> dict:
+    """`baseline` on data already loaded: `splits` (an environment for rl) and `examples` (default its `split`)."""
+    if not _has_baseline(task):
+        return {}
+    if task.loop == "own":
+        from deepatlas.data import envs
+        description, values = envs.baseline(spec, splits, split, episodes)
+    else:
+        examples = examples if examples is not None else getattr(splits, split)
+        description, values = task.module.baseline(spec, None if splits is None else splits.train, examples)
+    return {"baseline": description, **values}
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
@@ -367,7 +511,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
 
     _, saved, entry, _ = _read(run_dir)
     task = task_of(entry)
-    objective = load(run_dir)
+    objective = load_objective(run_dir)
     options = saved_settings(saved).options
     if task.loop == "own":
         if data is not None:
@@ -388,23 +532,23 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
     return evaluate_loader(fabric, fabric.setup_module(objective), loader)
 
 
-def predict(run_dir: str | Path, path: str | Path | None = None, out: str | Path | None = None,
-            render: str | Path | None = None):
-    """A `Prediction` (tasks/predictions.py) for the inputs in `path`: rows of a CSV, an image or a folder, a
-    sentence to translate or continue, a series to forecast (`path` may be the input text itself). Detection
+def predict(run_dir: str | Path, inputs=None, out: str | Path | None = None, render: str | Path | None = None,
+            **options):
+    """A `Prediction` (tasks/predictions.py) for `inputs`: rows of a CSV, an image or a folder, a sentence to translate
+    or continue, a series to forecast (a path, or the input text itself, or raw inputs: see `Predictor`). Detection
     and segmentation runs also draw their predictions into the PNG `out`. rl runs take no input: they play one
-    test episode (saved as the GIF `render`) or show a board game."""
-    _, saved, entry, _ = _read(run_dir)
-    return task_of(entry).predict(load(run_dir), saved["data"], None if path is None else str(path),
-                                  out=Path(out) if out else None, render=Path(render) if render else None)
+    test episode (saved as the GIF `render`) or show a board game. `options`: steps (series), threshold (detection,
+    segmentation), length, temperature, top_k, seed (text)."""
+    return load(run_dir).predict(inputs, out=out, render=render, **options)
 
 
-def predict_many(run_dir: str | Path, inputs: list[str | Path], out: str | Path | None = None):
+def predict_many(run_dir: str | Path, inputs: list[str | Path], out: str | Path | None = None, **options):
     """One `Prediction` for several inputs; a PNG `out` is numbered (out-1.png, ...) when there are several."""
+    predictor = load(run_dir)
     if not inputs:
-        return predict(run_dir, None, out=out)
+        return predictor.predict(None, out=out, **options)
     from deepatlas.data.draw import numbered
-    results = [predict(run_dir, p, out=None if out is None else numbered(Path(out), i, len(inputs)))
+    results = [predictor.predict(p, out=None if out is None else numbered(Path(out), i, len(inputs)), **options)
                for i, p in enumerate(inputs)]
     combined = results[0]
     for r in results[1:]:
@@ -431,7 +575,7 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
     check_seed(seed)
     check_output(out, "--out", "either")
     run, saved, entry, _ = _read(run_dir)
-    objective = load(run_dir)
+    objective = load_objective(run_dir)
     if not isinstance(objective, Samples):
         raise DeepAtlasError(f"{entry.name} has no sampler: there is nothing to sample (vae, gan, pixelcnn... do)")
     spec, task = saved["data"], task_of(entry)
@@ -456,7 +600,7 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
 def play(run_dir: str | Path, human_first: bool, ask, say) -> None:
     """Play a board game against a trained agent in the terminal (`ask(prompt) -> move`, `say(text)`)."""
     from deepatlas.protocols import Plays
-    agent = load(run_dir)
+    agent = load_objective(run_dir)
     if not isinstance(agent, Plays):
         raise DeepAtlasError(f"{run_dir}: this run does not play board games (train alphazero)")
     agent.play(human_first=human_first, ask=ask, say=say)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deepatlas import api, cores
+from deepatlas import api, cores, errors
 from deepatlas.errors import DeepAtlasError
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # piped: do not cut names
@@ -113,6 +113,8 @@ def info(name, as_json):
 @click.option("--data", "--env", "data", help="embedded dataset name or a path to your file; rl: an environment id")
 @click.option("--target", help="label column of a CSV file")
 @click.option("--column", help="value column of a CSV time series (forecasting)")
+@click.option("--task", type=click.Choice(["classification", "regression"]),
+              help="tables: what the --target is (default: regression for a numeric target with many values)")
 @click.option("--max-time", type=float, help="stop training after this many seconds")
 @click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a model, train or data setting (model.width=64, train.lr=3e-4, data.window=20; "
                    "the part may be left out where the key is unambiguous)")
@@ -124,22 +126,31 @@ def info(name, as_json):
 @click.option("--strategy", default="auto", show_default=True, help="auto, ddp, fsdp, ...")
 @click.option("--num-nodes", type=int, default=1, show_default=True, help="machines")
 @click.option("--precision", default="32-true", show_default=True, help="32-true, bf16-mixed, 16-mixed, ...")
-def train(name, data, target, column, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy, num_nodes,
-          precision):
-    """Train an architecture's default recipe (or your data) and write a run directory."""
+def train(name, data, target, column, task, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy,
+          num_nodes, precision):
+    """Train an architecture's default recipe (or your data) and write a run directory. On your own file the
+    training is fitted to it: early stopping within --max-time (default: the entry's bar budget)."""
     _share_cores()
     scaling = api.Scaling(accelerator, int(devices) if devices.isdigit() else devices, strategy, num_nodes, precision)
-    if target and column:
-        raise DeepAtlasError("--target names a label column, --column a series column: give one")
-    result = api.train(name, data=data, target=target or column, overrides=_pairs(set_), seed=seed, out=out_dir,
-                             max_time=max_time, resume=resume, scaling=scaling)
+    result = api.train(name, data=data, target=target, column=column, task=task, overrides=_pairs(set_), seed=seed,
+                       out=out_dir, max_time=max_time, resume=resume, scaling=scaling)
     if "test" not in result:  # a DDP worker other than rank 0
         return
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in result["test"].items())
     length = f"{result['epochs']} epochs" if "epochs" in result else f"{result['steps']} steps"
     out.print(f"[bold]{result['name']}[/bold]: {result['status']} after {length}, {result['seconds']}s")
-    out.print(f"test: {shown}")
+    _show_metrics("test", result["test"], result.get("baseline", {}))
     out.print(f"run: {result['run_dir']}")
+
+
+def _show_metrics(title: str, metrics: dict, baseline: dict) -> None:
+    """One line per metric, the trivial baseline's value beside it, so a user sees at once whether it learned."""
+    if title:
+        out.print(f"{title}:")
+    for k, v in metrics.items():
+        beside = f"   (baseline {baseline[k]:.4f})" if isinstance(baseline.get(k), (int, float)) else ""
+        out.print(f"  {k}: {v:.4f}{beside}", highlight=False)
+    if baseline:
+        out.print(f"  baseline: {baseline['baseline']}", highlight=False)
 
 
 @app.command("eval")
@@ -152,10 +163,10 @@ def eval_(run_dir, data, episodes, as_json):
     if episodes is not None and not 1 <= episodes <= 10_000:
         raise DeepAtlasError(f"--episodes {episodes}: play 1 to 10,000 episodes")
     metrics = api.evaluate(run_dir, data=data, episodes=episodes)
+    baseline = api.baseline(run_dir, data=data, episodes=episodes)
     if as_json:
-        return _json(metrics)
-    for k, v in metrics.items():
-        out.print(f"{k}: {v:.4f}")
+        return _json({**metrics, **({"baseline": baseline} if baseline else {})})
+    _show_metrics("", metrics, baseline)
 
 
 @app.command()
@@ -170,7 +181,13 @@ def eval_(run_dir, data, episodes, as_json):
 @click.option("--json", "as_json", is_flag=True, help="print predictions as JSON")
 @click.option("--plot", "plot_file", type=click.Path(path_type=Path),
               help="save the attention heat map to this PNG (models with attention; one file per input, numbered)")
-def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file):
+@click.option("--steps", type=int, help="series: how many values to forecast (default 10)")
+@click.option("--threshold", type=float, help="detection, segmentation: the lowest score kept (default 0.5)")
+@click.option("--length", type=int, help="text: tokens to generate")
+@click.option("--temperature", type=float, help="text: sampling temperature (0: greedy)")
+@click.option("--top-k", "top_k", type=int, help="text: sample among the k likeliest tokens (0: all)")
+@click.option("--seed", type=int, help="text: random seed of the sampling")
+def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file, **options):
     """Predict for each input: a CSV of rows, an image or folder, a series CSV, a text to translate or to
     continue, a sentence to classify, or (--neighbours) a word's nearest neighbours. rl runs take no input:
     they play one test episode (--render GIF) or, for a board game, show a game against the perfect player."""
@@ -178,10 +195,10 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file):
     for flag, path in (("--out", out_file), ("--render", render_file), ("--plot", plot_file)):
         api.check_output(path, flag)
     if render_file is not None:
-        result = api.predict(run_dir, inputs[0] if inputs else None, render=render_file)
+        result = api.predict(run_dir, inputs[0] if inputs else None, render=render_file, **options)
     else:
         drawn = out_file is not None and out_file.suffix.lower() == ".png"  # annotated images, not a CSV
-        result = api.predict_many(run_dir, list(inputs), out=out_file if drawn else None)
+        result = api.predict_many(run_dir, list(inputs), out=out_file if drawn else None, **options)
         if drawn:
             several = len(inputs) > 1 or len(result.rows) > 1
             out.print(f"drawn: {out_file}" + (" (numbered: one file per image)" if several else ""), highlight=False)
@@ -300,6 +317,14 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code: every user error is one line on stderr and code 2; an
     internal error (a bug) is a short report and code 1, with the traceback under --debug."""
     argv = sys.argv[1:] if argv is None else argv
+    errors.SPELL_AS_FLAGS = True  # messages name the flags typed here, not the API's keywords
+    try:
+        return _run(argv)
+    finally:
+        errors.SPELL_AS_FLAGS = False
+
+
+def _run(argv: list[str]) -> int:
     try:
         app.main(args=argv, prog_name="deepatlas", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as err:  # bare `deepatlas`: show the help

@@ -69,6 +69,7 @@ class LoopState:
     batch: int = 0  # batches of epoch `epoch` already trained: a stop inside the epoch
     sums: dict = field(default_factory=dict)  # their summed training logs
     rng: list = field(default_factory=list)  # the random state after them: the CPU's, then the accelerator's
+    planned: int = 0  # epochs a run fitted to its time budget chose after its first one (0: train.epochs)
 
 
 def random_state(device: torch.device) -> list[torch.Tensor]:
@@ -220,6 +221,12 @@ def run_phases(phases: list, settings: dict[str, Train], run: RunDir, *, fabric:
     return time.perf_counter() - started, None
 
 
+def planned_epochs(fabric: Fabric, first_epoch: float, max_time: float, most: int) -> int:
+    """The epochs that fit in `max_time` when the first took `first_epoch` seconds (the slowest rank's), 1..`most`."""
+    slowest = fabric.all_reduce(torch.tensor(first_epoch, device=fabric.device), reduce_op="max").item()
+    return int(min(max(max_time // max(slowest, 1e-9), 1), most))
+
+
 def _key(logs: dict, metric: str, direction: str) -> list[float]:
     """Higher is better: the monitored metric first, lower validation loss breaks ties."""
     if metric not in logs:  # trained on data another metric measures: the lowest loss is best
@@ -230,11 +237,13 @@ def _key(logs: dict, metric: str, direction: str) -> list[float]:
 
 def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunDir, *, fabric: Fabric,
         monitor: tuple[str, str], seed: int = 0, max_time: float | None = None, resume: bool = False,
-        title: str = "train", train_transform=None) -> dict:
+        title: str = "train", train_transform=None, plan: bool = False) -> dict:
     """Train `objective` (an nn.Module with training_step/validation_step) and leave the run directory
     with model.safetensors (best validation weights), checkpoint.safetensors, log.csv and curves.png.
 
     `train_transform(batch) -> batch` (data augmentation) runs on each training batch, on its device.
+    `plan`: fit the run to `max_time`: after the first epoch, its seconds decide how many epochs fit (at most
+    `train.epochs`), and the schedule runs over those; the choice is kept in the checkpoint, so a resumed run keeps it.
     Returns {"status", "epochs", "steps", "seconds", "best_epoch", "val": {...}}.
     """
     metric, direction = monitor
@@ -261,8 +270,15 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                                  f"({str(err).splitlines()[0][:200]})") from None
     main = fabric.global_rank == 0
     log = CSVLog(run.log, keep_until_step=state.step if resume else -1) if main else None
+    if state.planned:
+        total_steps = state.planned * len(train_loader)
     progress = Progress(total_steps, title, enabled=main)
     progress.step(state.step)
+    if plan and not state.planned:
+        progress.epoch(f"fitted to your data: trains until {train.patience} epochs bring no better val {metric}, or "
+                       f"the time budget of {max_time:g}s ends (--max-time)"
+                       + (f"; warm-up {train.warmup} steps" if train.warmup else "")
+                       + "; set epochs or patience to choose yourself")
 
     def checkpoint() -> None:
         fabric.save(run.checkpoint, {**saved, "loop": vars(state)})
@@ -273,7 +289,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
     stops, finished = StopRequests(), False
     try:
         with stops:
-            while state.epoch < train.epochs and status == "completed":
+            while state.epoch < (state.planned or train.epochs) and status == "completed":
                 torch.manual_seed(seed * 100_003 + state.epoch)  # this epoch's shuffle and dropout, resumed or not
                 if isinstance(train_loader.sampler, DistributedSampler):
                     train_loader.sampler.set_epoch(state.epoch)
@@ -307,7 +323,8 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                     if main:  # every loss per step: a GAN's two players each get a curve
                         log.write(state.step, state.epoch, {"train/step_loss": loss.item(), **{
                             f"train/step_{k}": float(v) for k, v in logs.items() if k.endswith("_loss")}})
-                        progress.step(state.step, f"epoch {state.epoch + 1}/{train.epochs} loss {loss.item():.4f}")
+                        progress.step(state.step, f"epoch {state.epoch + 1}/{state.planned or train.epochs} "
+                                                  f"loss {loss.item():.4f}")
                     time_up = max_time is not None and time.perf_counter() - started > max_time
                     # every rank stops at the same step (their clocks differ)
                     stop = fabric.all_reduce(torch.tensor([float(time_up), float(stops.requested)], device=fabric.device),
@@ -327,6 +344,12 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                 state.epoch += 1
                 state.batch, state.sums, state.rng = 0, {}, []
                 state.elapsed = time.perf_counter() - started
+                if plan and not state.planned and max_time is not None:
+                    state.planned = planned_epochs(fabric, state.elapsed, max_time, train.epochs)
+                    total_steps = state.planned * len(train_loader)
+                    progress.plan(total_steps, f"epoch 1 took {state.elapsed:.2f}s: up to {state.planned} epochs of "
+                                               f"{len(train_loader)} steps fit in {max_time:g}s; the learning-rate "
+                                               f"schedule runs over them")
                 key = _key(val_logs, metric, direction)
                 if not state.best or key > state.best:
                     state.best, state.best_epoch, state.bad_epochs = key, state.epoch, 0
@@ -344,7 +367,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                                                                                            total_steps)})
                     log.flush()
                     shown = "  ".join(f"{k} {v:.4f}" for k, v in {**train_means, **{f"val/{k}": v for k, v in val_logs.items()}}.items())
-                    progress.epoch(f"epoch {state.epoch}/{train.epochs}  {shown}")
+                    progress.epoch(f"epoch {state.epoch}/{state.planned or train.epochs}  {shown}")
         finished = status != "interrupted"
     except KeyboardInterrupt:
         status = "interrupted"

@@ -31,6 +31,12 @@ class Progress:
         elif self.enabled:
             print(f"{self.title} {line} ({time.perf_counter() - self.start:.1f}s)", file=sys.stderr, flush=True)
 
+    def plan(self, total_steps: int, line: str) -> None:
+        """The run's length is decided (fitted to a time budget): say what was chosen and resize the bar."""
+        if self.fancy:
+            self.bar.update(self.task, total=total_steps)
+        self.epoch(line)
+
     def close(self) -> None:
         if self.fancy:
             self.bar.stop()

@@ -92,7 +92,7 @@ def compare(names: list[str], data: str | None = None, seed: int = 0, out: str |
             metrics = api.train(resume=run_dir)
         elif metrics is None:
             metrics = api.train(entry.name, data=data, overrides=overrides, seed=seed, out=run_dir)
-        objective = api.load(run_dir)
+        objective = api.load_objective(run_dir)
         one = next(iter(DataLoader(api.task_of(entry).load(settings.options).test, batch_size=1)))
         rows.append({"name": label, "data": settings.options.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
                      "params": metrics["params"], "train_seconds": metrics["seconds"],
