@@ -163,5 +163,5 @@ def test_predict_continues_a_word_prompt_with_a_space():
             return torch.cat([idx, torch.full((1, steps), cat)], 1)
 
     objective = NextToken(Repeats())
-    row = text.predict(objective, spec, "the dog", new_tokens=2)[0]
+    row = text.predict(objective, spec, "the dog", length=2)[0]
     assert row["predicted"] == "the dog cat cat"

@@ -9,7 +9,8 @@ Corpora (each split into train/val/test once, the same way whatever the run's se
     planted-semantics  the generated corpus of data/planted.py, one sentence per line.
     planted-topics     its sentences labelled by topic (the category of the subject word): a
                        sentence classification task (items (x, label)).
-    a .txt file or a folder of .txt files: read as UTF-8, split 80/10/10 in order (by paragraph).
+    a .txt file or a folder of .txt files: read as UTF-8, split 80/10/10 in order (by paragraph; by line when
+                       there are fewer than 10 paragraphs).
 
 Views (Recipe.tokens): characters; byte-pair subwords (BPE, Sennrich et al. 2016, learned on the
 train split by the `tokenizers` library, byte-level like GPT-2, Recipe.vocab merges' worth of
@@ -20,13 +21,18 @@ Language-model items are windows of Recipe.window tokens (x, y, baseline): x (T,
 the next tokens, and baseline (T,) a bigram model's -ln p(y_t | x_t), the bigram (interpolated with
 the unigram, its weight chosen on the val split) fitted on the train split: the yardstick the
 language models' bars are measured against. Training windows overlap by half; val/test windows
-tile the split, so every held-out token is predicted once.
+tile the split, so every held-out token is predicted once. `baseline` reports that bigram's cross-entropy on a
+split (a topic run's: the majority class), the trivial yardstick `eval` prints beside the model.
+
+`predict` continues a prompt: `length` tokens drawn at a `temperature` among the `top_k` likeliest, with random
+numbers from `seed` and the prompt (the same seed, the same continuation), or classifies sentences for a topic run.
 """
 from __future__ import annotations
 
 import ast
 import hashlib
 import json
+import math
 import re
 import sys
 import sysconfig
@@ -41,13 +47,15 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from deepatlas.data import Splits, is_file, planted, read_lines
-from deepatlas.errors import DeepAtlasError
+from deepatlas.errors import DeepAtlasError, option
 
 PAD, UNK, MASK, CLS, SEP = 0, 1, 2, 3, 4
 SPECIALS = ["<pad>", "<unk>", "<mask>", "<cls>", "<sep>"]
 EMBEDDED = ["stdlib-text", "planted-semantics", "planted-topics"]
 DEFAULT_WINDOW = {"char": 128, "bpe": 64, "word": 32}
 DEFAULT_VOCAB = {"bpe": 1024, "word": 5000}
+MAX_LENGTH = 10_000
+"""the most tokens `predict` draws for a prompt"""
 MAX_PROMPT_TOKENS = 10_000
 """the longest prompt a language model that reads all of it (ELMo's LSTM) continues; a model with a fixed context
 (GPT's `block_size`) is given only the prompt's last block_size tokens, so its prompts may be any length"""
@@ -137,11 +145,11 @@ def read_corpus(path: str) -> dict[str, str]:
     paragraphs = [q.strip() for q in re.split(r"\n\s*\n", read_text(path)) if q.strip()]
     if len(paragraphs) < 10 and sum(map(len, paragraphs)) < 1000:
         raise DeepAtlasError(f"{path}: too little text to split into train/val/test (need 10 paragraphs or 1,000 characters)")
-    if len(paragraphs) < 10:  # a few long paragraphs: split the lines instead
-        paragraphs = [line for q in paragraphs for line in q.splitlines() if line.strip()]
+    joint = "\n\n"
+    if len(paragraphs) < 10:  # a few long paragraphs: split the lines instead (joined as they were, one newline)
+        paragraphs, joint = [line for q in paragraphs for line in q.splitlines() if line.strip()], "\n"
     a, b = int(0.8 * len(paragraphs)), int(0.9 * len(paragraphs))
-    return {"train": "\n\n".join(paragraphs[:a]), "val": "\n\n".join(paragraphs[a:b]),
-            "test": "\n\n".join(paragraphs[b:])}
+    return {"train": joint.join(paragraphs[:a]), "val": joint.join(paragraphs[a:b]), "test": joint.join(paragraphs[b:])}
 
 
 def planted_corpus() -> dict[str, str]:
@@ -339,22 +347,79 @@ def read_inputs(spec: dict, text: str) -> tuple[Tensor, list[str]]:
     return pad_rows([encode(spec, s) for s in lines], spec["window"]), lines
 
 
+def baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
+    """The trivial predictor of a text run on `examples` (a split of its data), beside the model's metrics. Language
+    models: the bigram every window carries (fitted on the training split; on a user's file given to `eval --data`,
+    fitted on that text itself), its cross-entropy over the same real tokens the model is scored on. Topic runs: the
+    training split's most frequent class (the examples' own when `train` is None)."""
+    if "classes" in spec:
+        labels = examples.tensors[1]
+        majority = int(torch.bincount((labels if train is None else train.tensors[1]), minlength=len(spec["classes"])).argmax())
+        where = "training split" if train is not None else "data itself"
+        return (f"majority class of the {where} ({spec['classes'][majority]})",
+                {"accuracy": (labels == majority).float().mean().item()})
+    _, y, nll = examples.tensors
+    real = y != PAD
+    ce = (nll * real).sum().item() / max(int(real.sum()), 1)
+    return "bigram fitted on the training split", {"cross_entropy": ce, "perplexity": math.exp(min(ce, 50.0)),
+                                                   "ce_vs_bigram": 1.0}
+
+
+def check_generation(length: int | None, temperature: float, top_k: int, seed: int) -> None:
+    """One line for a generation option out of its range, naming it as the user spelled it."""
+    def whole(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    if length is not None and not (whole(length) and 1 <= length <= MAX_LENGTH):
+        raise DeepAtlasError(f"{option('length')} {length}: give a number of tokens from 1 to {MAX_LENGTH:,}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0 \
+            or not math.isfinite(temperature):
+        raise DeepAtlasError(f"{option('temperature')} {temperature}: give a number >= 0 (0 picks the likeliest "
+                             "token, 1 samples the model's distribution, higher is more random)")
+    if not (whole(top_k) and top_k >= 0):
+        raise DeepAtlasError(f"{option('top_k')} {top_k}: give a whole number >= 0 (0: all tokens)")
+    if not (whole(seed) and 0 <= seed < 2**32):
+        raise DeepAtlasError(f"{option('seed')} {seed}: give a whole number from 0 to {2**32 - 1}")
+
+
 @torch.no_grad()
-def predict(objective, spec: dict, text: str, new_tokens: int | None = None, temperature: float = 0.8,
-            top_k: int = 20) -> list[dict]:
-    """Classify sentences (topic runs) or continue a prompt (language models with `generate`), seeded. A model with
-    a `block_size` reads only the last block_size tokens of its context (GPT crops it), so only those are handed to
-    it: the rest of a long prompt is encoded, never computed on. Any other reads its whole prompt, which may then be
-    MAX_PROMPT_TOKENS long at most."""
+def predict(objective, spec: dict, inputs, *, length: int | None = None, temperature: float = 0.8, top_k: int = 20,
+            seed: int = 0) -> list[dict]:
+    """Classify sentences (topic runs) or continue prompts (language models with `generate`): `inputs` is the prompt
+    (a str) or a list of prompts; a row per prompt. `length` tokens are drawn (default 200 characters or 60
+    subwords/words) from softmax(logits / temperature) among the top_k likeliest (0: all; temperature 0: the
+    likeliest, greedy), with random numbers seeded by `seed` and the prompt (`prompt_seed`): the same seed gives the
+    same continuation of a prompt wherever it stands in the list, and the user's global torch seed is left as it was."""
     model = objective.model
     device = next(objective.parameters()).device
     if "classes" in spec:
-        x, names = read_inputs(spec, text)
+        x, names = read_inputs(spec, inputs)
         probs = objective(x.to(device)).softmax(-1)
         return [{"input": n, "predicted": spec["classes"][int(p.argmax())],
                  "probabilities": dict(zip(spec["classes"], p.tolist()))} for n, p in zip(names, probs)]
+    check_generation(length, temperature, top_k, seed)
     if not hasattr(model, "generate"):
         raise DeepAtlasError(f"{type(model).__name__} does not generate text; predict continues text with a GPT run")
+    prompts = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not all(isinstance(p, str) for p in prompts):
+        raise DeepAtlasError("a prompt is text (a str), or a list of them")
+    steps = length or (200 if spec["tokens"] == "char" else 60)
+    return [continue_prompt(model, spec, p, steps, temperature, top_k, seed, device) for p in prompts]
+
+
+def prompt_seed(seed: int, ids: list[int]) -> int:
+    """The random stream of one prompt: `seed` mixed with the tokens the model reads. Two prompts sampled with the
+    same draws are coupled: once their recent contexts agree (the same last character, for a model that looks little
+    further back) they take the same tokens from then on and stay the same text, which reads as if the prompt were
+    ignored. Each prompt gets its own draws instead; the same seed and prompt still give the same continuation."""
+    digest = hashlib.sha256(f"{seed}:{ids}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # torch.manual_seed takes up to 2^63 - 1
+
+
+def continue_prompt(model, spec: dict, text: str, steps: int, temperature: float, top_k: int, seed: int,
+                    device: torch.device) -> dict:
+    """One prompt's row. A model with a `block_size` reads only the last block_size tokens of its context (GPT crops
+    it), so only those are handed to it: the rest of a long prompt is encoded, never computed on. Any other reads
+    its whole prompt, which may then be MAX_PROMPT_TOKENS long at most."""
     ids = encode(spec, text) or [UNK]
     context = getattr(model, "block_size", None)
     if context:
@@ -362,10 +427,11 @@ def predict(objective, spec: dict, text: str, new_tokens: int | None = None, tem
     elif len(ids) > MAX_PROMPT_TOKENS:
         raise DeepAtlasError(f"the prompt is {len(ids):,} tokens; {type(model).__name__} reads all of its prompt, "
                              f"which may be {MAX_PROMPT_TOKENS:,} tokens at most (give its end)")
-    steps = new_tokens or (200 if spec["tokens"] == "char" else 60)
-    torch.manual_seed(0)
-    out = model.generate(torch.tensor([ids], device=device), steps, temperature=temperature, top_k=top_k)
+    # a private random state for this prompt alone (the caller's is restored afterwards)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(prompt_seed(seed, ids))
+        out = model.generate(torch.tensor([ids], device=device), steps, temperature=temperature, top_k=top_k)
     continuation = decode(spec, out[0, len(ids):].tolist())
     if spec["tokens"] == "word":  # words are joined by spaces, the prompt's last one too
         continuation = " " + continuation
-    return [{"input": text, "predicted": text + continuation, "continuation": continuation}]
+    return {"input": text, "predicted": text + continuation, "continuation": continuation}

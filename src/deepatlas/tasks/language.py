@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from deepatlas.data.text import PAD
+from deepatlas.errors import DeepAtlasError, option
 from deepatlas.tasks import Objective, Task
 from deepatlas.tasks.predictions import ClassProbabilities, Continuations, Prediction
 
@@ -63,9 +64,13 @@ class NextToken(Objective):
 
 
 class TextTask(Task):
-    """Text: a topic run classifies sentences, a language model continues a prompt."""
+    """Text: a topic run classifies sentences, a language model continues a prompt (`length`, `temperature`,
+    `top_k`, `seed`: data/text.py's `predict`)."""
 
     def predict(self, objective, spec: dict, inputs, out=None, render=None, **options) -> Prediction:
+        given = [k for k, v in options.items() if v is not None]
+        if "classes" in spec and given:  # the generation options would be silently ignored by a classifier
+            raise DeepAtlasError(f"{option(given[0])}: a topic run classifies sentences; it takes no generation options")
         rows = super().predict(objective, spec, inputs, out, render, **options).rows
         return ClassProbabilities(rows) if "classes" in spec else Continuations(rows)
 
