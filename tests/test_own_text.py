@@ -1,6 +1,7 @@
 """Users' text and environments, done right (issue 18): generation options checked and seeded, prompts that
 condition the continuation, the trivial baselines `eval` prints (bigram, majority class, random policy), the
 missing-extra message, and `act` for a loaded agent."""
+import importlib.util
 import random
 from collections import Counter
 
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 import deepatlas
-from deepatlas.data import text
+from deepatlas.data import envs, text
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks import get_task
+from deepatlas.tasks import rl
 from deepatlas.tasks.language import NextToken, sample_next
 
 KEYS = "a=1234\n", "b=5678\n"
@@ -150,6 +152,9 @@ def test_language_model_baseline_is_the_bigram_the_metrics_compare_with(keyed):
     assert metrics["perplexity"] == pytest.approx(np.exp(metrics["cross_entropy"]))
     assert metrics["ce_vs_bigram"] == 1.0
     assert metrics["cross_entropy"] < 0.8  # the keys' digits are nearly determined by the previous character
+    path = keyed.spec["source"]  # `eval --data FILE`: the file's windows carry a bigram fitted on that file
+    description, _ = text.baseline(keyed.spec, keyed.train, text.read_labeled(keyed.spec, path))
+    assert description == "bigram fitted on this text itself (in-sample)"
 
 
 def test_topic_baseline_is_the_training_majority_class():
@@ -160,3 +165,93 @@ def test_topic_baseline_is_the_training_majority_class():
     assert description == f"majority class of the training split ({data.spec['classes'][majority]})"
     assert metrics == {"accuracy": pytest.approx((test_labels == majority).float().mean().item())}
     assert 0 < metrics["accuracy"] < 0.5  # eight topics
+
+
+# ---- environments: the missing extra, the random-policy baseline, act ------------------------------------------
+
+BOX2D_MISSING = 'LunarLander-v3 needs Box2D, which is not installed; install it with: pip install swig, then pip install "gymnasium[box2d]"'
+
+
+@pytest.fixture
+def without_box2d(monkeypatch):
+    """This machine's state (gymnasium without Box2D); where Box2D is installed, gymnasium's refusal is imitated."""
+    if importlib.util.find_spec("Box2D") is not None:
+        import gymnasium
+
+        def make(env_id, **kwargs):
+            raise gymnasium.error.DependencyNotInstalled('Box2D is not installed, you can install it by run `pip install '
+                                                         'swig` followed by `pip install "gymnasium[box2d]"`')
+        monkeypatch.setattr(gymnasium, "make", make)
+
+
+def test_a_missing_extra_says_what_to_install_without_a_did_you_mean(without_box2d, cli_run):
+    with pytest.raises(DeepAtlasError) as err:
+        envs.describe("LunarLander-v3")
+    assert str(err.value) == BOX2D_MISSING
+    code, out, stderr = cli_run("train", "ppo", "--env", "LunarLander-v3")
+    assert code == 2 and stderr.count("\n") == 1 and BOX2D_MISSING in stderr
+    assert "did you mean" not in stderr and "--data" not in stderr  # the user typed --env
+    with pytest.raises(DeepAtlasError, match="^CartPol-v1: not a gymnasium environment .*did you mean CartPole-v1"):
+        envs.describe("CartPol-v1")  # a misspelt id still gets its suggestions
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_random_policy_baseline_plays_the_agents_test_episodes(env_id, monkeypatch):
+    env = envs.Environment(envs.describe(env_id))
+    played = []
+
+    def spy(act, env, seeds, device="cpu"):
+        played.append(list(seeds))
+        return episode_returns(act, env, seeds, device)
+
+    episode_returns = envs.episode_returns
+    monkeypatch.setattr(envs, "episode_returns", spy)
+    monkeypatch.setattr(rl, "episode_returns", spy)
+    torch.manual_seed(0)
+    agent = deepatlas.create_model("ppo", **env.dims)
+    metrics = agent.evaluate(env, "test")
+    description, values = envs.baseline(env.spec, env, "test", None)
+    assert played[0] == played[1] == envs.episode_seeds("test")      # the same 20 seeded episodes
+    assert description == "random policy" and set(values) == set(metrics) == {"mean_return", "std_return"}
+    assert envs.baseline(env.spec, env, "test", None)[1] == values   # the policy's own draws are seeded too
+    low, high = {"CartPole-v1": (12, 35), "Pendulum-v1": (-1500, -900)}[env_id]  # random: about 22 and -1200
+    assert low < values["mean_return"] < high
+    assert envs.baseline(env.spec, env, "val", 5)[1] != values and played[-1] == envs.episode_seeds("val", 5)
+
+
+def test_random_player_baseline_of_a_board_game_has_the_agents_metrics():
+    env = envs.Environment(envs.describe("tictactoe"))
+    description, values = envs.baseline(env.spec, env, "test", None)
+    assert description == "random player"
+    assert set(values) == {"losses_vs_perfect", "draw_rate_vs_perfect", "win_rate_vs_random", "losses_vs_random"}
+    assert values["losses_vs_perfect"] >= 35 and values["draw_rate_vs_perfect"] < 0.3  # of 50 games: it never wins
+    assert 0.25 < values["win_rate_vs_random"] < 0.6
+
+
+@pytest.mark.parametrize("name, env_id", [("ppo", "CartPole-v1"), ("dqn", "CartPole-v1"), ("ppo", "Pendulum-v1"),
+                                          ("mpc", "Pendulum-v1")])
+def test_act_gives_a_valid_action_for_a_raw_observation(name, env_id):
+    import gymnasium as gym
+    env = envs.Environment(envs.describe(env_id))
+    torch.manual_seed(0)
+    agent = deepatlas.create_model(name, **env.dims, **({"horizon": 5, "candidates": 50, "iterations": 2} if name == "mpc" else {}))
+    game = gym.make(env_id)
+    obs, _ = game.reset(seed=0)
+    for observation in (obs, obs.tolist()):  # numpy or a plain list
+        action = envs.act(agent, env.spec, observation)
+        assert game.action_space.contains(np.asarray(action, dtype=game.action_space.dtype))
+        assert isinstance(action, int) if env.discrete else (action.shape == (1,) and action.dtype == np.float32)
+    for _ in range(5):  # the action steps the real environment
+        obs, *_ = game.step(envs.act(agent, env.spec, obs))
+    batch = envs.act(agent, env.spec, np.stack([obs, obs, obs]))
+    assert len(batch) == 3
+    with pytest.raises(DeepAtlasError, match=rf"^{env_id}: an observation has shape"):
+        envs.act(agent, env.spec, obs[:-1])
+
+
+def test_act_keeps_a_gaussian_policys_mean_inside_the_box():
+    env = envs.Environment(envs.describe("Pendulum-v1"))
+    agent = deepatlas.create_model("ppo", **env.dims)
+    with torch.no_grad():
+        agent.model.policy[-1].bias.fill_(10.0)  # a mean far past the torque limit of 2
+    assert envs.act(agent, env.spec, [1.0, 0.0, 0.0]).tolist() == [2.0]

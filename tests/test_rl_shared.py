@@ -175,7 +175,9 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 def test_cli_eval_episodes_predict_and_render(tmp_path, cli_run):
     deepatlas.train("reinforce", out=tmp_path / "run", overrides={"updates": "2", "validate_every": "1"})
     code, out, _ = cli_run("eval", tmp_path / "run", "--episodes", "3", "--json")
-    assert code == 0 and set(json.loads(out)) == {"mean_return", "std_return"}
+    metrics = json.loads(out)
+    assert code == 0 and set(metrics) == {"mean_return", "std_return", "baseline"}
+    assert metrics["baseline"]["baseline"] == "random policy" and 5 < metrics["baseline"]["mean_return"] < 60
     code, out, _ = cli_run("predict", tmp_path / "run", "--json")
     assert code == 0 and json.loads(out)[0]["input"] == "CartPole-v1"
     gif = tmp_path / "episode.gif"

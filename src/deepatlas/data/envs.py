@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from deepatlas.errors import DeepAtlasError
+from deepatlas.errors import DeepAtlasError, option
 
 EMBEDDED = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0", "tictactoe")
 BOARD_GAMES = ("tictactoe",)
@@ -73,13 +74,13 @@ class Environment:
         """A clear error when method `name` cannot act in this environment's action space."""
         kind = self.spec["action"]["kind"]
         if kind not in kinds:
-            raise DeepAtlasError(f"--data {self.id}: {name} needs {' or '.join(kinds)} actions, "
+            raise DeepAtlasError(f"{self.id}: {name} needs {' or '.join(kinds)} actions, "
                                  f"but {self.id} has {kind} actions")
 
 
 def load_for(options, target: str | None = None) -> Environment:
     if target is not None:
-        raise DeepAtlasError("--target: an environment has no target column")
+        raise DeepAtlasError(f"{option('target')}: an environment has no target column")
     return Environment(describe(options.data))
 
 
@@ -91,7 +92,7 @@ def describe(env_id: str) -> dict:
         return {"env": env_id, "kind": "board", "observation_shape": list(game.observation_shape),
                 "action": {"kind": "discrete", "n": game.n_actions}}
     if Path(env_id).exists():
-        raise DeepAtlasError(f"--data {env_id}: reinforcement learning takes an environment id "
+        raise DeepAtlasError(f"{env_id}: reinforcement learning takes an environment id "
                              f"(a gymnasium id such as CartPole-v1, or {', '.join(BOARD_GAMES)}), not a file")
     import gymnasium as gym
     from gymnasium import spaces
@@ -99,25 +100,40 @@ def describe(env_id: str) -> dict:
         with warnings.catch_warnings():  # gymnasium's own deprecation notes; our error below says it in one line
             warnings.simplefilter("ignore")
             env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as err:  # a registered id whose extra is missing (Box2D, MuJoCo)
+        raise DeepAtlasError(missing_extra(env_id, str(err))) from None
+    except gym.error.NamespaceNotFound as err:  # ALE/..., an id whose package registers it on import
+        raise DeepAtlasError(f"{env_id}: no environments of this namespace are installed ({str(err).splitlines()[0]})"
+                             ) from None
     except gym.error.Error as err:
-        known = [*gym.registry, *BOARD_GAMES]
-        close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.6)
+        close = difflib.get_close_matches(env_id, [*gym.registry, *BOARD_GAMES], n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise DeepAtlasError(f"--data {env_id}: not a gymnasium environment ({str(err).splitlines()[0]}){hint}") from None
-    except ImportError as err:  # e.g. Box2D or MuJoCo environments without their extra installed
-        raise DeepAtlasError(f"--data {env_id}: needs a package that is not installed ({err})") from None
+        raise DeepAtlasError(f"{env_id}: not a gymnasium environment ({str(err).splitlines()[0]}){hint}") from None
+    except ImportError as err:  # an environment module importing something absent, without gymnasium's wording
+        raise DeepAtlasError(f"{env_id}: needs a package that is not installed ({err})") from None
     obs, act = env.observation_space, env.action_space
     env.close()
     if not isinstance(obs, spaces.Box):
-        raise DeepAtlasError(f"--data {env_id}: observations are {type(obs).__name__}; only Box (vector) "
+        raise DeepAtlasError(f"{env_id}: observations are {type(obs).__name__}; only Box (vector) "
                              "observations are supported")
     if isinstance(act, spaces.Discrete):
         action = {"kind": "discrete", "n": int(act.n)}
     elif isinstance(act, spaces.Box) and len(act.shape) == 1:
         action = {"kind": "continuous", "dim": int(act.shape[0]), "low": act.low.tolist(), "high": act.high.tolist()}
     else:
-        raise DeepAtlasError(f"--data {env_id}: action space {act} is neither Discrete nor a 1-D Box")
+        raise DeepAtlasError(f"{env_id}: action space {act} is neither Discrete nor a 1-D Box")
     return {"env": env_id, "kind": "gym", "observation_shape": list(obs.shape), "action": action}
+
+
+def missing_extra(env_id: str, reason: str) -> str:
+    """One line for an environment gymnasium knows but cannot build here: what is missing and how to install it,
+    from gymnasium's own wording ("Box2D is not installed, you can install it by run `pip install swig` followed by
+    `pip install "gymnasium[box2d]"`")."""
+    package = re.match(r"\s*(\S+) is not installed", reason)
+    commands = re.findall(r"`(pip install [^`]+)`", reason)
+    if not (package and commands):
+        return f"{env_id}: needs a package that is not installed ({reason.splitlines()[0]})"
+    return f"{env_id} needs {package[1]}, which is not installed; install it with: {', then '.join(commands)}"
 
 
 def episode_seeds(split: str, episodes: int = EPISODES) -> list[int]:
@@ -181,6 +197,7 @@ def predict(objective, spec: dict, render: Path | None = None) -> list[dict]:
     """`deepatlas predict RUN [--out episode.gif]`: play one test episode with the trained policy (saved as a GIF
     with `render`); a board-game method shows a game in text instead (its `show_game(env)`)."""
     env = Environment(spec)
+    objective.use_env(env)
     if env.spec["kind"] == "board":
         if render is not None:
             raise DeepAtlasError(f"--out: {env.id} games are shown as text, not drawn")
@@ -190,3 +207,82 @@ def predict(objective, spec: dict, render: Path | None = None) -> list[dict]:
     else:
         played = {"return": episode_returns(objective.act, env, [TEST_SEED]).item()}
     return [{"input": env.id, "predicted": f"return {played['return']:.1f}", **played}]
+
+
+@torch.no_grad()
+def act(objective, spec: dict, observation):
+    """The trained policy's action (its `act`: greedy, or the distribution's mode) for one observation (an array or
+    nested list of the environment's observation shape) or a batch of them (one more leading axis), in the action
+    space: an int for Discrete (an int array for a batch), a float32 array clipped into the Box otherwise."""
+    env = Environment(spec)
+    shape = tuple(spec["observation_shape"])
+    try:
+        obs = np.asarray(observation, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DeepAtlasError(f"{env.id}: an observation is an array of numbers of shape {shape}") from None
+    single = obs.shape == shape
+    if not single and obs.shape[1:] != shape:
+        raise DeepAtlasError(f"{env.id}: an observation has shape {shape} (or (n, {', '.join(map(str, shape))}) "
+                             f"for n of them), not {obs.shape}")
+    objective.use_env(env)
+    device = next(objective.parameters(), torch.empty(0)).device
+    action = objective.act(torch.as_tensor(obs, device=device).reshape(1 if single else len(obs), -1)).cpu()
+    if env.discrete:
+        action = action.long().numpy()
+        return int(action[0]) if single else action
+    box = spec["action"]
+    action = np.clip(action.float().numpy(), np.float32(box["low"]), np.float32(box["high"]))  # a Gaussian's mean may leave the box
+    return action[0] if single else action
+
+
+BOARD_GAMES_VS = {"perfect": 50, "random": 100}
+"""games a board-game agent plays against each opponent when evaluated (alphazero's `games`, `random_games`)"""
+
+
+def baseline(spec: dict, env: Environment, split: str = "test", episodes: int | None = None
+             ) -> tuple[str, dict[str, float]]:
+    """A random policy on the same evaluation episodes as the agent's `evaluate` (the split's fixed seeds), with the
+    same metrics: mean and std of the return, or for a board game its record against the perfect and the random
+    player. The policy's own draws are seeded by the split, so the baseline is the same at every eval."""
+    env = env if isinstance(env, Environment) else Environment(spec)
+    if env.spec["kind"] == "board":
+        return "random player", board_baseline(env, split, episodes)
+    seeds = episode_seeds(split, episodes or EPISODES)
+    return "random policy", summarize_returns(episode_returns(random_policy(env, len(seeds), seeds[0]), env, seeds))
+
+
+def random_policy(env: Environment, n: int, seed: int):
+    """act(obs (n, obs_dim)) -> n uniform actions drawn together from the action space (gymnasium's batched space:
+    Discrete, or a Box, unbounded dimensions included), from a generator seeded by `seed`."""
+    from gymnasium import spaces
+    from gymnasium.vector.utils import batch_space
+    action = env.spec["action"]
+    single = (spaces.Discrete(action["n"]) if env.discrete else
+              spaces.Box(np.float32(action["low"]), np.float32(action["high"]), dtype=np.float32))
+    space = batch_space(single, n)
+    space.seed(seed)
+    return lambda obs: torch.as_tensor(space.sample())
+
+
+def board_baseline(env: Environment, split: str, episodes: int | None) -> dict[str, float]:
+    """The random player's record, from its side, in as many games as an agent plays against the perfect and the
+    random player (the random player first in the even games; the opponent of game i draws from seed + i, as in
+    the agent's evaluation)."""
+    import random
+
+    from deepatlas.data.boardgames import perfect_move, play_game, random_move
+    game = env.make()
+    base = VAL_SEED if split == "val" else TEST_SEED
+    results = {}
+    for name, opponent, seed in (("perfect", perfect_move, base), ("random", random_move, base + 100_000)):
+        games = episodes or BOARD_GAMES_VS[name]
+        mine, outcome = random.Random(seed - 1), []
+        for i in range(games):  # games in turn: each is a few moves of a cached minimax, no batch to gain
+            theirs = random.Random(seed + i)
+            ours = lambda s: random_move(game, s, mine)
+            them = lambda s, rng=theirs: opponent(game, s, rng)
+            outcome.append(play_game(game, ours, them) if i % 2 == 0 else -play_game(game, them, ours))
+        results[name] = outcome
+    perfect, rand = results["perfect"], results["random"]
+    return {"losses_vs_perfect": float(perfect.count(-1)), "draw_rate_vs_perfect": perfect.count(0) / len(perfect),
+            "win_rate_vs_random": rand.count(1) / len(rand), "losses_vs_random": float(rand.count(-1))}

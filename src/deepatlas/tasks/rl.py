@@ -61,6 +61,10 @@ class Algorithm(nn.Module):
     def learn(self, ctx) -> None:
         raise NotImplementedError("an rl or evolution method writes its loop in learn(ctx)")
 
+    def use_env(self, env: Environment) -> None:
+        """Take from the environment what `act` needs besides the saved weights (a planner's reward function) before
+        acting outside `learn` and `evaluate`; most methods need nothing."""
+
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         raise NotImplementedError("an rl method writes act(obs) -> actions")
