@@ -5,7 +5,8 @@ id (`CartPole-v1`, `Acrobot-v1`, `Pendulum-v1`, `MountainCar-v0` are the embedde
 gymnasium) or a board game written here (`tictactoe`, see data/boardgames.py). What plays the role of the
 fixed train/val/test split is a fixed set of episode seeds: training episodes are seeded from the run's seed,
 validation episodes from VAL_SEED and test episodes from TEST_SEED, so `eval` scores every run on the same
-20 test episodes.
+20 test episodes. `baseline` plays a random policy on those same episodes (the trivial yardstick `eval` prints);
+`act` gives a trained policy's action for a raw observation (what a loaded run's `act` calls).
 
     spec = {"env": id, "kind": "gym" | "board", "observation_shape": [...],
             "action": {"kind": "discrete", "n": A} | {"kind": "continuous", "dim": D, "low": [...], "high": [...]}}
