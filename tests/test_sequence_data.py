@@ -90,10 +90,14 @@ def test_user_series_csv(series_csv, tmp_path):
     data = sequences.load(str(series_csv), "load", window=16)
     assert data.dims == {"in_features": 1, "n_outputs": 1, "per_step": False}
     assert data.spec["column"] == "load" and abs(data.spec["mean"] - 10) < 0.1
-    assert len(data.train) + len(data.val) + len(data.test) == 400 - 3 * 16
+    # split in time by target: every value after the first window is a target once, val and test windows
+    # reading their context from the part before them
+    assert (len(data.train), len(data.val), len(data.test)) == (240 - 16, 80, 80)
+    (train_x, train_y), (val_x, _) = data.train.tensors, data.val.tensors
+    assert torch.equal(val_x[0, :-1], train_x[-1, 1:]) and torch.equal(val_x[0, -1], train_y[-1])
     with pytest.raises(DeepAtlasError, match="no column 'price'; columns: day, load, note"):
         sequences.load(str(series_csv), "price")
-    with pytest.raises(DeepAtlasError, match="name the series column with --column"):
+    with pytest.raises(DeepAtlasError, match="name the series column with column="):
         sequences.load(str(series_csv))
     bad = tmp_path / "bad.csv"
     bad.write_text("load\n1\n2\noops\n")
@@ -127,7 +131,7 @@ def test_forecast_feeds_predictions_back_one_to_many(series_csv):
 def test_train_on_a_csv_series_and_forecast_from_the_command_line(series_csv, tmp_path, cli_run):
     run = tmp_path / "run"
     code, _, err = cli_run("train", "gru", "--data", series_csv, "--column", "load", "--set", "window=16",
-                           "--set", "hidden=16", "--set", "epochs=4", "--out", run)
+                           "--set", "hidden=16", "--set", "epochs=20", "--out", run)
     assert code == 0, err
     code, out, _ = cli_run("eval", run, "--data", series_csv, "--json")
     assert code == 0 and json.loads(out)["mse"] < 0.5  # standardized units: a constant guess scores 1

@@ -137,3 +137,28 @@ def plot_attention(source: list[str], target: list[str], weights, out: Path, tit
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+@dataclass
+class Forecasts(Prediction):
+    """A series' next values: rows hold "values" (the forecast, in the series' units), "history" (the input's last
+    values) and "column". Saved one row per step; plotted as the history and the forecast after it."""
+
+    def csv_rows(self) -> list[list]:
+        return [["input", "step", "value"],
+                *[[r["input"], step, v] for r in self.rows for step, v in enumerate(r.get("values", []), start=1)]]
+
+    def plot(self, path: Path) -> list[Path]:
+        """The forecast after the input's last values, one PNG per input (numbered when several)."""
+        import numpy as np
+
+        from deepatlas.data.draw import numbered
+        from deepatlas.data.sequences import draw_series
+        written = [numbered(Path(path), i, len(self.rows)) for i in range(len(self.rows))]
+        for r, out in zip(self.rows, written):
+            history, values = r["history"], r["values"]
+            draw_series(out, f"{r['input']}: forecast of {len(values)} steps", r["column"], [
+                (np.arange(-len(history), 0) + 1, history, "input (last values)", {"color": "black"}),
+                (np.arange(len(values) + 1), [history[-1], *values], "forecast", {"color": "tab:orange", "marker": "."})])
+        return written
+
