@@ -169,7 +169,8 @@ def test_topic_baseline_is_the_training_majority_class():
 
 # ---- environments: the missing extra, the random-policy baseline, act ------------------------------------------
 
-BOX2D_MISSING = 'LunarLander-v3 needs Box2D, which is not installed; install it with: pip install swig, then pip install "gymnasium[box2d]"'
+BOX2D_MISSING = ("LunarLander-v3 needs Box2D, which is not installed; install it with: pip install swig, "
+                 'then pip install "gymnasium[box2d]"')
 
 
 @pytest.fixture
@@ -179,8 +180,9 @@ def without_box2d(monkeypatch):
         import gymnasium
 
         def make(env_id, **kwargs):
-            raise gymnasium.error.DependencyNotInstalled('Box2D is not installed, you can install it by run `pip install '
-                                                         'swig` followed by `pip install "gymnasium[box2d]"`')
+            raise gymnasium.error.DependencyNotInstalled(
+                'Box2D is not installed, you can install it by run `pip install swig` followed by '
+                '`pip install "gymnasium[box2d]"`')
         monkeypatch.setattr(gymnasium, "make", make)
 
 
@@ -234,7 +236,8 @@ def test_act_gives_a_valid_action_for_a_raw_observation(name, env_id):
     import gymnasium as gym
     env = envs.Environment(envs.describe(env_id))
     torch.manual_seed(0)
-    agent = deepatlas.create_model(name, **env.dims, **({"horizon": 5, "candidates": 50, "iterations": 2} if name == "mpc" else {}))
+    small = {"horizon": 5, "candidates": 50, "iterations": 2} if name == "mpc" else {}  # a quick planner
+    agent = deepatlas.create_model(name, **env.dims, **small)
     game = gym.make(env_id)
     obs, _ = game.reset(seed=0)
     for observation in (obs, obs.tolist()):  # numpy or a plain list

@@ -232,7 +232,8 @@ def act(objective, spec: dict, observation):
         action = action.long().numpy()
         return int(action[0]) if single else action
     box = spec["action"]
-    action = np.clip(action.float().numpy(), np.float32(box["low"]), np.float32(box["high"]))  # a Gaussian's mean may leave the box
+    # a Gaussian policy's mean may lie outside the box
+    action = np.clip(action.float().numpy(), np.float32(box["low"]), np.float32(box["high"]))
     return action[0] if single else action
 
 

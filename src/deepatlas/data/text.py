@@ -356,7 +356,8 @@ def baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
     training split's most frequent class (the examples' own when `train` is None)."""
     if "classes" in spec:
         labels = examples.tensors[1]
-        majority = int(torch.bincount((labels if train is None else train.tensors[1]), minlength=len(spec["classes"])).argmax())
+        fitted = labels if train is None else train.tensors[1]
+        majority = int(torch.bincount(fitted, minlength=len(spec["classes"])).argmax())
         where = "training split" if train is not None else "data itself"
         return (f"majority class of the {where} ({spec['classes'][majority]})",
                 {"accuracy": (labels == majority).float().mean().item()})

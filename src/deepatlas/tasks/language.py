@@ -70,7 +70,8 @@ class TextTask(Task):
     def predict(self, objective, spec: dict, inputs, out=None, render=None, **options) -> Prediction:
         given = [k for k, v in options.items() if v is not None]
         if "classes" in spec and given:  # the generation options would be silently ignored by a classifier
-            raise DeepAtlasError(f"{option(given[0])}: a topic run classifies sentences; it takes no generation options")
+            raise DeepAtlasError(f"{option(given[0])}: a topic run classifies sentences; "
+                                 "it takes no generation options")
         rows = super().predict(objective, spec, inputs, out, render, **options).rows
         return ClassProbabilities(rows) if "classes" in spec else Continuations(rows)
 
