@@ -211,12 +211,12 @@ def _objective(entry: Entry, config, spec: dict):
     return objective
 
 
-def train(name: str | None = None, *, data: str | None = None, target: str | None = None, column: str | None = None,
-          task: str | None = None, overrides: dict | None = None, seed: int = 0, out: str | Path | None = None,
+def train(name: str | None = None, *, data: str | None = None, env: str | None = None, target: str | None = None,
+          column: str | None = None, task: str | None = None, overrides: dict | None = None, seed: int = 0, out: str | Path | None = None,
           max_time: float | None = None, resume: str | Path | None = None, scaling=None) -> dict:
     """Train entry `name` (or resume the run in `resume`) and return its metrics (with "run_dir").
 
-    `data`: an embedded dataset's name or your file or folder; `target`: a table's label column; `column`: a series'
+    `data`: an embedded dataset's name or your file or folder; `env`: rl: a gymnasium environment id; `target`: a table's label column; `column`: a series'
     value column; `task`: "classification" or "regression" for a table's target (default: from its values);
     `overrides`: {key: value} of the entry's model, train and data settings (the CLI's --set); `max_time`: seconds;
     `scaling`: Fabric's flags (`Scaling(accelerator, devices, strategy, num_nodes, precision)`)."""
@@ -232,11 +232,15 @@ def train(name: str | None = None, *, data: str | None = None, target: str | Non
         raise DeepAtlasError(f"{option('target')} names a table's label column, {option('column')} a series' value "
                              f"column: give one")
     target = target if target is not None else column
+    if env is not None:
+        if data is not None:
+            raise DeepAtlasError(f"{option('env')} names an environment, {option('data')} a dataset: give one")
+        data = env
     if task is not None:
         overrides["data.task"] = task
     saved = None
     if resume is not None:
-        if name or data or target or overrides:
+        if name or data or target or overrides:  # (env is data by now)
             raise DeepAtlasError(f"{option('resume')} continues a run exactly as configured: drop the name, "
                                  f"{option('data')}, {option('target')}, {option('column')}, {option('task')} and "
                                  f"{'--set' if errors.SPELL_AS_FLAGS else 'overrides='}")

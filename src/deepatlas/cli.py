@@ -110,7 +110,8 @@ def info(name, as_json):
 
 @app.command()
 @click.argument("name", required=False)
-@click.option("--data", "--env", "data", help="embedded dataset name or a path to your file; rl: an environment id")
+@click.option("--data", help="embedded dataset name or a path to your file")
+@click.option("--env", help="rl: a gymnasium environment id (CartPole-v1, Pendulum-v1, ...)")
 @click.option("--target", help="label column of a CSV file")
 @click.option("--column", help="value column of a CSV time series (forecasting)")
 @click.option("--task", type=click.Choice(["classification", "regression"]),
@@ -126,13 +127,13 @@ def info(name, as_json):
 @click.option("--strategy", default="auto", show_default=True, help="auto, ddp, fsdp, ...")
 @click.option("--num-nodes", type=int, default=1, show_default=True, help="machines")
 @click.option("--precision", default="32-true", show_default=True, help="32-true, bf16-mixed, 16-mixed, ...")
-def train(name, data, target, column, task, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy,
+def train(name, data, env, target, column, task, max_time, set_, seed, out_dir, resume, accelerator, devices, strategy,
           num_nodes, precision):
     """Train an architecture's default recipe (or your data) and write a run directory. On your own file the
     training is fitted to it: early stopping within --max-time (default: the entry's bar budget)."""
     _share_cores()
     scaling = api.Scaling(accelerator, int(devices) if devices.isdigit() else devices, strategy, num_nodes, precision)
-    result = api.train(name, data=data, target=target, column=column, task=task, overrides=_pairs(set_), seed=seed,
+    result = api.train(name, data=data, env=env, target=target, column=column, task=task, overrides=_pairs(set_), seed=seed,
                        out=out_dir, max_time=max_time, resume=resume, scaling=scaling)
     if "test" not in result:  # a DDP worker other than rank 0
         return
