@@ -51,15 +51,20 @@ def test_csv_numeric_and_categorical_columns(tmp_path):
 
 def test_unseen_category_encodes_as_zeros(tmp_path):
     d = tabular.load(make_csv(tmp_path), target="label")
-    x = tabular.encode(d.spec, {"size": ["1.0"], "color": ["purple"]})
+    x, _ = tabular.encode(d.spec, {"size": ["1.0"], "color": ["purple"]})
     assert x[0, 1:].abs().sum() == 0
 
 
+def test_gaps_are_refused_under_missing_error(tmp_path):
+    with pytest.raises(DeepAtlasError, match="line 3") as err:
+        tabular.load(write(tmp_path / "bad.csv", "a,b,label\n1,2,x\n3,,y\n"), target="label", missing="error")
+    assert "\n" not in str(err.value) and "bad.csv: gaps in 'b' 1 (first: line 3)" in str(err.value)
+
+
 @pytest.mark.parametrize("text,target,message", [
-    ("a,b,label\n1,2,x\n3,,y\n", "label", "line 3: missing value in column 'b'"),
     ("a,b,label\n1,2,x\n3,4\n", "label", "line 3 has 2 fields, the header has 3"),
     ("a,b,label\n1,2,x\n", "nope", "no column 'nope'"),
-    ("a,b,label\n1,2,x\n", None, "--target"),
+    ("a,b,label\n1,2,x\n", None, "say which column is the label with target="),
     ("a,b,label\n", "label", "at least one data row"),
     ("a,a,label\n1,2,x\n", "label", "repeated column"),
     ("a,label\n1,x\n2,x\n", "label", "single class"),

@@ -1,8 +1,14 @@
-"""Classification: the objective every classifier trains with, and its metrics.
+"""Classification: the objective every classifier trains with, and its metrics; and regression on tables.
 
 The network maps inputs to class scores (B, K); the objective wraps it, so the network stays a
 plain nn.Module and the loss can be swapped (cross-entropy for an MLP, the perceptron criterion
 for Rosenblatt's perceptron).
+
+A table's numeric target may be regressed instead (data/tabular.py): its labels are then floats, the
+target standardized with the training rows' mean and std, and the network has one output (B, 1). The
+objective switches on the labels' dtype: its loss is the MSE on the standardized target, and it logs,
+in the target's own units, mse and mae, and r2 = 1 - mse / var, var being the TRAINING target's variance
+(so the training mean scores about 0 on any split, and a perfect model 1).
 """
 from __future__ import annotations
 
@@ -12,11 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks import Objective, Task
+from deepatlas.tasks.predictions import TablePredictions
 
 
 class Classification(Objective):
-    """Wraps a scorer `model(x) -> (B, K)`; logs {"loss", "accuracy"}."""
+    """Wraps a scorer `model(x) -> (B, K)`; logs {"loss", "accuracy"}. On float labels (a table's regressed
+    target) it wraps `model(x) -> (B, 1)` and logs {"loss", "mse", "mae", "r2"}."""
 
     metric = "accuracy"
 
@@ -24,9 +33,17 @@ class Classification(Objective):
         super().__init__(model)
         self.loss = loss
 
+    def prepare(self, data) -> None:
+        from deepatlas.data.tabular import flag
+        if data.spec.get("kind") == "regression" and self.loss is not F.cross_entropy:
+            raise DeepAtlasError(f"{type(self.model).__name__} trains with its own classification criterion; "
+                                 f"the target {data.spec['target']!r} is regressed (try mlp, or {flag('task', 'classification')})")
+
     def measure(self, batch) -> dict[str, Tensor]:
         x, y = batch
         scores = self.model(x)                      # (B, K)
+        if y.is_floating_point():
+            return regression(scores.reshape(y.shape), y, getattr(self, "data_spec", {}).get("target_std", 1.0))
         return {"loss": self.loss(scores, y), "accuracy": accuracy(scores, y)}
 
     @torch.no_grad()
@@ -42,5 +59,15 @@ def accuracy(scores: Tensor, y: Tensor) -> Tensor:
     return (scores.argmax(-1) == y).float().mean()
 
 
-TASKS = [Task("classification", "deepatlas.data.tabular"),
+def regression(prediction: Tensor, y: Tensor, std: float) -> dict[str, Tensor]:
+    """Prediction and target (B,) standardized by the training target's mean and `std`. Batch means, so
+    that an evaluation's weighted average over batches is the split's: the loss in standardized units,
+    mse and mae in the target's units, r2 = 1 - mse / var_train (var_train is 1 in standardized units)."""
+    error = prediction - y
+    mse = error.square().mean()
+    return {"loss": mse, "mse": mse * std ** 2, "mae": error.abs().mean() * std, "r2": 1 - mse}
+
+
+TASKS = [Task("classification", "deepatlas.data.tabular", prediction=TablePredictions,
+              options=("task", "missing", "drop", "keep")),
          Task("image_classification", "deepatlas.data.images", options=("image_size", "crop_pad", "flip", "rotate"))]

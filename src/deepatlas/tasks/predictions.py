@@ -162,3 +162,25 @@ class Forecasts(Prediction):
                 (np.arange(len(values) + 1), [history[-1], *values], "forecast", {"color": "tab:orange", "marker": "."})])
         return written
 
+
+@dataclass
+class TablePredictions(ClassProbabilities):
+    """A table's rows: a class with every class's probability, or, for a regressed target, a number in the
+    target's units (rows without "probabilities")."""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.rows[0].get("probabilities", {})) if self.rows else []
+
+    def show(self, console) -> None:
+        if self.classes or not self.rows:
+            return super().show(console)
+        from rich.markup import escape
+        from rich.table import Table
+        table = Table("input", "predicted")
+        for r in self.rows:
+            table.add_row(escape(str(r["input"])), f"{r['predicted']:.6g}")
+        console.print(table)
+
+    def csv_rows(self) -> list[list]:
+        return super().csv_rows() if self.classes else Prediction.csv_rows(self)
