@@ -21,7 +21,7 @@ SPECIES = ["Adelie", "Gentoo", "Chinstrap"]
 
 
 def penguins(n=150, seed=0) -> pd.DataFrame:
-    """A penguins-like table: two measurements and a sex that tell the species apart, an island, a name per bird."""
+    """A penguins-like table: two measurements that tell the species apart, an island and a sex (noise), a name."""
     rng = np.random.default_rng(seed)
     species = rng.choice(3, n, p=[0.5, 0.3, 0.2])
     return pd.DataFrame({
@@ -51,8 +51,8 @@ def write(df: pd.DataFrame, path, index=False) -> str:
 
 def column(spec: dict, x: torch.Tensor, name: str) -> torch.Tensor:
     """The encoded columns of feature `name` (a number's value and indicator, a category's one-hot)."""
-    widths = [len(f["values"]) + bool(f.get("missing_level")) if f["kind"] == "categorical" else 1 + bool(f.get("indicator"))
-              for f in spec["features"]]
+    widths = [len(f["values"]) + bool(f.get("missing_level")) if f["kind"] == "categorical"
+              else 1 + bool(f.get("indicator")) for f in spec["features"]]
     start = 0
     for f, w in zip(spec["features"], widths):
         if f["name"] == name:
@@ -76,8 +76,9 @@ def test_gaps_are_imputed_with_indicator_and_missing_level_and_said_once(tmp_pat
     assert bill["indicator"] and sex["missing_level"] and sex["values"] == ["female", "male"]
     assert "name" not in {f["name"] for f in d.spec["features"]}
     # the median comes from the training rows and is encoded with an indicator of 1
-    x, names = tabular.encode(d.spec, [{"island": "Dream", "bill_length_mm": None, "flipper_mm": 200, "sex": float("nan")},
-                                       {"island": "Dream", "bill_length_mm": bill["fill"], "flipper_mm": 200, "sex": "male"}])
+    row = {"island": "Dream", "flipper_mm": 200}
+    x, names = tabular.encode(d.spec, [{**row, "bill_length_mm": None, "sex": float("nan")},
+                                       {**row, "bill_length_mm": bill["fill"], "sex": "male"}])
     assert names == ["row 1", "row 2"]
     assert torch.equal(column(d.spec, x, "bill_length_mm")[:, 0], column(d.spec, x, "bill_length_mm")[[1, 1], 0])
     assert column(d.spec, x, "bill_length_mm")[:, 1].tolist() == [1.0, 0.0]
@@ -261,7 +262,8 @@ def test_embedded_sets_encode_as_standardized_features():
     assert not any(f.get("indicator") for f in d.spec["features"])
     train, _, test = split_indices(bunch.target_names[bunch.target], "breast_cancer")
     mean, std = (np.array([getattr(x[:, i][train], stat)() for i in range(30)]) for stat in ("mean", "std"))
-    assert [f["mean"] for f in d.spec["features"]] == mean.tolist() and [f["std"] for f in d.spec["features"]] == std.tolist()
+    assert [f["mean"] for f in d.spec["features"]] == mean.tolist()
+    assert [f["std"] for f in d.spec["features"]] == std.tolist()
     rows = torch.from_numpy((x - mean) / std).float()
     assert torch.equal(d.train.tensors[0], rows[train]) and torch.equal(d.test.tensors[0], rows[test])
     encoded, _ = tabular.encode(d.spec, {f["name"]: x[:, i] for i, f in enumerate(d.spec["features"])})

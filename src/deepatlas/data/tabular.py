@@ -415,7 +415,8 @@ def encode_target(spec: dict, values: np.ndarray, t: Table | None = None) -> tor
     index = {c: i for i, c in enumerate(spec["classes"])}
     unknown = sorted({str(v) for v in values.tolist()} - set(index))
     if unknown:
-        raise DeepAtlasError(f"{where}: target {spec['target']!r} has label(s) not seen in training: {', '.join(unknown[:5])}")
+        raise DeepAtlasError(f"{where}: target {spec['target']!r} has label(s) not seen in training: "
+                             f"{', '.join(unknown[:5])}")
     return torch.tensor([index[str(v)] for v in values.tolist()], dtype=torch.long)
 
 
@@ -508,7 +509,10 @@ def load(source: str, target: str | None = None, *, task: str = "auto", missing:
         spec.update(classes=classes, majority=majority)
     for note in notes:
         notice(note)
-    make = lambda idx: TensorDataset(encode_table(spec, t.take(idx)), encode_target(spec, labels[idx], t.take(idx)))
+
+    def make(idx: np.ndarray) -> TensorDataset:
+        rows = t.take(idx)
+        return TensorDataset(encode_table(spec, rows), encode_target(spec, labels[idx], rows))
     return TabularData(make(train), make(val), make(test), spec)
 
 
@@ -527,7 +531,8 @@ def _leave_out_gaps(t: Table, kinds: dict[str, str], target: str, labels: np.nda
     if missing == "drop" and counts:
         with_gaps = keep & np.any(np.stack(list(gaps.values())), axis=0)
         keep &= ~with_gaps
-        said.append(f"{int(with_gaps.sum())} rows with gaps left out ({', '.join(f'{n} {c}' for n, c in counts.items())})")
+        detail = ", ".join(f"{n} {c}" for n, c in counts.items())
+        said.append(f"{int(with_gaps.sum())} rows with gaps left out ({detail})")
     elif counts:
         said.append("gaps imputed (median + indicator): " + ", ".join(
             f"{n} {c}" + (" (missing level)" if kinds[n] == "categorical" else "") for n, c in counts.items()))

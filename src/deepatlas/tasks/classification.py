@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepatlas.data.tabular import flag
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks import Objective, Task
 from deepatlas.tasks.predictions import TablePredictions
@@ -34,10 +35,11 @@ class Classification(Objective):
         self.loss = loss
 
     def prepare(self, data) -> None:
-        from deepatlas.data.tabular import flag
+        """A criterion of its own (the perceptron's) classifies: it cannot train on a regressed target."""
         if data.spec.get("kind") == "regression" and self.loss is not F.cross_entropy:
-            raise DeepAtlasError(f"{type(self.model).__name__} trains with its own classification criterion; "
-                                 f"the target {data.spec['target']!r} is regressed (try mlp, or {flag('task', 'classification')})")
+            raise DeepAtlasError(f"{type(self.model).__name__} trains with its own classification criterion; the "
+                                 f"target {data.spec['target']!r} is regressed (try mlp, or "
+                                 f"{flag('task', 'classification')})")
 
     def measure(self, batch) -> dict[str, Tensor]:
         x, y = batch
