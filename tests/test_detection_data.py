@@ -222,17 +222,17 @@ def _coco_folder(tmp_path, size=(128, 96)):
     return coco
 
 
-def test_coco_images_of_other_sizes_are_resized_with_boxes_and_masks(tmp_path):
+def test_coco_images_of_other_sizes_are_letterboxed_with_boxes_and_masks(tmp_path):
     _coco_folder(tmp_path)
     spec = {"classes": ["cat", "dog"], "image_size": 64}
     a, b = detection.read_labeled(spec, str(tmp_path)).targets
-    assert a["boxes"].tolist() == [[16, 16, 48, 48]] and a["labels"].tolist() == [0]  # ×0.5 in x, ×2/3 in y
+    assert a["boxes"].tolist() == [[16, 12, 48, 36]] and a["labels"].tolist() == [0]  # ×0.5 in x and y: aspect kept
     assert b["labels"].tolist() == [1] and len(b["boxes"]) == 1, "the crowd annotation is left out"
-    assert b["masks"][0].any(1).nonzero().squeeze(1).tolist() == list(range(7, 13))  # rows 10..19 of 96 -> 7..12
-    tri = a["masks"][0].bool()  # the polygon scaled to 64×64: right angle at (16, 16), legs 32 and 32
+    assert b["masks"][0].any(1).nonzero().squeeze(1).tolist() == list(range(5, 10))  # rows 10..19 of 96 -> 5..9
+    tri = a["masks"][0].bool()  # the polygon scaled by 1/2: right angle at (16, 12), legs 32 (x) and 24 (y)
     ys, xs = tri.nonzero(as_tuple=True)
-    assert xs.min() == 16 and ys.min() == 16 and (xs - 16 + ys - 16 < 32).all()
-    assert int(tri.sum()) == pytest.approx(32 * 32 / 2, rel=0.06)
+    assert xs.min() == 16 and ys.min() == 12 and ((xs - 16) / 32 + (ys - 12) / 24 < 1).all()
+    assert int(tri.sum()) == pytest.approx(32 * 24 / 2, rel=0.06)
 
 
 def test_coco_split_files(tmp_path):
@@ -296,7 +296,9 @@ def test_yolo_folder(tmp_path):
     every = d.train.targets + d.val.targets + d.test.targets
     assert sorted(len(t["boxes"]) for t in every) == [0, 2, 2, 2, 2]
     t = next(t for t in every if len(t["boxes"]))
-    assert t["boxes"].tolist() == [[16, 24, 48, 40], [0, 32, 32, 64]] and t["labels"].tolist() == [1, 0]
+    assert d.spec["image_size"] == 96  # 80x40 images: their longer side rounded up to a multiple of 32
+    # letterboxed: 80x40 -> 96x48 at the top (×1.2 in x and y), so the fractions are of 96 and of 48
+    assert t["boxes"].tolist() == [[24, 18, 72, 30], [0, 24, 48, 48]] and t["labels"].tolist() == [1, 0]
     assert torch.equal(shapes.tight_boxes(t["masks"].bool()), t["boxes"]), "YOLO masks are the filled boxes"
     assert detection.read_labeled({"classes": ["dog", "cat"], "image_size": 64}, str(tmp_path)).targets[1][
         "labels"].tolist() == [0, 1], "labels follow the run's class order"
@@ -353,8 +355,10 @@ def test_segmentation_folder(tmp_path):
     assert d.spec["classes"] == ["background", "1", "2"]
     x, y = d.train.tensors
     assert x.shape == (3, 3, 16, 16) and y.shape == (3, 16, 16) and len(d.val) == len(d.test) == 1
-    assert set(y.unique().tolist()) <= {0, 1, 2}
-    assert y[0].ne(0).nonzero().amin(0).tolist() == [4, 4] and y[0].ne(0).nonzero().amax(0).tolist() == [11, 11]
+    # letterboxed: 48x32 -> 16x11 at the top; the rows below are padding, ignored by the loss and the metrics
+    assert set(y[:, :11].unique().tolist()) <= {0, 1, 2} and (y[:, 11:] == segmentation.IGNORE).all()
+    inside = (y[0] > 0) & (y[0] < 3)  # mask rows 8..23, columns 12..35, at a third of the size
+    assert inside.nonzero().amin(0).tolist() == [3, 4] and inside.nonzero().amax(0).tolist() == [7, 11]
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     assert segmentation.load(str(tmp_path)).spec["classes"] == ["background", "cat", "dog"]
     labeled = segmentation.read_labeled({"classes": ["background", "cat", "dog"], "image_size": 32}, str(tmp_path))

@@ -21,6 +21,10 @@ class Fixed(nn.Module):
     def predict(self, images):
         return self.answer(images)
 
+    def probabilities(self, images):
+        """A segmenter's: certain of the label map `answer` gives."""
+        return torch.nn.functional.one_hot(self.answer(images)).permute(0, 3, 1, 2).float()  # (B, K, H, W)
+
 
 def test_detection_predict_lists_confident_boxes_and_draws_them(tmp_path):
     scene = get_task("detection").load(Data(data="shapes")).test[0][0]

@@ -4,7 +4,10 @@ An item is (image, target): image float (3, S, S) in [0, 1]; target {"boxes": fl
 (x1, y1, x2, y2) in pixels of the S×S image, "labels": long (n,) in [0, K), "masks": uint8 (n, S, S)}.
 A batch is (images (B, 3, S, S), a list of B targets): the Dataset's `collate`, which the loop uses.
 
-Users' data (every image is resized to S×S, its boxes and masks scaled with it; S = `image_size`, 64 by default):
+Users' data: every image is letterboxed to S×S (scaled by S / its longer side, so its aspect is kept, into the
+top-left corner, zeros right and below), its boxes and masks with it. S = `image_size`; 0 takes it from the data:
+the largest side of the folder's images rounded up to a multiple of 32 (the backbones' coarsest stride), at most
+512 (memory and time on a CPU), said in a notice. The embedded scenes are S×S already (64 by default).
     COCO   a folder with the images (beside the JSON or in `images/`) and one annotations JSON (`images`,
            `annotations` with `bbox` [x, y, w, h], `category_id` and `segmentation` as polygons or RLE, plain
            or compressed, and `categories`), at the top or in `annotations/`. JSON files whose names hold
@@ -15,11 +18,16 @@ Users' data (every image is resized to S×S, its boxes and masks scaled with it;
            label file meaning no object), optional `classes.txt`; `images/train`, `images/val`... give the
            split. YOLO has no masks: each mask is the filled box.
 `write_coco` writes a dataset back as a COCO-format folder (PNG images, polygons or RLE).
+
+`predict` takes paths, PIL images or arrays at any size: each is letterboxed to the run's S, and its boxes (and
+masks) are mapped back to the input's own pixels; images much larger than S are shrunk, not tiled. `baseline` is
+the trivial detector that eval prints beside the model's mAP.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +36,19 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from deepatlas import memory
 from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
-from deepatlas.data.images import shift
+from deepatlas.data.images import letterbox, notice, shift
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.boxes import box_area
 
 EMBEDDED = {"shapes"}
 DEFAULT_SIZE = shapes.DEFAULT_SIZE
 BOX_TOLERANCE = 1.0  # pixels a COCO box may overhang the image (rounding in annotation tools); clipped
+STRIDE = 32
+"""a side taken from the data is a multiple of this: the coarsest stride of the detectors' and FCN's backbones"""
+MAX_SIDE = 512
+"""the largest side taken from the data (a larger one is set by hand): memory and time of training on a CPU"""
 
 
 # ---- the dataset --------------------------------------------------------------------------
@@ -139,19 +152,33 @@ def mask_to_polygons(mask: Tensor) -> list[list[float]]:
     return torch.stack([x0, y0, x1, y0, x1, y1, x0, y1], 1).tolist()
 
 
+def run_lengths(masks: Tensor) -> list[Tensor]:
+    """(n, H, W) masks -> each one's COCO run lengths (column-major, starting with a run of zeros), all at once."""
+    n, h, w = masks.shape
+    flat = masks.bool().transpose(1, 2).flatten(1)  # (n, W·H) column-major, as COCO stores masks
+    before = F.pad(flat, (1, 0))[:, :-1]  # (n, W·H) the previous pixel, a zero before the first
+    mask, start = (flat != before).nonzero(as_tuple=True)  # a run starts here (the first may be an empty zero run)
+    first, last = torch.arange(n), torch.full((n,), h * w)
+    owner = torch.cat([first, mask, first])  # every mask's bounds: 0, each run start, H·W
+    bound = torch.cat([torch.zeros(n, dtype=torch.long), start, last])
+    order = torch.argsort(owner * (h * w + 1) + bound, stable=True)  # by mask, then position
+    owner, bound = owner[order], bound[order]
+    counts = bound[1:] - bound[:-1]  # (·,) gaps between consecutive bounds; those across two masks are dropped
+    same = owner[1:] == owner[:-1]
+    return list(counts[same].split(torch.bincount(owner[1:][same], minlength=n).tolist()))
+
+
 def rle_encode(mask: Tensor, compressed: bool = False) -> dict:
     """(H, W) mask -> COCO RLE {"size": [H, W], "counts": run lengths}: column-major runs, starting with zeros;
     `compressed` gives COCO's string form (deltas against the count two back, 5-bit groups, chars from '0')."""
-    h, w = mask.shape
-    flat = mask.bool().t().flatten().to(torch.int8)  # column-major, as COCO stores masks
-    edges = (flat[1:] != flat[:-1]).nonzero().squeeze(1) + 1  # where a new run starts
-    bounds = torch.cat([torch.zeros(1, dtype=torch.long), edges, torch.tensor([h * w])])
-    counts = bounds[1:] - bounds[:-1]
-    if len(flat) and flat[0] == 1:
-        counts = torch.cat([torch.zeros(1, dtype=torch.long), counts])  # runs start with zeros
-    if not compressed:
-        return {"size": [h, w], "counts": counts.tolist()}
-    return {"size": [h, w], "counts": _compress(counts)}
+    counts = run_lengths(mask[None])[0]
+    return {"size": list(mask.shape), "counts": _compress(counts) if compressed else counts.tolist()}
+
+
+def rle_encode_all(masks: Tensor) -> list[dict]:
+    """(n, H, W) masks -> n uncompressed COCO RLE objects, encoded together."""
+    size = list(masks.shape[1:])
+    return [{"size": size, "counts": c.tolist()} for c in run_lengths(masks)]
 
 
 def _compress(counts: Tensor) -> str:
@@ -201,30 +228,43 @@ def rle_decode(counts: list[int] | str, height: int, width: int) -> Tensor:
 
 # ---- reading images -----------------------------------------------------------------------
 
-def _load_image(path: Path, size: int) -> tuple[Tensor, tuple[int, int]]:
-    """An image file -> ((3, size, size) in [0, 1], its original (height, width))."""
+def _load_image(path: Path, side: int) -> tuple[Tensor, tuple[int, int], tuple[int, int]]:
+    """An image file -> ((3, side, side) in [0, 1], letterboxed; its (height, width); its content's (nh, nw))."""
     x = images._to_tensor(images._open_image(path, "RGB"))  # (3, h, w)
-    return images.resize(x[None], size)[0].clamp(0, 1), (x.shape[1], x.shape[2])
+    boxed, content = letterbox(x, side)
+    return boxed.clamp(0, 1), (x.shape[1], x.shape[2]), content
 
 
-def read_images(spec: dict, path: str) -> tuple[Tensor, list[str]]:
-    """An image file, or a folder of images (or its `images/` sub-folder) -> ((N, 3, S, S), file names)."""
-    p = Path(path)
-    if not p.exists():
-        raise DeepAtlasError(f"{path}: no such file or folder")
-    if p.is_dir():
-        files = images._image_files(p) or (images._image_files(p / "images") if (p / "images").is_dir() else [])
-    else:
-        files = [p]
-    if not files:
-        raise DeepAtlasError(f"{path}: no images in this folder")
-    return torch.stack([_load_image(f, spec["image_size"])[0] for f in files]), [str(f) for f in files]
+def training_side(files: list[Path], source: str) -> tuple[int, str | None]:
+    """The side S a folder's images are letterboxed to when image_size is 0 (their headers alone are read): the
+    largest side rounded up to a multiple of STRIDE, at most MAX_SIDE; and the notice that says so (None when
+    every image is S×S already)."""
+    sizes = images.image_sizes(files)
+    largest = max(max(size) for size in sizes)
+    side = min(-(-largest // STRIDE) * STRIDE, MAX_SIDE)
+    if all(size == (side, side) for size in sizes):
+        return side, None
+    (w0, h0), (w1, h1) = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
+    why = (f"the largest side rounded up to a multiple of {STRIDE}" if side < MAX_SIDE or largest == MAX_SIDE
+           else f"the largest side, {largest}, capped at {MAX_SIDE} for memory and time")
+    shown = f"{w0}x{h0}" if (w0, h0) == (w1, h1) else f"{w0}x{h0} to {w1}x{h1}"
+    return side, (f"{source}: {len(files):,} images of {shown} letterboxed to {side}x{side} ({why}; aspect kept, "
+                  "padded right and below; --set image_size=N to choose)")
 
 
-def _resize_mask(mask: Tensor, size: int) -> Tensor:
-    if mask.shape == (size, size):
-        return mask
-    return F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest-exact")[0, 0] > 0.5
+def _reserve(n: int, side: int, source: str) -> None:
+    """Refuse, before decoding, a folder whose letterboxed images would not fit in memory (held about twice)."""
+    memory.require(2 * n * 3 * side * side * 4, f"{n:,} images of {source} at {side}x{side}")
+
+
+def letterbox_labels(labels: Tensor, side: int, content: tuple[int, int], fill: int = 0) -> Tensor:
+    """(h, w) integer labels -> (side, side): resized to `content` (nh, nw) by nearest neighbour (no blending of
+    ids), into the top-left corner like `images.letterbox`; `fill` elsewhere."""
+    if labels.shape != content:
+        labels = F.interpolate(labels[None, None].float(), size=content, mode="nearest-exact")[0, 0]
+    out = torch.full((side, side), fill, dtype=torch.long)
+    out[:content[0], :content[1]] = labels.long()
+    return out
 
 
 def _box_masks(boxes: Tensor, size: int) -> Tensor:
@@ -284,20 +324,29 @@ def _find_image(root: Path, json_path: Path, name: str) -> Path:
     raise DeepAtlasError(f"{json_path}: image {name!r} not found (looked beside the JSON and in images/)")
 
 
+def _image_file(root: Path, json_path: Path, img) -> Path:
+    """The file of one entry of a COCO `images` list."""
+    if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
+        raise DeepAtlasError(f"{json_path}: every image needs an id and a file_name")
+    return _find_image(root, json_path, img["file_name"])
+
+
 def _number(value, path: Path, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DeepAtlasError(f"{path}: {what}: expected a number, got {value!r}")
     return float(value)
 
 
-def _annotation_mask(ann: dict, box: Tensor, height: int, width: int, size: int, where: str) -> Tensor:
-    """One annotation's segmentation (polygons, RLE or none) -> (S, S) bool, in the resized image."""
+def _annotation_mask(ann: dict, box: Tensor, height: int, width: int, size: int, content: tuple[int, int],
+                     where: str) -> Tensor:
+    """One annotation's segmentation (polygons, RLE or none) -> (S, S) bool, in the letterboxed image, whose
+    content (the image) is `content` = (nh, nw) pixels."""
     seg = ann.get("segmentation")
     if not seg:
         return _box_masks(box[None], size)[0].bool()
     try:
         if isinstance(seg, list):  # polygons: [[x1, y1, x2, y2, ...], ...] in original pixels
-            scale = torch.tensor([size / width, size / height], dtype=torch.float64)
+            scale = torch.tensor([content[1] / width, content[0] / height], dtype=torch.float64)
             polygons = []
             for poly in seg:
                 if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
@@ -307,17 +356,18 @@ def _annotation_mask(ann: dict, box: Tensor, height: int, width: int, size: int,
         if isinstance(seg, dict) and "counts" in seg and "size" in seg:
             if list(seg["size"]) != [height, width]:
                 raise ValueError(f"RLE size {seg['size']} is not the image's [{height}, {width}]")
-            return _resize_mask(rle_decode(seg["counts"], height, width), size)
+            return letterbox_labels(rle_decode(seg["counts"], height, width), size, content).bool()
         raise ValueError("expected a list of polygons or an RLE object with size and counts")
     except (ValueError, TypeError, RuntimeError) as err:
         raise DeepAtlasError(f"{where}: bad segmentation ({err})") from None
 
 
-def read_coco(json_path: Path, root: Path, size: int, classes: list[str] | None = None
+def read_coco(json_path: Path, root: Path, size: int, classes: list[str] | None = None, data: dict | None = None
               ) -> tuple[DetectionDataset, list[str]]:
-    """One COCO annotations file -> (dataset at side `size`, class names). Categories become 0..K-1 by id;
-    with `classes` given (a trained run's), each category is found there by name instead."""
-    data = _load_json(json_path)
+    """One COCO annotations file (`data`: its JSON, when already read) -> (dataset letterboxed to side `size`,
+    class names). Categories become 0..K-1 by id; with `classes` given (a trained run's), each category is found
+    there by name instead."""
+    data = data if data is not None else _load_json(json_path)
     categories = {}
     for cat in data["categories"]:
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
@@ -341,12 +391,11 @@ def read_coco(json_path: Path, root: Path, size: int, classes: list[str] | None 
     orphans = [k for k in by_image if k not in known]
     if orphans:
         raise DeepAtlasError(f"{json_path}: annotations refer to image id {orphans[0]!r}, which is not in images")
+    _reserve(len(data["images"]), size, json_path.name)
     pictures, targets = [], []
     for img in data["images"]:
-        if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
-            raise DeepAtlasError(f"{json_path}: every image needs an id and a file_name")
-        file = _find_image(root, json_path, img["file_name"])
-        picture, (height, width) = _load_image(file, size)
+        file = _image_file(root, json_path, img)
+        picture, (height, width), content = _load_image(file, size)
         if (img.get("height", height), img.get("width", width)) != (height, width):
             raise DeepAtlasError(f"{file}: the image is {width}x{height}, but {json_path.name} says "
                                  f"{img.get('width')}x{img.get('height')}")
@@ -367,10 +416,10 @@ def read_coco(json_path: Path, root: Path, size: int, classes: list[str] | None 
                     y + h > height + BOX_TOLERANCE:
                 raise DeepAtlasError(f"{where}: box {bbox} lies outside the {width}x{height} image")
             box = torch.tensor([max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)], dtype=torch.float64)
-            box = (box * torch.tensor([size / width, size / height] * 2, dtype=torch.float64)).float()
+            box = (box * torch.tensor([content[1] / width, content[0] / height] * 2, dtype=torch.float64)).float()
             boxes.append(box)
             labels.append(label_of[ann["category_id"]])
-            masks.append(_annotation_mask(ann, box, height, width, size, where))
+            masks.append(_annotation_mask(ann, box, height, width, size, content, where))
         pictures.append(picture)
         targets.append({"boxes": torch.stack(boxes), "labels": torch.tensor(labels, dtype=torch.long),
                         "masks": torch.stack(masks).to(torch.uint8)} if boxes else empty_target(size))
@@ -425,8 +474,9 @@ def _yolo_classes(root: Path) -> list[str] | None:
     return None
 
 
-def _read_yolo_labels(path: Path, size: int, n_classes: int | None) -> tuple[Tensor, Tensor]:
-    """One YOLO label file -> (boxes (n, 4) in pixels of the S×S image, labels (n,))."""
+def _read_yolo_labels(path: Path, content: tuple[int, int], n_classes: int | None) -> tuple[Tensor, Tensor]:
+    """One YOLO label file -> (boxes (n, 4) in pixels of the letterboxed image, whose content, the image, is
+    `content` = (nh, nw) pixels; labels (n,))."""
     rows, lines = [], read_lines(path)
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -452,19 +502,35 @@ def _read_yolo_labels(path: Path, size: int, n_classes: int | None) -> tuple[Ten
     if bad.any():
         number = [i for i, line in enumerate(lines, 1) if line.strip()][int(bad.nonzero()[0])]
         raise DeepAtlasError(f"{path}: line {number}: box outside the image (cx cy w h are fractions in [0, 1])")
-    return (corners.clamp(0, 1) * size).float(), table[:, 0].long()
+    nh, nw = content
+    return (corners.clamp(0, 1) * torch.tensor([nw, nh, nw, nh])).float(), table[:, 0].long()
 
 
-def _read_yolo_split(image_dir: Path, label_dir: Path, size: int, n_classes: int | None) -> tuple[Tensor, list]:
+def _yolo_dirs(root: Path) -> dict[str, tuple[Path, Path]]:
+    """{part: (image folder, label folder)}: "train", "val" (and "test") when images/ has them, else "all"."""
+    parts = [p for p in ("train", "val", "test") if (root / "images" / p).is_dir()]
+    if parts:
+        return {p: (root / "images" / p, root / "labels" / p) for p in parts}
+    return {"all": (root / "images", root / "labels")}
+
+
+def _yolo_images(image_dir: Path) -> list[Path]:
     files = images._image_files(image_dir)
     if not files:
         raise DeepAtlasError(f"{image_dir}: no images ({', '.join(sorted(images.IMAGE_SUFFIXES))})")
+    return files
+
+
+def _read_yolo_split(image_dir: Path, label_dir: Path, size: int, n_classes: int | None) -> tuple[Tensor, list]:
+    files = _yolo_images(image_dir)
+    _reserve(len(files), size, str(image_dir))
     pictures, targets = [], []
     for file in files:
-        pictures.append(_load_image(file, size)[0])
+        picture, _, content = _load_image(file, size)
+        pictures.append(picture)
         label_file = label_dir / f"{file.stem}.txt"
         if label_file.is_file():
-            boxes, labels = _read_yolo_labels(label_file, size, n_classes)
+            boxes, labels = _read_yolo_labels(label_file, content, n_classes)
             targets.append({"boxes": boxes, "labels": labels, "masks": _box_masks(boxes, size)})
         else:  # YOLO's convention: no label file, no object
             targets.append(empty_target(size))
@@ -475,11 +541,8 @@ def read_yolo(root: Path, size: int) -> tuple[dict[str, DetectionDataset], list[
     """A YOLO folder -> ({"all": dataset} or {"train", "val", ("test")}: datasets, class names)."""
     classes = _yolo_classes(root)
     n_classes = None if classes is None else len(classes)
-    parts = [p for p in ("train", "val", "test") if (root / "images" / p).is_dir()]
-    if parts:
-        loaded = {p: _read_yolo_split(root / "images" / p, root / "labels" / p, size, n_classes) for p in parts}
-    else:
-        loaded = {"all": _read_yolo_split(root / "images", root / "labels", size, n_classes)}
+    loaded = {p: _read_yolo_split(image_dir, label_dir, size, n_classes)
+              for p, (image_dir, label_dir) in _yolo_dirs(root).items()}
     if classes is None:
         top = max((int(t["labels"].max()) for _, ts in loaded.values() for t in ts if len(t["labels"])), default=0)
         classes = [str(k) for k in range(top + 1)]
@@ -505,35 +568,47 @@ def _from_shapes(source: str, size: int) -> tuple[tuple[DetectionDataset, ...], 
         list(shapes.CLASSES)
 
 
-def _from_folder(root: Path, size: int) -> tuple[tuple[DetectionDataset, ...], list[str]]:
+def _from_folder(root: Path, size: int) -> tuple[tuple[DetectionDataset, ...], list[str], int, str | None]:
+    """A COCO or YOLO folder -> ((train, val, test), class names, its side S, the notice of how S was taken from
+    the data or None). `size` 0: `training_side` of every image the folder's annotations name."""
     files = _coco_files(root)
+    note = None
     if files is None:
-        if (root / "images").is_dir() and (root / "labels").is_dir():
-            parts, classes = read_yolo(root, size)
-        else:
+        if not ((root / "images").is_dir() and (root / "labels").is_dir()):
             raise DeepAtlasError(f"{root}: expected a COCO-format folder (images and an annotations JSON) "
                                  "or a YOLO folder (images/ and labels/)")
+        if not size:
+            size, note = training_side([f for d, _ in _yolo_dirs(root).values() for f in _yolo_images(d)], str(root))
+        parts, classes = read_yolo(root, size)
     else:
+        data = {part: _load_json(path) for part, path in files.items()}
+        if not size:
+            size, note = training_side([_image_file(root, files[part], img) for part, coco in data.items()
+                                        for img in coco["images"]], str(root))
         parts, classes = {}, None
         for part, path in files.items():
-            parts[part], names = read_coco(path, root, size, classes)
+            parts[part], names = read_coco(path, root, size, classes, data[part])
             classes = classes or names
     if "all" in parts:
-        return _split(parts["all"], str(root)), classes
-    return (parts["train"], parts["val"], parts.get("test", parts["val"])), classes  # no test file: val tests
+        return _split(parts["all"], str(root)), classes, size, note
+    return (parts["train"], parts["val"], parts.get("test", parts["val"])), classes, size, note  # no test: val tests
 
 
 def load(source: str, image_size: int = 0, flip: bool = False, crop_pad: int = 0) -> DetectionData:
-    """`shapes`, `shapes-N`, a COCO-format folder or a YOLO folder, at side `image_size` (0: 64)."""
-    size = image_size or DEFAULT_SIZE
+    """`shapes`, `shapes-N` (S×S scenes, S = `image_size` or 64), a COCO-format folder or a YOLO folder
+    (letterboxed to S = `image_size`, or 0: the side `training_side` takes from the data)."""
+    note = None
     if shapes.train_count(source) is not None:
+        size = image_size or DEFAULT_SIZE
         (train, val, test), classes = _from_shapes(source, size)
     elif Path(source).is_dir():
-        (train, val, test), classes = _from_folder(Path(source), size)
+        (train, val, test), classes, size, note = _from_folder(Path(source), image_size)
     elif Path(source).exists():
         raise DeepAtlasError(f"{source}: expected a folder (COCO-format, or YOLO images/ and labels/)")
     else:
         raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor shapes or shapes-N")
+    if note:  # once the data is read: a refused file would make it a second line
+        notice(note)
     spec = {"kind": "detection", "source": source, "classes": classes, "image_size": size}
     return DetectionData(train, val, test, spec, Augment(flip, crop_pad) if flip or crop_pad else None)
 
@@ -542,9 +617,62 @@ def load_for(options, target: str | None = None) -> DetectionData:
     return load(options.data, options.image_size, options.flip, options.crop_pad)
 
 
+class Letterboxed:
+    """Some of a predict call's inputs made ready for a dense predictor of side S: `x` (n, 3, S, S) letterboxed,
+    `names`, `originals` (each image at its own size, (3, h, w)), and per image its (h, w) and its content's (nh, nw)
+    in the letterboxed frame, to map predictions back to the input's pixels."""
+
+    def __init__(self, found: list, side: int):
+        self.names = [name for name, _ in found]
+        self.originals = [load() for _, load in found]
+        boxed = [letterbox(picture, side) for picture in self.originals]
+        self.x = torch.stack([b for b, _ in boxed]).clamp(0, 1)
+        self.sizes = [tuple(picture.shape[1:]) for picture in self.originals]
+        self.contents = [content for _, content in boxed]
+
+    def boxes_back(self, i: int, boxes: Tensor) -> Tensor:
+        """(n, 4) boxes in the letterboxed frame -> in image i's own pixels, clipped to it."""
+        (h, w), (nh, nw) = self.sizes[i], self.contents[i]
+        scaled = boxes.float() * torch.tensor([w / nw, h / nh, w / nw, h / nh])
+        return torch.minimum(scaled.clamp(min=0), torch.tensor([w, h, w, h], dtype=torch.float32))
+
+    def maps_back(self, i: int, maps: Tensor, mode: str) -> Tensor:
+        """(n, S, S) maps in the letterboxed frame -> (n, h, w) over image i: the content cropped and resized
+        (`mode` "bilinear" for probabilities, "nearest-exact" for labels)."""
+        (h, w), (nh, nw) = self.sizes[i], self.contents[i]
+        crop = maps[:, :nh, :nw].float()
+        if len(crop) == 0:
+            return crop.new_zeros(0, h, w)
+        return crop if (nh, nw) == (h, w) else F.interpolate(crop[None], size=(h, w), mode=mode)[0]
+
+
+PREDICT_BATCH = 16
+"""inputs decoded, letterboxed and predicted at once"""
+
+
+def raw_inputs(raw) -> list:
+    """Raw inputs to predict for (paths, PIL images, arrays, lists of them; a folder's `images/` too), as
+    `images.raw_images` gives them: (name, load) pairs, nothing decoded yet."""
+    return images.raw_images(raw, "RGB", sub="images")
+
+
+def letterboxed(found: list, side: int) -> Iterator[Letterboxed]:
+    """`raw_inputs` decoded and letterboxed to `side`, PREDICT_BATCH at a time."""
+    for start in range(0, len(found), PREDICT_BATCH):
+        yield Letterboxed(found[start:start + PREDICT_BATCH], side)
+
+
+def check_threshold(threshold: float) -> float:
+    from deepatlas.errors import option
+    if not 0 <= threshold <= 1:
+        raise DeepAtlasError(f"{option('threshold')} {threshold}: a score threshold is in [0, 1]")
+    return float(threshold)
+
+
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:
-    """An image file or a folder of images -> ((N, 3, S, S) in [0, 1], a name per image), for predict."""
-    return read_images(spec, path)
+    """An image file or a folder of images -> ((N, 3, S, S) in [0, 1], letterboxed; a name per image)."""
+    batches = list(letterboxed(raw_inputs(Path(path)), spec["image_size"]))
+    return torch.cat([b.x for b in batches]), [name for b in batches for name in b.names]
 
 
 def read_labeled(spec: dict, path: str) -> DetectionDataset:
@@ -573,25 +701,66 @@ def read_labeled(spec: dict, path: str) -> DetectionDataset:
 SHOW_THRESHOLD = 0.5
 
 
-def predict(objective, spec: dict, path: str, out: Path | None = None) -> list[dict]:
-    """Detections (score ≥ 0.5) for each image in `path`: {"input", "predicted" (a line of text),
-    "detections": [{"class", "score", "box": [x1, y1, x2, y2] in the run's image_size pixels}]}; with `out`,
-    each image with its boxes is saved there as a PNG (numbered when there are several)."""
+def predict(objective, spec: dict, inputs, out: Path | None = None, threshold: float = SHOW_THRESHOLD) -> list[dict]:
+    """Detections scoring at least `threshold` for each input (a path to an image or a folder, a PIL image, an
+    array, or a list of these), each letterboxed to the run's side and its detections mapped back to its own
+    pixels: {"input", "predicted" (a line of text), "detections": [{"class", "score", "box": [x1, y1, x2, y2] in
+    the input's pixels, and "mask" (COCO RLE over the input, uncompressed) when the model gives masks}]}. With
+    `out`, each input is drawn at its own size and aspect with its detections, as a PNG (numbered when there are
+    several)."""
     from deepatlas.data import draw
-    x, names = read_inputs(spec, path)
+    threshold = check_threshold(threshold)
     device = next(objective.parameters()).device
-    found = objective.predict(x.to(device))
-    rows = []
-    for i, (name, det) in enumerate(zip(names, found)):
-        det = {k: v[det["scores"] >= SHOW_THRESHOLD].cpu() for k, v in det.items()}
-        items = [{"class": spec["classes"][label], "score": round(score, 4), "box": [round(v, 1) for v in box]}
-                 for box, label, score in zip(det["boxes"].tolist(), det["labels"].tolist(), det["scores"].tolist())]
-        text = "; ".join(f"{d['class']} {d['score']:.2f} at ({', '.join(f'{v:.0f}' for v in d['box'])})"
-                         for d in items)
-        rows.append({"input": name, "predicted": text or "nothing above 0.5", "detections": items})
-        if out is not None:
-            draw.save_boxes(draw.numbered(Path(out), i, len(names)), x[i], det, spec["classes"])
+    found, rows = raw_inputs(inputs), []
+    for batch in letterboxed(found, spec["image_size"]):
+        for i, det in enumerate(objective.predict(batch.x.to(device))):  # a row per input, at its own size
+            det = {k: v[det["scores"] >= threshold].cpu() for k, v in det.items()}
+            det["boxes"] = batch.boxes_back(i, det["boxes"])
+            if "masks" in det:
+                det["masks"] = batch.maps_back(i, det["masks"], "bilinear") >= 0.5
+            items = [{"class": spec["classes"][label], "score": round(score, 4), "box": [round(v, 1) for v in box]}
+                     for box, label, score in zip(det["boxes"].tolist(), det["labels"].tolist(),
+                                                  det["scores"].tolist())]
+            if "masks" in det:
+                items = [{**item, "mask": rle} for item, rle in zip(items, rle_encode_all(det["masks"]))]
+            text = "; ".join(f"{d['class']} {d['score']:.2f} at ({', '.join(f'{v:.0f}' for v in d['box'])})"
+                             for d in items)
+            rows.append({"input": batch.names[i], "predicted": text or f"nothing at {threshold:g} or above",
+                         "detections": items})
+            if out is not None:
+                draw.save_boxes(draw.numbered(Path(out), len(rows) - 1, len(found)), batch.originals[i], det,
+                                spec["classes"])
     return rows
+
+
+def baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
+    """The trivial detector: on every image one box, the mean of the training split's boxes (x1, y1, x2, y2),
+    labelled with its most frequent class, score 1 (its filled box as mask); scored on `examples` by the same
+    COCO mAP as the models: {"map", "map_50", "map_75", "mar_100"} and their "mask_" twins when the examples have
+    masks. `train` None: the examples' own boxes give the mean and the class."""
+    from deepatlas.tasks.detection import MeanAveragePrecision
+    targets = examples.targets if hasattr(examples, "targets") else [examples[i][1] for i in range(len(examples))]
+    fitted = train if train is not None else examples
+    fitted = fitted.targets if hasattr(fitted, "targets") else [fitted[i][1] for i in range(len(fitted))]
+    boxes, labels = torch.cat([t["boxes"] for t in fitted]), torch.cat([t["labels"] for t in fitted])
+    where = "training split's" if train is not None else "examples' own"
+    with_masks = all("masks" in t for t in targets)
+    metric = MeanAveragePrecision(("bbox", "segm") if with_masks else "bbox")
+    if len(labels) == 0:  # nothing to place a box at: the detector that finds nothing
+        nothing = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long),
+                   "masks": torch.zeros(0, spec["image_size"], spec["image_size"], dtype=torch.bool)}
+        metric.update([nothing] * len(targets), targets)
+        return f"no detections (the {where} images have no objects)", metric.compute()
+    box = boxes.mean(0, keepdim=True)  # (1, 4)
+    label = torch.bincount(labels, minlength=len(spec["classes"])).argmax()
+    guess = {"boxes": box, "scores": torch.ones(1), "labels": label[None],
+             "masks": _box_masks(box, spec["image_size"]).bool()}
+    for start in range(0, len(targets), 256):  # the same guess for every image, matched a chunk at a time
+        chunk = targets[start:start + 256]
+        metric.update([guess] * len(chunk), chunk)
+    shown = ", ".join(f"{v:.0f}" for v in box[0].tolist())
+    return (f"one box per image at the {where} mean box ({shown}), labelled "
+            f"{spec['classes'][int(label)]!r}, the most frequent class", metric.compute())
 
 
 def plot_predictions(objective, spec: dict, dataset, path: Path) -> None:

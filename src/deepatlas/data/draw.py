@@ -1,7 +1,9 @@
-"""Pictures of dense predictions: boxes and masks over an image, semantic masks beside it, and grids of both.
+"""Pictures of dense predictions: boxes and masks over an image, semantic masks over or beside it, and grids.
 
-Used by `deepatlas predict RUN image.png --out annotated.png` and by the prediction grid a detection or
-segmentation run leaves in its directory (predictions.png: validation images, predictions against truth).
+Used by `deepatlas predict RUN image.png --out annotated.png`, which draws on the input itself: the PNG has the
+input's aspect and size (a small input is enlarged by a whole factor, to at least LEGIBLE pixels on its longer
+side, so labels stay readable), and by the prediction grid a detection or segmentation run leaves in its
+directory (predictions.png: validation images, predictions against truth).
 """
 from __future__ import annotations
 
@@ -10,6 +12,10 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+LEGIBLE = 400
+"""an annotated input smaller than this on its longer side is enlarged by the largest whole factor that fits"""
+VOID = (0.5, 0.5, 0.5)
+"""the colour of labels past the classes (segmentation's padding, IGNORE)"""
 PALETTE = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:olive", "tab:pink",
            "tab:brown", "tab:gray"]
 
@@ -29,6 +35,22 @@ def label_colours(n: int) -> np.ndarray:
     """(n, 3) RGB colours: black for label 0 (background), then the palette."""
     from matplotlib.colors import to_rgb
     return np.array([(0.0, 0.0, 0.0)] + [to_rgb(PALETTE[i % len(PALETTE)]) for i in range(max(n - 1, 0))])
+
+
+def _coloured(labels: Tensor, n: int) -> np.ndarray:
+    """(H, W) labels -> (H, W, 3): `label_colours`, grey (VOID) for a label past the n classes (padding)."""
+    colours = np.concatenate([label_colours(n), [VOID]])
+    return colours[np.minimum(labels.cpu().numpy(), n)]
+
+
+def _canvas(height: int, width: int):
+    """A figure whose one axes fills it exactly, saved (at dpi 100) as a PNG of the input's aspect: width x height
+    times a whole factor (1 unless the input is smaller than LEGIBLE)."""
+    plt = _pyplot()
+    factor = max(1, LEGIBLE // max(height, width))
+    fig = plt.figure(figsize=(factor * width / 100, factor * height / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    return plt, fig, ax
 
 
 def draw_boxes(ax, image: Tensor, detections: dict, classes: list[str], truth: dict | None = None) -> None:
@@ -55,10 +77,9 @@ def draw_boxes(ax, image: Tensor, detections: dict, classes: list[str], truth: d
 
 def draw_segmentation(axes, image: Tensor, labels: Tensor, classes: list[str], truth: Tensor | None = None) -> None:
     """The image, the predicted label map in colour, and the true one if given, on consecutive axes."""
-    colours = label_colours(len(classes))
-    panels = [("image", _rgb(image)), ("predicted", colours[labels.cpu().numpy()])]
+    panels = [("image", _rgb(image)), ("predicted", _coloured(labels, len(classes)))]
     if truth is not None:
-        panels.append(("truth", colours[truth.cpu().numpy()]))
+        panels.append(("truth", _coloured(truth, len(classes))))
     for ax, (title, picture) in zip(axes, panels):
         ax.imshow(picture, interpolation="nearest")
         ax.set_title(title, fontsize=7)
@@ -66,24 +87,29 @@ def draw_segmentation(axes, image: Tensor, labels: Tensor, classes: list[str], t
 
 
 def save_boxes(path: Path, image: Tensor, detections: dict, classes: list[str]) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    """The image (3, H, W) with its detections (boxes, and masks (n, H, W), in its pixels), at its own aspect."""
+    plt, fig, ax = _canvas(*image.shape[1:])
     draw_boxes(ax, image, detections, classes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.set(xlim=(0, image.shape[2]), ylim=(image.shape[1], 0))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def save_segmentation(path: Path, image: Tensor, labels: Tensor, classes: list[str]) -> Path:
-    """An overlay PNG at `path` and the label map itself (one byte per pixel, the class id) beside it."""
+    """The image (3, H, W) with its label map (H, W) tinted over it, at its own aspect, the classes present named
+    in a corner legend, saved at `path`; and the label map itself (one byte per pixel, the class id) beside it."""
     from PIL import Image
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-    draw_segmentation(axes, image, labels, classes)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in label_colours(len(classes))]
-    fig.legend(handles, classes, loc="lower center", ncol=min(len(classes), 6), fontsize=7)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=120)
+    plt, fig, ax = _canvas(*image.shape[1:])
+    rgb, tint = _rgb(image), _coloured(labels, len(classes))
+    inside = (labels.cpu().numpy() > 0)[..., None]
+    ax.imshow(np.where(inside, 0.5 * rgb + 0.5 * tint, rgb), interpolation="nearest")
+    ax.set_axis_off()
+    present = sorted(set(labels.unique().tolist()) - {0})
+    colours = label_colours(len(classes))
+    if present:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colours[k]) for k in present]
+        ax.legend(handles, [classes[k] for k in present], loc="upper right", fontsize=7, framealpha=0.7)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     mask_path = path.with_name(f"{path.stem}-mask.png")
     Image.fromarray(labels.cpu().numpy().astype(np.uint8)).save(mask_path)

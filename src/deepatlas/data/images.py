@@ -4,16 +4,30 @@ Images are float tensors (N, C, H, W), scaled to [0, 1] and then standardized pe
 the training split's mean and std. Embedded sets use the same fixed stratified 60/20/20 split
 as every dataset (seed 0). Augmentation is a batch transform of tensor ops (random shifts, flips,
 rotations), applied by the training loop on the batch's own device.
+
+Size: `image_size` N resizes every image to N×N; 0 takes the size from the data: the images' own
+size when they all share one square size (28×28 digits stay 28), else the median of their longer
+sides, every image resized to that square (a one-line notice says so).
+
+Raw inputs (`encode`, what `deepatlas.load(run).predict(raw)` calls): a path to an image or a
+folder of images, a PIL image, a numpy array H×W or H×W×C (uint8 0..255, or float in [0, 1]),
+or a list of these, encoded exactly as the training images were. `letterbox` and `raw_images` are
+shared with detection and segmentation, which keep each image's aspect instead of squashing it.
 """
 from __future__ import annotations
 
 import gzip
 import math
+import os
+import statistics
 import struct
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,6 +48,17 @@ DATA_COPIES = 3
 """a dataset's images are held about three times while it is prepared: resized, standardized, split"""
 
 
+_SAID: set[str] = set()
+
+
+def notice(text: str) -> None:
+    """A one-line note to the user about a choice made from their data (stderr, so JSON output stays clean); said
+    once per process, though a run reads its data again to evaluate."""
+    if text not in _SAID:
+        _SAID.add(text)
+        print(f"notice: {text}", file=sys.stderr)
+
+
 # ---- tensor ops ---------------------------------------------------------------------------
 
 def resize(images: Tensor, size: int) -> Tensor:
@@ -46,6 +71,19 @@ def resize(images: Tensor, size: int) -> Tensor:
     memory.require(copies * n * channels * size * size * images.element_size(), f"{n:,} images at image_size={size}")
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                          antialias=size < images.shape[-1])
+
+
+def letterbox(image: Tensor, side: int) -> tuple[Tensor, tuple[int, int]]:
+    """(C, h, w) -> ((C, side, side), (nh, nw)): scaled by side / max(h, w), so the aspect is kept, into the
+    top-left corner; zeros right and below. The content spans rows [0, nh) and columns [0, nw), so a point (x, y)
+    of the image lands at (x · nw / w, y · nh / h). A square image is just resized (the same tensor as `resize`)."""
+    h, w = image.shape[-2:]
+    scale = side / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if (nh, nw) != (h, w):
+        image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False,
+                              antialias=scale < 1)[0]
+    return F.pad(image, (0, side - nw, 0, side - nh)), (nh, nw)
 
 
 def rotate(images: Tensor, angles: Tensor, mode: str = "bilinear") -> Tensor:
@@ -148,12 +186,12 @@ def load(source: str, image_size: int = 0, augment: Augment | None = None) -> Im
         if _idx_files(path):
             x, y, classes, splits = _read_idx_folder(path)
         else:
-            x, y, classes = _read_image_folder(path, image_size)
+            x, y, classes = _read_image_folder(path, image_size, median=True)
     elif Path(source).exists():
         raise DeepAtlasError(f"{source}: expected a folder (one sub-folder of images per class, or MNIST IDX files)")
     else:
         raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor one of {', '.join(sorted(EMBEDDED))}")
-    train, val, test, spec = _from_arrays(x, y, classes, source, image_size or x.shape[-1], splits)
+    train, val, test, spec = _from_arrays(x, y, classes, source, image_size or max(x.shape[-2:]), splits)
     return ImageData(train, val, test, spec, augment if augment is not None and augment.active else None)
 
 
@@ -203,20 +241,38 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_image_files(files: list[Path], image_size: int = 0) -> Tensor:
+def image_sizes(files: list[Path]) -> list[tuple[int, int]]:
+    """The (width, height) of each image file, from its header alone (checked, nothing decoded)."""
+    sizes = []
+    for f in files:
+        with open_image(f) as img:
+            sizes.append(img.size)
+    return sizes
+
+
+def median_side(sizes: list[tuple[int, int]]) -> int:
+    """The side images of several sizes are resized to when image_size is 0: the median of their longer sides
+    (the lower median, so a side some image has)."""
+    return statistics.median_low(max(s) for s in sizes)
+
+
+def read_image_files(files: list[Path], image_size: int = 0, median: bool = False) -> Tensor:
     """Image files -> (N, C, H, W) in [0, 1], grey (C = 1) unless one is in colour (then all are RGB), resized to
-    `image_size` (0: all must have one size). Every header is read and checked before any image is decoded."""
+    `image_size`; 0: their own size when they share one, else (`median`) `median_side`'s square, or refused.
+    Every header is read and checked before any image is decoded."""
     headers = []
     for f in files:
         with open_image(f) as img:
             headers.append((img.size, img.mode in GREY_MODES))
     mode = "L" if all(grey for _, grey in headers) else "RGB"  # grey and colour mixed: all colour
-    if not image_size:
-        (w0, h0), _ = headers[0]
-        for f, ((w, h), _) in zip(files, headers):
-            if (w, h) != (w0, h0):
-                raise DeepAtlasError(f"{f}: size {w}x{h} differs from {files[0].name}'s {w0}x{h0}; "
-                                     "set --set image_size=N to resize all")
+    sizes = [size for size, _ in headers]
+    chosen = not image_size and len(set(sizes)) > 1
+    if chosen and not median:
+        (w0, h0), odd = sizes[0], next(i for i, size in enumerate(sizes) if size != sizes[0])
+        raise DeepAtlasError(f"{files[odd]}: size {sizes[odd][0]}x{sizes[odd][1]} differs from {files[0].name}'s "
+                             f"{w0}x{h0}; set --set image_size=N to resize all")
+    if chosen:
+        image_size = median_side(sizes)
     channels = 1 if mode == "L" else 3
     pixels = len(files) * image_size ** 2 if image_size else sum(w * h for (w, h), _ in headers)
     memory.require(pixels * channels * 4, f"{len(files):,} images" + (f" at image_size={image_size}" if image_size
@@ -225,10 +281,15 @@ def read_image_files(files: list[Path], image_size: int = 0) -> Tensor:
     for f in files:  # decoded one at a time, each resized before the next
         t = _to_tensor(_open_image(f, mode))
         tensors.append(resize(t[None], image_size)[0] if image_size else t)
+    if chosen:  # said once every image has been read: a file refused later would make it a second line
+        (w0, h0), (w1, h1) = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
+        notice(f"{os.path.commonpath(files)}: {len(files):,} images of {len(set(sizes))} sizes ({w0}x{h0} to "
+               f"{w1}x{h1}), each resized to {image_size}x{image_size}, the median of their longer sides "
+               "(--set image_size=N to choose)")
     return torch.stack(tensors)
 
 
-def _read_image_folder(root: Path, image_size: int) -> tuple[Tensor, np.ndarray, list[str]]:
+def _read_image_folder(root: Path, image_size: int, median: bool = False) -> tuple[Tensor, np.ndarray, list[str]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise DeepAtlasError(f"{root}: needs one sub-folder of images per class, at least two classes")
@@ -239,20 +300,101 @@ def _read_image_folder(root: Path, image_size: int) -> tuple[Tensor, np.ndarray,
             raise DeepAtlasError(f"{root / name}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         files += found
         labels += [i] * len(found)
-    return read_image_files(files, image_size), np.array(labels), classes
+    return read_image_files(files, image_size, median), np.array(labels), classes
+
+
+def input_files(path: str | Path, sub: str | None = None) -> list[Path]:
+    """An image file, or the images of a folder (or, when it has none, of its `sub` folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise DeepAtlasError(f"{path}: no such file or folder")
+    if not p.is_dir():
+        return [p]
+    files = _image_files(p) or (_image_files(p / sub) if sub and (p / sub).is_dir() else [])
+    if not files:
+        raise DeepAtlasError(f"{path}: no images in this folder")
+    return files
+
+
+def _array_image(array: np.ndarray, mode: str, name: str) -> Tensor:
+    """A numpy image H×W or H×W×C (C = 1, 3 or 4; alpha dropped) -> (C', H, W) float in [0, 1] of `mode`. uint8
+    goes through PIL, as a file's pixels do (so a decoded PNG encodes exactly like the file); floats must be in
+    [0, 1] and are made grey with PIL's weights (ITU-R 601-2) or colour by repeating the grey channel."""
+    from PIL import Image
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or 0 in array.shape:
+        raise DeepAtlasError(f"{name}: an array of shape {array.shape}; expected an image HxW or HxWxC (C = 1, 3, 4)")
+    if array.shape[0] * array.shape[1] > MAX_PIXELS:
+        raise DeepAtlasError(f"{name}: {array.shape[1]}x{array.shape[0]} pixels; images may have at most "
+                             f"{MAX_PIXELS:,} pixels (64 megapixels): shrink it first")
+    if array.dtype == np.uint8:
+        return _to_tensor(Image.fromarray(array).convert(mode))
+    if array.dtype.kind not in "fiu":
+        raise DeepAtlasError(f"{name}: an array of {array.dtype}; expected uint8 (0..255) or floats in [0, 1]")
+    x = torch.from_numpy(np.asarray(array, dtype=np.float32))
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise DeepAtlasError(f"{name}: values from {x.min().item():g} to {x.max().item():g}; a float image must be "
+                             "in [0, 1] (pass uint8 for 0..255)")
+    x = x[None] if x.ndim == 2 else x[:, :, :3].permute(2, 0, 1)  # (C, H, W), alpha dropped
+    if mode == "L" and len(x) == 3:
+        return (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0, keepdim=True)
+    return x.expand(3, -1, -1).contiguous() if mode == "RGB" and len(x) == 1 else x
+
+
+def _pil_image(img, mode: str, name: str) -> Tensor:
+    if img.width * img.height > MAX_PIXELS:
+        raise DeepAtlasError(f"{name}: {img.width}x{img.height} pixels; images may have at most {MAX_PIXELS:,} "
+                             "pixels (64 megapixels): shrink it first")
+    return _to_tensor(img.convert(mode))
+
+
+def raw_images(raw, mode: str, sub: str | None = None) -> list[tuple[str, Callable[[], Tensor]]]:
+    """Raw inputs -> (name, load) per image, `load()` giving it as (C, H, W) in [0, 1] of `mode` at its own size,
+    decoded only then (a folder of large photos is never held at once). `raw`: a path to an image or a folder (see
+    `input_files`), a PIL image, a numpy array, or a list of these; an image given in memory is named "image i"
+    (its place in the list)."""
+    from PIL import Image
+    items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    if not items:
+        raise DeepAtlasError("no inputs to predict for")
+    found = []
+    for i, item in enumerate(items):
+        name = f"image {i}"
+        if isinstance(item, (str, Path)):
+            found += [(str(f), partial(lambda f: _to_tensor(_open_image(f, mode)), f)) for f in input_files(item, sub)]
+        elif isinstance(item, Image.Image):
+            found.append((name, partial(_pil_image, item, mode, name)))
+        elif isinstance(item, np.ndarray):
+            found.append((name, partial(_array_image, item, mode, name)))
+        else:
+            raise DeepAtlasError(f"{name}: a {type(item).__name__}; expected a path, a PIL image or a numpy array")
+    return found
+
+
+def encode(spec: dict, raw) -> tuple[Tensor, list[str]]:
+    """Raw inputs (see `raw_images`) encoded for the classifier exactly as its training images were: converted to
+    its channels, resized to its image_size, standardized with its training mean and std -> (x (N, C, S, S),
+    a name per image)."""
+    found = raw_images(raw, "L" if spec["channels"] == 1 else "RGB")
+    x = torch.stack([resize(load()[None], spec["image_size"])[0] for _, load in found])  # each resized as read
+    return _standardize(x, spec["mean"], spec["std"]), [name for name, _ in found]
 
 
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:
     """An image file, or a folder of images, encoded for the model: (x, a name per image)."""
-    p = Path(path)
-    if not p.exists():
-        raise DeepAtlasError(f"{path}: no such file or folder")
-    files = _image_files(p) if p.is_dir() else [p]
-    if not files:
-        raise DeepAtlasError(f"{path}: no images in this folder")
-    mode = "L" if spec["channels"] == 1 else "RGB"
-    x = torch.stack([resize(_to_tensor(_open_image(f, mode))[None], spec["image_size"])[0] for f in files])
-    return _standardize(x, spec["mean"], spec["std"]), [str(f) for f in files]
+    return encode(spec, Path(path))
+
+
+def baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
+    """The trivial classifier: every image gets the training split's most frequent class (the examples' own when
+    `train` is None); its accuracy on `examples`."""
+    y = examples.tensors[1]
+    counted = train.tensors[1] if train is not None else y
+    majority = int(torch.bincount(counted, minlength=len(spec["classes"])).argmax())
+    where = "the training split's" if train is not None else "these examples'"
+    return (f"always {spec['classes'][majority]!r}, {where} most frequent class",
+            {"accuracy": (y == majority).double().mean().item()})
 
 
 def read_labeled(spec: dict, path: str) -> TensorDataset:

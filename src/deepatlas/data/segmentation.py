@@ -7,8 +7,14 @@ spec's `classes` lists all K + 1 names, background first, so a label value index
     folder   `images/` and `masks/`, a PNG label image per image with the same file stem, whose pixel values
              are class ids (0 background); optional `classes.txt` naming the classes 1..K, one a line (or
              0..K when its first line is `background`). Without it, K is the largest value in the masks.
-             Images and masks are resized to S×S (masks by nearest neighbour); a fixed 60/20/20 split by
-             image (seed 0).
+             Images and masks are letterboxed to S×S as detection's are (aspect kept, padded right and
+             below; masks by nearest neighbour, their padding IGNORE so it counts in neither loss nor
+             metrics); S = `image_size`, or 0: detection's `training_side` of the images. A fixed 60/20/20
+             split by image (seed 0).
+
+`predict` takes paths, PIL images or arrays at any size, letterboxed to the run's side; its label maps are
+given back at the input's own resolution. `baseline` labels every pixel with the training split's most
+frequent class.
 """
 from __future__ import annotations
 
@@ -16,17 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
-from deepatlas.data.detection import _load_image, read_images
+from deepatlas.data import detection
+from deepatlas.data.detection import _load_image, _reserve, check_threshold, letterbox_labels, letterboxed, \
+    raw_inputs, rle_encode_all, training_side
 from deepatlas.errors import DeepAtlasError
 
 EMBEDDED = {"shapes"}
 DEFAULT_SIZE = shapes.DEFAULT_SIZE
 BACKGROUND = "background"
+IGNORE = 255
+"""the label of padding pixels: the objective's ignore_index (and outside [0, K) for the confusion matrix)"""
 
 
 class SegmentationData(Splits):
@@ -72,40 +81,42 @@ def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
     return torch.from_numpy(values)
 
 
-def read_folder(root: Path, size: int, classes: list[str] | None = None) -> tuple[TensorDataset, list[str]]:
-    """`images/` + `masks/` -> (dataset of (N, 3, S, S) images and (N, S, S) masks, classes with background).
-    `classes` (a run's) fixes the class names; otherwise classes.txt or the largest mask value does."""
+def _folder_images(root: Path) -> list[Path]:
     image_dir, mask_dir = root / "images", root / "masks"
     if not image_dir.is_dir() or not mask_dir.is_dir():
         raise DeepAtlasError(f"{root}: expected images/ and masks/ (PNG label images with the same file names)")
     files = images._image_files(image_dir)
     if not files:
         raise DeepAtlasError(f"{image_dir}: no images ({', '.join(sorted(images.IMAGE_SUFFIXES))})")
+    return files
+
+
+def read_folder(root: Path, size: int, classes: list[str] | None = None) -> tuple[TensorDataset, list[str]]:
+    """`images/` + `masks/` -> (dataset of (N, 3, S, S) images and (N, S, S) masks, letterboxed to side `size`;
+    classes with background). `classes` (a run's) fixes the class names; otherwise classes.txt or the largest
+    mask value does."""
+    files = _folder_images(root)
+    mask_dir = root / "masks"
+    _reserve(len(files), size, str(root))
     named = classes or _classes_file(root)
-    pictures, masks = [], []
+    pictures, masks, tops = [], [], []
     for file in files:
         mask_file = mask_dir / f"{file.stem}.png"
         if not mask_file.is_file():
             raise DeepAtlasError(f"{file}: no mask {mask_file.name} in {mask_dir}")
-        picture, original = _load_image(file, size)
+        picture, original, content = _load_image(file, size)
         mask = _read_mask(mask_file, original)
-        if named is not None and int(mask.max()) >= len(named):
-            raise DeepAtlasError(f"{mask_file}: label {int(mask.max())}, but there are only classes "
+        tops.append(int(mask.max()))
+        if named is not None and tops[-1] >= len(named):
+            raise DeepAtlasError(f"{mask_file}: label {tops[-1]}, but there are only classes "
                                  f"0..{len(named) - 1} ({', '.join(named)})")
         pictures.append(picture)
-        masks.append(mask)
+        masks.append(letterbox_labels(mask, size, content, IGNORE))
     if named is None:
-        top = max(int(m.max()) for m in masks)
-        if top == 0:
+        if max(tops) == 0:
             raise DeepAtlasError(f"{mask_dir}: every mask is background (0); labels are class ids 1..K")
-        named = [BACKGROUND, *(str(k) for k in range(1, top + 1))]
-    resized = [_resize_labels(m, size) if m.shape != (size, size) else m for m in masks]
-    return TensorDataset(torch.stack(pictures), torch.stack(resized).long()), named
-
-
-def _resize_labels(mask: Tensor, size: int) -> Tensor:
-    """(H, W) class ids -> (S, S) by nearest neighbour (no blending of ids)."""
-    return F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest-exact")[0, 0].long()
+        named = [BACKGROUND, *(str(k) for k in range(1, max(tops) + 1))]
+    return TensorDataset(torch.stack(pictures), torch.stack(masks)), named
 
 
 def _split(dataset: TensorDataset, source: str) -> list[TensorDataset]:
@@ -121,19 +132,24 @@ def _split(dataset: TensorDataset, source: str) -> list[TensorDataset]:
 # ---- the data module API ------------------------------------------------------------------
 
 def load(source: str, image_size: int = 0, flip: bool = False) -> SegmentationData:
-    """`shapes`, `shapes-N` or a folder of images/ and masks/, at side `image_size` (0: 64)."""
-    size = image_size or DEFAULT_SIZE
+    """`shapes`, `shapes-N` (S×S scenes, S = `image_size` or 64) or a folder of images/ and masks/ (letterboxed to
+    S = `image_size`, or 0: detection's `training_side` of its images)."""
+    note = None
     if shapes.train_count(source) is not None:
+        size = image_size or DEFAULT_SIZE
         scenes = shapes.splits(source, size)
         parts = [TensorDataset(scenes[p].images, scenes[p].semantic()) for p in ("train", "val", "test")]
         classes = [BACKGROUND, *shapes.CLASSES]
     elif Path(source).is_dir():
+        size, note = (image_size, None) if image_size else training_side(_folder_images(Path(source)), source)
         dataset, classes = read_folder(Path(source), size)
         parts = _split(dataset, source)
     elif Path(source).exists():
         raise DeepAtlasError(f"{source}: expected a folder with images/ and masks/")
     else:
         raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor shapes or shapes-N")
+    if note:  # once the data is read: a refused file would make it a second line
+        images.notice(note)
     spec = {"kind": "segmentation", "source": source, "classes": classes, "image_size": size}
     return SegmentationData(*parts, spec, Flip() if flip else None)
 
@@ -143,8 +159,8 @@ def load_for(options, target: str | None = None) -> SegmentationData:
 
 
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:
-    """An image file or a folder of images -> ((N, 3, S, S) in [0, 1], a name per image), for predict."""
-    return read_images(spec, path)
+    """An image file or a folder of images -> ((N, 3, S, S) in [0, 1], letterboxed as detection's; a name each)."""
+    return detection.read_inputs(spec, path)
 
 
 def read_labeled(spec: dict, path: str) -> TensorDataset:
@@ -152,27 +168,59 @@ def read_labeled(spec: dict, path: str) -> TensorDataset:
     return read_folder(Path(path), spec["image_size"], spec["classes"])[0]
 
 
+def baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
+    """The trivial segmenter: every pixel gets the training split's most frequent class (the examples' own when
+    `train` is None); scored on `examples` as the models are: {"miou", "pixel_accuracy"} (padding ignored)."""
+    from deepatlas.tasks.detection import ConfusionMatrix
+    K = len(spec["classes"])
+    truth = examples.tensors[1]
+    counted = (train if train is not None else examples).tensors[1].flatten()
+    counted = counted[(counted >= 0) & (counted < K)]  # padding (IGNORE) is no class
+    majority = int(torch.bincount(counted, minlength=K).argmax())
+    confusion = ConfusionMatrix(K)
+    confusion.update(torch.full_like(truth, majority), truth)
+    where = "the training split's" if train is not None else "these examples'"
+    return f"every pixel {spec['classes'][majority]!r}, {where} most frequent class", confusion.compute()
+
+
 # ---- predictions, shown ---------------------------------------------------------------------
 
-def predict(objective, spec: dict, path: str, out: Path | None = None) -> list[dict]:
-    """The label map of each image in `path`: {"input", "predicted" (each class's share of the pixels),
-    "shares"}; with `out`, an overlay PNG per image and its label map (`<out>-mask.png`, one byte per pixel:
-    the class id) are saved (numbered when there are several)."""
+def label_map(probabilities: Tensor, threshold: float) -> Tensor:
+    """(N, K, H, W) class probabilities, background first -> (N, H, W) labels: a pixel's most probable object
+    class where the probability that it is any object, 1 - p(background), is at least `threshold`; else
+    background (0). At 0.5 with one object class this is the argmax."""
+    objects = probabilities[:, 1:]                                                   # (N, K - 1, H, W)
+    label = objects.argmax(1) + 1                                                    # (N, H, W)
+    return torch.where(1 - probabilities[:, 0] >= threshold, label, torch.zeros_like(label))
+
+
+def predict(objective, spec: dict, inputs, out: Path | None = None, threshold: float = 0.5) -> list[dict]:
+    """The label map of each input (a path to an image or a folder, a PIL image, an array, or a list of these),
+    letterboxed to the run's side and mapped back to the input's own resolution (`label_map`'s `threshold` on the
+    object probability): {"input", "predicted" (each class's share of the pixels), "shares", "masks": {class:
+    COCO RLE over the input (uncompressed)} for each object class present}. With `out`, an overlay PNG per input
+    at its own size and aspect, and its label map (`<out>-mask.png`, one byte per pixel: the class id) are
+    saved (numbered when there are several)."""
     from deepatlas.data import draw
-    x, names = read_inputs(spec, path)
-    device = next(objective.parameters()).device
-    labels = objective.predict(x.to(device)).cpu()                               # (N, H, W)
-    counts = torch.nn.functional.one_hot(labels.flatten(1), len(spec["classes"])).sum(1).float()  # (N, K)
-    shares = counts / counts.sum(-1, keepdim=True)
-    rows = []
-    for i, name in enumerate(names):
-        found = {c: round(float(s), 4) for c, s in zip(spec["classes"], shares[i]) if s > 0}
-        text = ", ".join(f"{c} {s:.0%}" for c, s in sorted(found.items(), key=lambda kv: -kv[1]))
-        row = {"input": name, "predicted": text, "shares": found}
-        if out is not None:
-            target = draw.numbered(Path(out), i, len(names))
-            row["mask"] = str(draw.save_segmentation(target, x[i], labels[i], spec["classes"]))
-        rows.append(row)
+    threshold = check_threshold(threshold)
+    device, K = next(objective.parameters()).device, len(spec["classes"])
+    found, rows = raw_inputs(inputs), []
+    for batch in letterboxed(found, spec["image_size"]):
+        maps = label_map(objective.probabilities(batch.x.to(device)), threshold).cpu()   # (n, S, S)
+        for i in range(len(maps)):  # a row per input, its map at its own size
+            labels = batch.maps_back(i, maps[i:i + 1], "nearest-exact")[0].long()      # (h, w)
+            shares = torch.bincount(labels.flatten(), minlength=K).double() / labels.numel()  # (K,)
+            present = shares.nonzero().squeeze(1)
+            found_shares = {spec["classes"][k]: round(float(shares[k]), 4) for k in present.tolist()}
+            text = ", ".join(f"{c} {s:.0%}" for c, s in sorted(found_shares.items(), key=lambda kv: -kv[1]))
+            objects = present[present > 0]
+            masks = labels[None] == objects[:, None, None]                              # (n, h, w) one per class
+            row = {"input": batch.names[i], "predicted": text, "shares": found_shares,
+                   "masks": dict(zip((spec["classes"][k] for k in objects.tolist()), rle_encode_all(masks)))}
+            if out is not None:
+                target = draw.numbered(Path(out), len(rows), len(found))
+                row["mask"] = str(draw.save_segmentation(target, batch.originals[i], labels, spec["classes"]))
+            rows.append(row)
     return rows
 
 

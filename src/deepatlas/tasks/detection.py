@@ -307,6 +307,11 @@ class Segmentation(Objective):
         """Class of each pixel (B, H, W)."""
         return self.model(images).argmax(1)
 
+    @torch.no_grad()
+    def probabilities(self, images: Tensor) -> Tensor:
+        """Each pixel's class probabilities (B, K, H, W), background first (what `predict`'s threshold reads)."""
+        return self.model(images).softmax(1)
+
     def reset_metrics(self) -> None:
         if self.confusion is not None:
             self.confusion.reset()
