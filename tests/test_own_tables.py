@@ -110,6 +110,20 @@ def test_missing_drop_and_error(tmp_path):
         tabular.load(write(few, tmp_path / "few.csv"), "species", missing="drop")
 
 
+def test_numbers_with_stray_text_are_refused_and_common_gap_markers_are_gaps(tmp_path):
+    df = penguins()
+    df["flipper_mm"] = df["flipper_mm"].round(1).astype(object)
+    df.loc[[20, 21], "flipper_mm"] = "unknown"
+    df.loc[[22], "flipper_mm"] = "-"  # a gap, as several exports write it
+    with pytest.raises(DeepAtlasError, match=r"penguins.csv: line 22: column 'flipper_mm' holds 'unknown' among "
+                                             r"numbers \(2 such cells\): leave a gap empty"):
+        tabular.load(write(df, tmp_path / "penguins.csv"), "species")
+    df.loc[[20, 21], "flipper_mm"] = "n.a."
+    d = tabular.load(write(df, tmp_path / "penguins.csv"), "species")
+    flipper = next(f for f in d.spec["features"] if f["name"] == "flipper_mm")
+    assert flipper["kind"] == "numeric" and flipper["indicator"]
+
+
 def regression_table(n=300, seed=0) -> pd.DataFrame:
     """price = 1000 + 300 area + 200 [garden] + noise: many distinct non-integer values."""
     rng = np.random.default_rng(seed)

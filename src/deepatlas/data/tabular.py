@@ -9,7 +9,8 @@ Columns of a user's file are read as text; each gets a kind from its cells (gaps
     numeric      every cell a finite number: standardized with the training rows' mean and std
     date         every cell an ISO date YYYY-MM-DD, optionally with a time hh:mm[:ss[.fff]]: days since
                  1970-01-01 (fractional with a time), then standardized like a number
-    categorical  anything else: one-hot over the training rows' values (a value never seen: all zeros)
+    categorical  anything else: one-hot over the training rows' values (a value never seen: all zeros); but
+                 numbers with a few text cells (under 10%: typos, gaps marked another way) are refused, naming one
 Left out, with a one-line notice: pandas' index (a first column with an empty header), an integer column that
 counts the rows (0, 1, 2... or 1, 2, 3... in file order, in a file of more than 20 rows), an identifier-like or
 free-text column (neither numbers nor dates, with more than 20 distinct values covering more than half of its
@@ -53,8 +54,10 @@ from deepatlas.data import MIN_SPLIT, Splits, split_indices
 from deepatlas import errors
 from deepatlas.errors import DeepAtlasError, option
 
-MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "<na>", "nat"}
+MISSING = {"", "na", "n/a", "n.a.", "#n/a", "nan", "null", "none", "nil", "?", "-", "<na>", "nat"}
 """cells that mean "no value" (compared lower-case)"""
+MOSTLY_NUMBERS = 0.9
+"""a column whose cells are numbers but for a few text ones (a typo, a private gap marker) is refused, naming one"""
 MAX_CLASSES = 20
 """a numeric target of whole numbers with more distinct values than this is regressed (task=auto)"""
 ID_DISTINCT, ID_SHARE = 20, 0.5
@@ -315,6 +318,7 @@ def _features(t: Table, target: str, drop, keep, notes: list[str]) -> dict[str, 
         elif _days(values, gaps) is not None:
             kinds[name] = "date"
         else:
+            _refuse_stray_text(t, name, values, gaps)
             distinct, present = len(np.unique(values[~gaps])), int((~gaps).sum())
             if distinct > ID_DISTINCT and distinct > ID_SHARE * present and not keep:
                 left_out.append(f"{name} (identifier-like or free text: {distinct} distinct values in {present} rows)")
@@ -325,6 +329,19 @@ def _features(t: Table, target: str, drop, keep, notes: list[str]) -> dict[str, 
     if not kinds:
         raise DeepAtlasError(f"{t.where}: no feature columns besides the target {target!r}")
     return kinds
+
+
+def _refuse_stray_text(t: Table, name: str, values: np.ndarray, gaps: np.ndarray) -> None:
+    """A column of numbers but for a few text cells is numeric with typos or gaps marked its own way: it is refused,
+    naming the first such cell, rather than read as categories (each number a category of its own)."""
+    cells, counts = np.unique(values[~gaps], return_counts=True)
+    text = ~np.array([_is_number(c) for c in cells.tolist()], dtype=bool)
+    if counts[~text].sum() < MOSTLY_NUMBERS * counts.sum():
+        return
+    first = np.flatnonzero(~gaps & np.isin(values, cells[text]))[0]
+    raise DeepAtlasError(f"{t.at(first)}: column {name!r} holds {str(values[first])!r} among numbers "
+                         f"({int(counts[text].sum())} such cells): leave a gap empty (or NA), or "
+                         f"{setting('drop', name)}")
 
 
 # ---- the spec: fit on train, encode anything ------------------------------------------------
