@@ -196,11 +196,12 @@ def _text(cells) -> np.ndarray:
                     dtype=str)
 
 
-def table(raw, where: str | None = None) -> tuple[Table, list[str]]:
+def table(raw, where: str | None = None, notes: list[str] | None = None) -> tuple[Table, list[str]]:
     """Raw rows as a Table, with a name per row: a CSV path, a dict of one row {column: value} (or of columns
-    {column: [values]}), a list of such one-row dicts, or a pandas DataFrame (or one row of it, a Series)."""
+    {column: [values]}), a list of such one-row dicts, or a pandas DataFrame (or one row of it, a Series).
+    A file's notice (pandas' index left out) goes to `notes`, else is printed."""
     if isinstance(raw, (str, Path)):
-        columns = read_csv(raw)
+        columns = read_csv(raw, notes)
         n = len(next(iter(columns.values())))
         return (Table({k: np.array(v, dtype=str) for k, v in columns.items()}, str(raw), np.arange(2, n + 2)),
                 [f"{raw}:{i}" for i in range(1, n + 1)])
@@ -448,8 +449,12 @@ def encode(spec: dict, raw, where: str | None = None) -> tuple[torch.Tensor, lis
     """Raw rows -> ((N, in_features) float32, a name per row), encoded as the run's training rows were: `raw` is a
     CSV path, a dict of one row {column: value}, a list of such dicts, or a pandas DataFrame. Values may be
     numbers or text; None, NaN and empty cells are gaps. Columns the model does not use are ignored."""
-    t, names = table(raw, where)
-    return encode_table(spec, t), names
+    notes: list[str] = []
+    t, names = table(raw, where, notes)
+    x = encode_table(spec, t)
+    for note in notes:  # once encoded: an error stays the only line
+        notice(note)
+    return x, names
 
 
 def read_inputs(spec: dict, path: str) -> tuple[torch.Tensor, list[str]]:
@@ -561,12 +566,12 @@ def _leave_out_gaps(t: Table, kinds: dict[str, str], target: str, labels: np.nda
 def read_labeled(spec: dict, path: str) -> TensorDataset:
     """A user's CSV with the target column, to evaluate on every row that has a target (rows with gaps in the
     features are left out under missing=drop, imputed under impute)."""
-    t, _ = table(path)
+    notes: list[str] = []
+    t, _ = table(path, notes=notes)
     if spec["target"] not in t.columns:
         raise DeepAtlasError(f"{path}: needs the target column {spec['target']!r} to evaluate")
     labels = t.columns.pop(spec["target"])
     kinds = {f["name"]: f["kind"] for f in spec["features"] if f["name"] in t.columns}
-    notes: list[str] = []
     t, labels = _leave_out_gaps(Table({k: t.columns[k] for k in kinds}, t.where, t.lines), kinds, spec["target"],
                                 labels, spec.get("missing", "error"), notes)
     if len(t) == 0:
