@@ -15,7 +15,7 @@ from deepatlas.models.feedforward.mlp import MLP, Config
 from deepatlas.tasks.classification import Classification
 from deepatlas.tasks.predictions import TablePredictions
 
-pd = pytest.importorskip("pandas")
+import pandas as pd
 
 SPECIES = ["Adelie", "Gentoo", "Chinstrap"]
 
@@ -163,16 +163,16 @@ def test_regression_learns_in_the_targets_units_and_beats_the_mean(tmp_path):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert set(logs) == {"loss", "mse", "mae", "r2"}
+    assert set(logs) == {"loss", "mse", "mae"}
     objective.eval()
-    logs = objective.validation_step(d.test.tensors)
+    logs = objective.summarize({k: float(v) for k, v in objective.validation_step(d.test.tensors).items()})
     what, base = tabular.baseline(d.spec, d.train, d.test)
     assert what == "mean of the training target" and set(base) == {"mse", "mae", "r2"}
     std = d.spec["target_std"]
     y = d.test.tensors[1].double() * std + d.spec["target_mean"]
     assert base["mae"] == pytest.approx(float((y - d.spec["target_mean"]).abs().mean()), rel=1e-5)
     assert float(logs["mae"]) < 40 < 200 < base["mae"]  # noise 20 in dollars; the mean is off by hundreds
-    assert float(logs["r2"]) > 0.95 and base["r2"] < 0.2
+    assert float(logs["r2"]) > 0.95 and abs(base["r2"]) < 0.1  # the mean explains none of the split's variance
     assert float(logs["mse"]) == pytest.approx(float(logs["loss"]) * std ** 2, rel=1e-5)
     # predictions are prices
     rows = tabular.predict(objective, d.spec, [{"area": 1.0, "garden": "yes", "rooms": 2},

@@ -353,7 +353,7 @@ def _fit(entry: Entry, objective, train_set, splits, settings: Settings, seed: i
             return {**stopped, "epochs": 0, "steps": 0, "best_epoch": -1}
     left = None if max_time is None else max(max_time - spent, 0.0)
     return fit(objective, train_set, splits.val, settings.train, run, fabric=fabric, seed=seed,
-               train_transform=splits.train_transform, monitor=monitor_for(entry, settings.options),
+               train_transform=splits.train_transform, monitor=monitor_for(entry, settings.options, splits.spec),
                max_time=left, resume=resuming_main, title=entry.name, plan=settings.fitted)
 
 
@@ -384,8 +384,11 @@ def _run_config(entry: Entry, seed: int, target: str | None, config, settings: S
             "model": dataclasses.asdict(config), **settings.to_json(), "data": spec}
 
 
-def monitor_for(entry: Entry, options: Data) -> tuple[str, str]:
-    """The validation metric that picks the best epoch: that of the bar set on this data, if any."""
+def monitor_for(entry: Entry, options: Data, spec: dict | None = None) -> tuple[str, str]:
+    """The validation metric that picks the best epoch: that of the bar set on this data, if any; a regressed table's
+    mse (its bars are classification bars)."""
+    if spec is not None and spec.get("kind") == "regression":
+        return "mse", "min"
     bar = next((b for b in entry.bars if b.overrides.get("data", entry.data.data) == options.data), entry.bar)
     return bar.metric, bar.direction
 

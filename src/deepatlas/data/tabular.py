@@ -618,7 +618,7 @@ def baseline(spec: dict, train: Dataset | None, examples: Dataset) -> tuple[str,
         mse = float(error.square().mean())
         std = spec["target_std"]
         return "mean of the training target", {"mse": mse * std ** 2, "mae": float(error.abs().mean()) * std,
-                                               "r2": 1.0 - mse}
+                                               "r2": 1.0 - mse / max(float(y.double().var(unbiased=False)), 1e-12)}
     classes = spec["classes"]
     if "majority" in spec:
         majority = classes.index(spec["majority"])

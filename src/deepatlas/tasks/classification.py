@@ -7,8 +7,8 @@ for Rosenblatt's perceptron).
 A table's numeric target may be regressed instead (data/tabular.py): its labels are then floats, the
 target standardized with the training rows' mean and std, and the network has one output (B, 1). The
 objective switches on the labels' dtype: its loss is the MSE on the standardized target, and it logs,
-in the target's own units, mse and mae, and r2 = 1 - mse / var, var being the TRAINING target's variance
-(so the training mean scores about 0 on any split, and a perfect model 1).
+in the target's own units, mse and mae; an evaluation adds r2 = 1 - mse / var, var being the evaluated
+split's own target variance (the coefficient of determination: 0 for that split's mean, 1 for a perfect model).
 """
 from __future__ import annotations
 
@@ -45,8 +45,18 @@ class Classification(Objective):
         x, y = batch
         scores = self.model(x)                      # (B, K)
         if y.is_floating_point():
-            return regression(scores.reshape(y.shape), y, getattr(self, "data_spec", {}).get("target_std", 1.0))
+            logs = regression(scores.reshape(y.shape), y, getattr(self, "data_spec", {}).get("target_std", 1.0))
+            if not self.training:  # the split's target moments, for its r2 (`summarize`)
+                logs.update(target_mean=y.mean(), target_square=y.square().mean())
+            return logs
         return {"loss": self.loss(scores, y), "accuracy": accuracy(scores, y)}
+
+    def summarize(self, means: dict[str, float]) -> dict[str, float]:
+        """r2 of a regressed split: 1 - its mse over its own target variance (standardized units both)."""
+        if "target_square" not in means:
+            return means
+        variance = means.pop("target_square") - means.pop("target_mean") ** 2
+        return {**means, "r2": 1 - means["loss"] / max(variance, 1e-12)}
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
@@ -64,10 +74,10 @@ def accuracy(scores: Tensor, y: Tensor) -> Tensor:
 def regression(prediction: Tensor, y: Tensor, std: float) -> dict[str, Tensor]:
     """Prediction and target (B,) standardized by the training target's mean and `std`. Batch means, so
     that an evaluation's weighted average over batches is the split's: the loss in standardized units,
-    mse and mae in the target's units, r2 = 1 - mse / var_train (var_train is 1 in standardized units)."""
+    mse and mae in the target's units."""
     error = prediction - y
     mse = error.square().mean()
-    return {"loss": mse, "mse": mse * std ** 2, "mae": error.abs().mean() * std, "r2": 1 - mse}
+    return {"loss": mse, "mse": mse * std ** 2, "mae": error.abs().mean() * std}
 
 
 TASKS = [Task("classification", "deepatlas.data.tabular", prediction=TablePredictions,
