@@ -168,7 +168,7 @@ def test_errors_in_the_series_units_and_the_naive_baselines(trend_csv):
     seasonal = np.abs(trending()[-len(y) - 12:-12] - truth).mean() / naive["mae_units"]
     assert f"seasonal naive (value 12 steps back): mase {seasonal:.3f}" in description
     # evaluation logs the same names: the naive forecaster, measured as a model, scores exactly the baseline
-    objective = objective_on(Persistence(), spec)
+    objective = objective_on(Persistence(), spec).eval()
     logs = objective.summarize({k: float(v) for k, v in objective.measure((x, y)).items()})
     assert logs["mase"] == pytest.approx(1.0, abs=1e-5)
     for name in naive:
@@ -235,3 +235,8 @@ def test_a_trending_seasonal_series_is_forecast_better_than_the_naive_last_value
     assert code == 0 and len(row["values"]) == 24
     # a year ahead: above the last year's level, with its cycle (months 3 and 9 of a cycle apart by about 4)
     assert np.mean(row["values"][:12]) > np.mean(trending()[-12:]) and np.ptp(row["values"][:12]) > 2.5
+    # from Python, raw numbers: the same forecast; the predictor on the encoded window gives its first step
+    predictor, values = api.load(run), pd.read_csv(trend_csv)["sales"]
+    assert predictor.predict(values, steps=24).rows[0]["values"] == pytest.approx(row["values"], rel=1e-6)
+    first = predictor(predictor.encode(values.tolist())).item() * predictor.spec["std"] + predictor.spec["mean"]
+    assert first == pytest.approx(row["values"][0], rel=1e-5)

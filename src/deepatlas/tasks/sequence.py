@@ -5,9 +5,9 @@ The network maps x (B, T, F) to (B, K) (many-to-one) or (B, T, K) (many-to-many,
 step). Float labels are regressed with the mean squared error; integer labels are classified
 with cross-entropy averaged over every labelled step.
 
-A series (the data spec's kind "series") also logs its errors in its own units: mse_units, mae_units and mase
+A series (the data spec's kind "series") is also evaluated in its own units: mse_units, mae_units and mase
 (mae over the naive last value's, a ratio of the split's means made in `summarize`); `mse`, standardized, is
-still what trains. Where the spec says normalize "window" (a user's series), the network runs under reversible
+still what trains and what the embedded bars quote. Where the spec says normalize "window" (a user's series), the network runs under reversible
 instance normalization (RevIN, `deepatlas.data.sequences.reversible`) in training, evaluation and prediction.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ class SequenceObjective(Objective):
         out = self(x)
         if y.is_floating_point():
             mse = F.mse_loss(out.reshape(y.shape), y)
-            if self.spec.get("kind") != "series":
+            if self.spec.get("kind") != "series" or self.training:  # units are for evaluation: training logs stay short
                 return {"loss": mse, "mse": mse.detach()}
             units = series_errors(out.detach(), y, x[:, -1], self.spec["std"])
             return {**units, "loss": mse, "mse": mse.detach()}
