@@ -240,3 +240,15 @@ def test_a_trending_seasonal_series_is_forecast_better_than_the_naive_last_value
     assert predictor.predict(values, steps=24).rows[0]["values"] == pytest.approx(row["values"], rel=1e-6)
     first = predictor(predictor.encode(values.tolist())).item() * predictor.spec["std"] + predictor.spec["mean"]
     assert first == pytest.approx(row["values"][0], rel=1e-5)
+
+
+def test_the_other_sequence_sets_have_their_trivial_baselines_too():
+    adding = sequences.load("adding-50")
+    assert sequences.baseline(adding.spec, adding.train, adding.test)[1]["mse"] == pytest.approx(1 / 6, abs=0.01)
+    copy = sequences.load("copy-30")
+    assert sequences.baseline(copy.spec, copy.train, copy.test)[1] == {"loss": copy.spec["chance_loss"]}
+    digits = sequences.load("seq-digits")
+    description, values = sequences.baseline(digits.spec, digits.train, digits.test)
+    assert description.startswith("most frequent label") and 0.05 < values["accuracy"] < 0.15
+    sine = sequences.load("sine")
+    assert sequences.baseline(sine.spec, sine.train, sine.test)[1]["mse"] == pytest.approx(0.055, abs=0.001)
