@@ -229,17 +229,18 @@ def fill_gaps(values: np.ndarray, where: str, column: str, missing: str, first_l
         return values
     if count == len(values):
         raise DeepAtlasError(f"{where}: column {column!r} holds no numbers, only gaps")
-    unit = "line" if first_line else "position"
+    plural = "s" if count > 1 else ""
+    gaps, unit = f"{count} gap{plural}", ("line" if first_line else "position") + plural
     if missing == "error":
         lines = np.flatnonzero(gap)[:5] + first_line
         more = f" and {count - len(lines)} more" if count > len(lines) else ""
-        raise DeepAtlasError(f"{where}: column {column!r} has {count} gaps ({unit}s {', '.join(map(str, lines))}{more}); "
+        raise DeepAtlasError(f"{where}: column {column!r} has {gaps} ({unit} {', '.join(map(str, lines))}{more}); "
                              f"fill them, or {setting('missing', 'impute')} interpolates them and "
                              f"{setting('missing', 'drop')} drops them")
     if missing == "drop":
-        _notice(f"{where}: {count} rows with a gap in column {column!r} dropped")
+        _notice(f"{where}: {count} row{plural} with a gap in column {column!r} dropped")
         return values[~gap]
-    _notice(f"{where}: {count} gaps in column {column!r} interpolated linearly ({setting('missing', 'drop')} drops "
+    _notice(f"{where}: {gaps} in column {column!r} interpolated linearly ({setting('missing', 'drop')} drops "
             f"them, {setting('missing', 'error')} refuses them)")
     at = np.arange(len(values))
     return np.interp(at, at[~gap], values[~gap])  # beyond the first and last numbers: the nearest one
@@ -255,8 +256,8 @@ def load(source: str, column: str | None = None, window: int = 0, missing: str =
          normalize: str = "auto", season: int = 0) -> SequenceData:
     match = re.fullmatch(r"(adding|copy)-(\d+)", source)
     spec = {"source": source}
-    users = source not in ("sine", "future-tagging", "seq-digits") and not match and Path(source).is_file()
-    if normalize == "window" and not users and source != "sine":
+    users = not match and source not in EMBEDDED and Path(source).is_file()
+    if normalize == "window" and (match or source in ("future-tagging", "seq-digits")):
         raise DeepAtlasError(f"{setting('normalize', 'window')}: {source} is not a series (it normalizes the windows "
                              f"of a series you forecast)")
     if match:
