@@ -181,7 +181,7 @@ def eval_(run_dir, data, episodes, as_json):
               help="rl runs: save the played test episode as this animated GIF")
 @click.option("--json", "as_json", is_flag=True, help="print predictions as JSON")
 @click.option("--plot", "plot_file", type=click.Path(path_type=Path),
-              help="save the attention heat map to this PNG (models with attention; one file per input, numbered)")
+              help="save a plot to this PNG: the attention heat map (models with attention), the forecast (series); one file per input, numbered")
 @click.option("--steps", type=int, help="series: how many values to forecast (default 10)")
 @click.option("--threshold", type=float, help="detection, segmentation: the lowest score kept (default 0.5)")
 @click.option("--length", type=int, help="text: tokens to generate")
@@ -211,7 +211,7 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file, *
         result.save(out_file)
     if plot_file:
         for path in result.plot(plot_file):
-            out.print(f"attention: {path}")
+            out.print(f"plot: {path}")
 
 
 @app.command()

@@ -36,10 +36,8 @@ its context from the values before it, as a forecaster would. What a user's seri
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +47,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from deepatlas.data import Splits, split_indices
-from deepatlas import errors
-from deepatlas.errors import DeepAtlasError, option
+from deepatlas.errors import DeepAtlasError, notice, option, setting
 
 SEED = 4
 SIZES = {"train": 50_000, "val": 2_000, "test": 2_000}
@@ -177,11 +174,6 @@ def _series_data(values: np.ndarray, window: int, spec: dict, normalize: str, se
 
 # ---- users' series: numbers and gaps -------------------------------------------------------------
 
-def setting(name: str, value) -> str:
-    """How a user sets data option `name`: `--set name=value` on the command line, overrides= in Python."""
-    return f"--set {name}={value}" if errors.SPELL_AS_FLAGS else f"overrides={{{name!r}: {value!r}}}"
-
-
 def _numbers(cells: list[str]) -> np.ndarray | None:
     """A column's cells as floats, NaN at a gap ('', NaN, NA...); None if a cell is text."""
     from deepatlas.data.tabular import MISSING
@@ -238,18 +230,12 @@ def fill_gaps(values: np.ndarray, where: str, column: str, missing: str, first_l
                              f"fill them, or {setting('missing', 'impute')} interpolates them and "
                              f"{setting('missing', 'drop')} drops them")
     if missing == "drop":
-        _notice(f"{where}: {count} row{plural} with a gap in column {column!r} dropped")
+        notice(f"{where}: {count} row{plural} with a gap in column {column!r} dropped")
         return values[~gap]
-    _notice(f"{where}: {gaps} in column {column!r} interpolated linearly ({setting('missing', 'drop')} drops "
+    notice(f"{where}: {gaps} in column {column!r} interpolated linearly ({setting('missing', 'drop')} drops "
             f"them, {setting('missing', 'error')} refuses them)")
     at = np.arange(len(values))
     return np.interp(at, at[~gap], values[~gap])  # beyond the first and last numbers: the nearest one
-
-
-@functools.cache
-def _notice(message: str) -> None:
-    """A one-line notice on stderr, once per process (training loads the data again to evaluate)."""
-    print(message, file=sys.stderr)
 
 
 def load(source: str, column: str | None = None, window: int = 0, missing: str = "impute",

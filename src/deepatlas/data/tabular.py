@@ -42,7 +42,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +50,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from deepatlas.data import MIN_SPLIT, Splits, split_indices
-from deepatlas import errors
-from deepatlas.errors import DeepAtlasError, option
+from deepatlas.errors import DeepAtlasError, given, notice, setting
 
 MISSING = {"", "na", "n/a", "n.a.", "#n/a", "nan", "null", "none", "nil", "?", "-", "<na>", "nat"}
 """cells that mean "no value" (compared lower-case)"""
@@ -106,27 +104,6 @@ class TabularData(Splits):
 
 def is_regression(spec: dict) -> bool:
     return spec.get("kind") == "regression"
-
-
-def setting(name: str, value) -> str:
-    """How a user sets data option `name`: `--set data.name=value` on the command line, overrides= in Python."""
-    return f"--set data.{name}={value}" if errors.SPELL_AS_FLAGS else f"overrides={{{name!r}: {value!r}}}"
-
-
-def flag(name: str, value) -> str:
-    """How a user gives option `name` (a flag of the command line, a keyword in Python) the value `value`."""
-    return f"{option(name)} {value}" if errors.SPELL_AS_FLAGS else f"{option(name)}{value!r}"
-
-
-_shown: set[str] = set()
-
-
-def notice(text: str) -> None:
-    """One line on stderr for what the data layer decided on the user's behalf; each is said once a process
-    (training loads the data again to evaluate)."""
-    if text not in _shown:
-        _shown.add(text)
-        print(text, file=sys.stderr)
 
 
 # ---- reading CSV --------------------------------------------------------------------------
@@ -468,7 +445,7 @@ def _target_kind(t: Table, target: str, labels: np.ndarray, task: str) -> str:
     numbers = _numbers(labels, np.zeros(len(labels), bool))
     if task == "regression" and numbers is None:
         example = next(v for v in labels.tolist() if not _is_number(v))
-        raise DeepAtlasError(f"{t.where}: {flag('task', 'regression')} needs a numeric target; {target!r} holds "
+        raise DeepAtlasError(f"{t.where}: {given('task', 'regression')} needs a numeric target; {target!r} holds "
                              f"{example!r}")
     if task != "auto":
         return task
@@ -485,7 +462,7 @@ def load(source: str, target: str | None = None, *, task: str = "auto", missing:
     notes: list[str] = []
     if source in EMBEDDED:
         if task == "regression":
-            raise DeepAtlasError(f"{source}: an embedded classification set; {flag('task', 'regression')} needs "
+            raise DeepAtlasError(f"{source}: an embedded classification set; {given('task', 'regression')} needs "
                                  "a CSV file with a numeric target")
         x, y, names, classes = EMBEDDED[source]()
         t = Table({n: x[:, i] for i, n in enumerate(names)}, source, np.arange(1, len(y) + 1), "row")
@@ -494,7 +471,7 @@ def load(source: str, target: str | None = None, *, task: str = "auto", missing:
     elif source.endswith(".csv") or Path(source).exists():
         columns = read_csv(source, notes)
         if target is None:
-            raise DeepAtlasError(f"{source}: say which column is the label with {flag('target', 'COLUMN')} "
+            raise DeepAtlasError(f"{source}: say which column is the label with {given('target', 'COLUMN')} "
                                  f"(columns: {', '.join(columns)})")
         if target not in columns:
             raise DeepAtlasError(f"{source}: no column {target!r}; columns: {', '.join(columns)}")

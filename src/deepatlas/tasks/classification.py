@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.data.tabular import flag
-from deepatlas.errors import DeepAtlasError
+from deepatlas.errors import DeepAtlasError, given
 from deepatlas.tasks import Objective, Task
 from deepatlas.tasks.predictions import TablePredictions
 
@@ -39,7 +38,7 @@ class Classification(Objective):
         if data.spec.get("kind") == "regression" and self.loss is not F.cross_entropy:
             raise DeepAtlasError(f"{type(self.model).__name__} trains with its own classification criterion; the "
                                  f"target {data.spec['target']!r} is regressed (try mlp, or "
-                                 f"{flag('task', 'classification')})")
+                                 f"{given('task', 'classification')})")
 
     def measure(self, batch) -> dict[str, Tensor]:
         x, y = batch
