@@ -117,3 +117,19 @@ def test_train_takes_column_as_a_keyword(tmp_path):
                               out=tmp_path / "run")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["column"] == "level"
     assert metrics["epochs"] == 1
+
+
+def test_a_loaded_rl_run_acts_and_a_loaded_language_run_generates(tmp_path):
+    deepatlas.train("ppo", overrides={"total_steps": "512"}, out=tmp_path / "ppo")
+    agent = deepatlas.load(tmp_path / "ppo")
+    action = agent.act([0.0, 0.1, 0.02, -0.1])                     # a raw CartPole observation
+    assert isinstance(action, int) and action in (0, 1)
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. " * 200)
+    deepatlas.train("gpt", data=str(tmp_path / "t.txt"), overrides={"epochs": "1", "steps": "20", "layers": "1"},
+                    out=tmp_path / "gpt")
+    model = deepatlas.load(tmp_path / "gpt")
+    text = model.generate("the cat ", length=12, seed=3)
+    assert text.startswith("the cat ") and len(text) > len("the cat ")
+    assert text == model.generate("the cat ", length=12, seed=3)  # seeded
+    with pytest.raises(DeepAtlasError, match="not an rl run"):
+        model.act([0.0])

@@ -10,7 +10,7 @@ Corpora (each split into train/val/test once, the same way whatever the run's se
     planted-topics     its sentences labelled by topic (the category of the subject word): a
                        sentence classification task (items (x, label)).
     a .txt file or a folder of .txt files: read as UTF-8, split 80/10/10 in order (by paragraph; by line when
-                       there are fewer than 10 paragraphs).
+                       there are fewer than 10 paragraphs; by character when there are fewer than 10 lines).
 
 Views (Recipe.tokens): characters; byte-pair subwords (BPE, Sennrich et al. 2016, learned on the
 train split by the `tokenizers` library, byte-level like GPT-2, Recipe.vocab merges' worth of
@@ -141,13 +141,16 @@ def read_text(path: str | Path) -> str:
 
 
 def read_corpus(path: str) -> dict[str, str]:
-    """A user's .txt file or folder of .txt files, split 80/10/10 by paragraph in reading order."""
+    """A user's .txt file or folder of .txt files, split 80/10/10 in reading order: by paragraph, by line when there
+    are fewer than 10 paragraphs, by character when there are fewer than 10 lines too (one long line)."""
     paragraphs = [q.strip() for q in re.split(r"\n\s*\n", read_text(path)) if q.strip()]
     if len(paragraphs) < 10 and sum(map(len, paragraphs)) < 1000:
         raise DeepAtlasError(f"{path}: too little text to split into train/val/test (need 10 paragraphs or 1,000 characters)")
     joint = "\n\n"
     if len(paragraphs) < 10:  # a few long paragraphs: split the lines instead (joined as they were, one newline)
         paragraphs, joint = [line for q in paragraphs for line in q.splitlines() if line.strip()], "\n"
+    if len(paragraphs) < 10:
+        paragraphs, joint = list(joint.join(paragraphs)), ""
     a, b = int(0.8 * len(paragraphs)), int(0.9 * len(paragraphs))
     return {"train": joint.join(paragraphs[:a]), "val": joint.join(paragraphs[a:b]), "test": joint.join(paragraphs[b:])}
 
