@@ -112,9 +112,10 @@ def test_detection_and_segmentation_folders_are_letterboxed_to_a_side_from_the_d
     assert s.spec["image_size"] == 192 and x.shape[1:] == (3, 192, 192)
     assert (y[:, :48, :48] == 1).all() and (y == 1).sum() == 3 * 48 * 48, "the labels are not resized at scale 1"
     assert (y == segmentation.IGNORE).sum() == 3 * 96 * 192, "the padding is ignored, not background"
-    side, note = detection.training_side([(Image.new("RGB", (1000, 700)).save(tmp_path / "big.png"),
-                                           tmp_path / "big.png")[1]], "big")
-    assert side == detection.MAX_SIDE and "capped at 512" in note
+    assert d.spec["scale"] == 1.0 and s.spec["scale"] == 1.0  # every image kept its pixel size
+    Image.new("RGB", (1000, 700)).save(tmp_path / "big.png")
+    side, scale, note = detection.geometry([tmp_path / "big.png"], 0, "big")
+    assert side == detection.MAX_SIDE and scale == 512 / 1000 and "capped at 512" in note
 
 
 def test_runs_on_users_images_train_at_the_data_size(tmp_path, cli_run):
@@ -148,7 +149,8 @@ def test_runs_on_users_images_train_at_the_data_size(tmp_path, cli_run):
 # ---- 2-5. predictions at the input's own size, drawn on it, thresholded, masks as RLE ---------
 
 def test_detections_come_back_in_the_input_pixels_with_masks_as_rle(tmp_path):
-    spec = {"kind": "detection", "classes": ["coin", "key"], "image_size": 128}
+    # a run whose training images were shrunk to a third: a 384x303 photo is seen at 128x101, one window
+    spec = {"kind": "detection", "classes": ["coin", "key"], "image_size": 128, "scale": 1 / 3}
     masks = torch.zeros(2, 128, 128)
     masks[0, 20:60, 10:50] = 1.0  # the first box's pixels, as a mask head gives them (probabilities)
     stub = Stub({"boxes": torch.tensor([[10.0, 20, 50, 60], [0, 0, 128, 128]]), "scores": torch.tensor([0.9, 0.6]),
@@ -171,17 +173,49 @@ def test_detections_come_back_in_the_input_pixels_with_masks_as_rle(tmp_path):
     assert Image.open(tmp_path / "a.png").size == (384, 303), "the annotated PNG is the input's size and aspect"
     # the score threshold, forwarded by the Task as the CLI's --threshold is; arrays and lists of inputs
     task = get_task("detection")
-    kept = task.predict(stub, spec, [photo, photo[:30, :40]], threshold=0.7, out=tmp_path / "b.png")
+    kept = task.predict(stub, spec, [photo, photo[:150]], threshold=0.7)
     assert [len(r["detections"]) for r in kept.rows] == [1, 1] and kept.names == ["image 0", "image 1"]
-    assert kept.rows[1]["detections"][0]["box"] == pytest.approx([3.125, 6.25, 15.625, 18.75], abs=0.06)  # ÷3.2
-    assert Image.open(tmp_path / "b-2.png").size == (400, 300), "a tiny input is enlarged by a whole factor"
     assert detection.predict(stub, spec, photo, threshold=0.95)[0]["predicted"] == "nothing at 0.95 or above"
     with pytest.raises(DeepAtlasError, match="threshold"):
         detection.predict(stub, spec, photo, threshold=1.5)
+    # a run trained on images enlarged 3.2 times: a 40x30 input is seen at 128x96
+    [row] = detection.predict(stub, {**spec, "scale": 3.2}, photo[:30, :40], out=tmp_path / "b.png", threshold=0.7)
+    assert row["detections"][0]["box"] == pytest.approx([3.125, 6.25, 15.625, 18.75], abs=0.06)  # ÷3.2
+    assert Image.open(tmp_path / "b.png").size == (400, 300), "a tiny input is enlarged by a whole factor"
+
+
+def bright_blocks(x):
+    """A stand-in detector: in each window (B, 3, S, S), the box around its bright pixels (red above 0.8)."""
+    bright = x[:, 0] > 0.8                                            # (B, S, S)
+    rows, cols, at = bright.any(2), bright.any(1), torch.arange(x.shape[-1])
+    box = torch.stack([torch.where(cols, at, 999).amin(1), torch.where(rows, at, 999).amin(1),
+                       torch.where(cols, at + 1, 0).amax(1), torch.where(rows, at + 1, 0).amax(1)], 1).float()
+    found = rows.any(1)
+    return [{"boxes": box[i:i + 1][found[i:i + 1]], "scores": torch.ones(int(found[i])),
+             "labels": torch.zeros(int(found[i]), dtype=torch.long)} for i in range(len(x))]
+
+
+def test_large_inputs_are_seen_in_overlapping_windows_at_the_training_scale():
+    stub = Stub()
+    stub.predict = lambda x: stub.seen.append(x) or bright_blocks(x)
+    spec = {"kind": "detection", "classes": ["block"], "image_size": 64, "scale": 1.0}
+    picture = scene(160, 120, 0, [[10, 10, 30, 30], [110, 70, 140, 100]])
+    [row] = detection.predict(stub, spec, picture)
+    assert sum(len(x) for x in stub.seen) == 12  # 64-px windows every 32 px: 3 rows x 4 columns, none shrunk
+    # each block is cut by some windows' inner edges (dropped) and whole in others (one box after NMS)
+    assert sorted(d["box"] for d in row["detections"]) == [[10, 10, 30, 30], [110, 70, 140, 100]]
+    probs = torch.zeros(1, 2, 64, 64)  # a segmenter that sees a coin in the left half of every window
+    probs[:, 1] = 0.4
+    probs[:, 1, :, :32] = 0.7
+    probs[:, 0] = 1 - probs[:, 1]
+    [row] = segmentation.predict(Stub(probabilities=probs), {**spec, "classes": ["background", "coin"]}, picture)
+    left = torch.zeros(120, 160, dtype=torch.bool)
+    left[:, :128] = True  # overlapping windows averaged: 0.7, then (0.4 + 0.7) / 2 up to x = 128, then 0.4 alone
+    assert torch.equal(detection.rle_decode(row["masks"]["coin"]["counts"], 120, 160), left)
 
 
 def test_segmentation_maps_come_back_at_the_input_resolution(tmp_path):
-    spec = {"kind": "segmentation", "classes": ["background", "coin"], "image_size": 64}
+    spec = {"kind": "segmentation", "classes": ["background", "coin"], "image_size": 64, "scale": 0.4}
     probs = torch.zeros(1, 2, 64, 64)
     probs[:, 1] = 0.4
     probs[:, 1, :, :32] = 0.7  # the left half is a coin with probability 0.7, the rest 0.4

@@ -7,7 +7,7 @@ A batch is (images (B, 3, S, S), a list of B targets): the Dataset's `collate`, 
 Users' data: every image is letterboxed to S×S (scaled by S / its longer side, so its aspect is kept, into the
 top-left corner, zeros right and below), its boxes and masks with it. S = `image_size`; 0 takes it from the data:
 the largest side of the folder's images rounded up to a multiple of 32 (the backbones' coarsest stride), at most
-512 (memory and time on a CPU), said in a notice. The embedded scenes are S×S already (64 by default).
+512 (memory and time on a CPU), said in a notice (`geometry`). The embedded scenes are S×S already (64 by default).
     COCO   a folder with the images (beside the JSON or in `images/`) and one annotations JSON (`images`,
            `annotations` with `bbox` [x, y, w, h], `category_id` and `segmentation` as polygons or RLE, plain
            or compressed, and `categories`), at the top or in `annotations/`. JSON files whose names hold
@@ -19,15 +19,16 @@ the largest side of the folder's images rounded up to a multiple of 32 (the back
            split. YOLO has no masks: each mask is the filled box.
 `write_coco` writes a dataset back as a COCO-format folder (PNG images, polygons or RLE).
 
-`predict` takes paths, PIL images or arrays at any size: each is letterboxed to the run's S, and its boxes (and
-masks) are mapped back to the input's own pixels; images much larger than S are shrunk, not tiled. `baseline` is
-the trivial detector that eval prints beside the model's mAP.
+`predict` takes paths, PIL images or arrays at any size: each is brought to the scale the training images were
+seen at and cut into overlapping S×S windows (`Windows`; one window, a letterbox, when it fits), and its boxes
+(and masks) are mapped back to the input's own pixels. `baseline` is the trivial detector that eval prints beside
+the model's mAP.
 """
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from deepatlas import memory
 from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
 from deepatlas.data.images import letterbox, notice, shift
 from deepatlas.errors import DeepAtlasError
-from deepatlas.nn.boxes import box_area
+from deepatlas.nn.boxes import batched_nms, box_area
 
 EMBEDDED = {"shapes"}
 DEFAULT_SIZE = shapes.DEFAULT_SIZE
@@ -235,21 +236,23 @@ def _load_image(path: Path, side: int) -> tuple[Tensor, tuple[int, int], tuple[i
     return boxed.clamp(0, 1), (x.shape[1], x.shape[2]), content
 
 
-def training_side(files: list[Path], source: str) -> tuple[int, str | None]:
-    """The side S a folder's images are letterboxed to when image_size is 0 (their headers alone are read): the
-    largest side rounded up to a multiple of STRIDE, at most MAX_SIDE; and the notice that says so (None when
-    every image is S×S already)."""
+def geometry(files: list[Path], size: int, source: str) -> tuple[int, float, str | None]:
+    """How a folder's images are seen (their headers alone are read): (S, the side they are letterboxed to; the
+    median of their scales S / longer side, at which `Windows` shows inputs to predict for; the notice that says how
+    S was taken from the data, or None). S = `size`, or 0: the largest side rounded up to a multiple of STRIDE, at
+    most MAX_SIDE."""
     sizes = images.image_sizes(files)
-    largest = max(max(size) for size in sizes)
-    side = min(-(-largest // STRIDE) * STRIDE, MAX_SIDE)
-    if all(size == (side, side) for size in sizes):
-        return side, None
+    largest = max(max(wh) for wh in sizes)
+    side = size or min(-(-largest // STRIDE) * STRIDE, MAX_SIDE)
+    scale = statistics.median(side / max(wh) for wh in sizes)
+    if size or all(wh == (side, side) for wh in sizes):
+        return side, scale, None
     (w0, h0), (w1, h1) = min(sizes, key=lambda s: s[0] * s[1]), max(sizes, key=lambda s: s[0] * s[1])
     why = (f"the largest side rounded up to a multiple of {STRIDE}" if side < MAX_SIDE or largest == MAX_SIDE
            else f"the largest side, {largest}, capped at {MAX_SIDE} for memory and time")
     shown = f"{w0}x{h0}" if (w0, h0) == (w1, h1) else f"{w0}x{h0} to {w1}x{h1}"
-    return side, (f"{source}: {len(files):,} images of {shown} letterboxed to {side}x{side} ({why}; aspect kept, "
-                  "padded right and below; --set image_size=N to choose)")
+    return side, scale, (f"{source}: {len(files):,} images of {shown} letterboxed to {side}x{side} ({why}; aspect "
+                         "kept, padded right and below; --set image_size=N to choose)")
 
 
 def _reserve(n: int, side: int, source: str) -> None:
@@ -568,48 +571,48 @@ def _from_shapes(source: str, size: int) -> tuple[tuple[DetectionDataset, ...], 
         list(shapes.CLASSES)
 
 
-def _from_folder(root: Path, size: int) -> tuple[tuple[DetectionDataset, ...], list[str], int, str | None]:
-    """A COCO or YOLO folder -> ((train, val, test), class names, its side S, the notice of how S was taken from
-    the data or None). `size` 0: `training_side` of every image the folder's annotations name."""
+def _from_folder(root: Path, size: int) -> tuple[tuple[DetectionDataset, ...], list[str], int, float, str | None]:
+    """A COCO or YOLO folder -> ((train, val, test), class names, then its `geometry` from every image the folder's
+    annotations name: side S (`size`, or 0: from the data), scale and notice)."""
     files = _coco_files(root)
-    note = None
     if files is None:
         if not ((root / "images").is_dir() and (root / "labels").is_dir()):
             raise DeepAtlasError(f"{root}: expected a COCO-format folder (images and an annotations JSON) "
                                  "or a YOLO folder (images/ and labels/)")
-        if not size:
-            size, note = training_side([f for d, _ in _yolo_dirs(root).values() for f in _yolo_images(d)], str(root))
+        size, scale, note = geometry([f for d, _ in _yolo_dirs(root).values() for f in _yolo_images(d)], size,
+                                     str(root))
         parts, classes = read_yolo(root, size)
     else:
         data = {part: _load_json(path) for part, path in files.items()}
-        if not size:
-            size, note = training_side([_image_file(root, files[part], img) for part, coco in data.items()
-                                        for img in coco["images"]], str(root))
+        size, scale, note = geometry([_image_file(root, files[part], img) for part, coco in data.items()
+                                      for img in coco["images"]], size, str(root))
         parts, classes = {}, None
         for part, path in files.items():
             parts[part], names = read_coco(path, root, size, classes, data[part])
             classes = classes or names
     if "all" in parts:
-        return _split(parts["all"], str(root)), classes, size, note
-    return (parts["train"], parts["val"], parts.get("test", parts["val"])), classes, size, note  # no test: val tests
+        return _split(parts["all"], str(root)), classes, size, scale, note
+    return (parts["train"], parts["val"], parts.get("test", parts["val"])), classes, size, scale, note  # no test: val
 
 
 def load(source: str, image_size: int = 0, flip: bool = False, crop_pad: int = 0) -> DetectionData:
     """`shapes`, `shapes-N` (S×S scenes, S = `image_size` or 64), a COCO-format folder or a YOLO folder
-    (letterboxed to S = `image_size`, or 0: the side `training_side` takes from the data)."""
-    note = None
+    (letterboxed to S = `image_size`, or 0: the side `geometry` takes from the data; the spec's "scale" says how
+    much its images were scaled, for `predict`)."""
+    note, extra = None, {}
     if shapes.train_count(source) is not None:
         size = image_size or DEFAULT_SIZE
         (train, val, test), classes = _from_shapes(source, size)
     elif Path(source).is_dir():
-        (train, val, test), classes, size, note = _from_folder(Path(source), image_size)
+        (train, val, test), classes, size, scale, note = _from_folder(Path(source), image_size)
+        extra = {"scale": scale}
     elif Path(source).exists():
         raise DeepAtlasError(f"{source}: expected a folder (COCO-format, or YOLO images/ and labels/)")
     else:
         raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor shapes or shapes-N")
     if note:  # once the data is read: a refused file would make it a second line
         notice(note)
-    spec = {"kind": "detection", "source": source, "classes": classes, "image_size": size}
+    spec = {"kind": "detection", "source": source, "classes": classes, "image_size": size, **extra}
     return DetectionData(train, val, test, spec, Augment(flip, crop_pad) if flip or crop_pad else None)
 
 
@@ -617,49 +620,107 @@ def load_for(options, target: str | None = None) -> DetectionData:
     return load(options.data, options.image_size, options.flip, options.crop_pad)
 
 
-class Letterboxed:
-    """Some of a predict call's inputs made ready for a dense predictor of side S: `x` (n, 3, S, S) letterboxed,
-    `names`, `originals` (each image at its own size, (3, h, w)), and per image its (h, w) and its content's (nh, nw)
-    in the letterboxed frame, to map predictions back to the input's pixels."""
+MAX_SCALED = 4
+"""an input is seen at most MAX_SCALED · S on its longer side (at most 7 × 7 windows); a larger one is shrunk"""
+NMS_IOU = 0.5
+"""detections of one class from overlapping windows that overlap more than this are one object"""
+PREDICT_BATCH = 16
+"""windows a model sees at once in `predict`"""
 
-    def __init__(self, found: list, side: int):
-        self.names = [name for name, _ in found]
-        self.originals = [load() for _, load in found]
-        boxed = [letterbox(picture, side) for picture in self.originals]
-        self.x = torch.stack([b for b, _ in boxed]).clamp(0, 1)
-        self.sizes = [tuple(picture.shape[1:]) for picture in self.originals]
-        self.contents = [content for _, content in boxed]
 
-    def boxes_back(self, i: int, boxes: Tensor) -> Tensor:
-        """(n, 4) boxes in the letterboxed frame -> in image i's own pixels, clipped to it."""
-        (h, w), (nh, nw) = self.sizes[i], self.contents[i]
-        scaled = boxes.float() * torch.tensor([w / nw, h / nh, w / nw, h / nh])
+class Windows:
+    """One input as a model of side S sees it. Brought to the training scale (`spec["scale"]`, how much the
+    training images were scaled on average; 1 for the embedded scenes), at most MAX_SCALED · S on its longer side,
+    zero-padded right and below, and cut into S×S windows that overlap by half (`F.unfold`); an input that fits in
+    S×S is one window, a letterbox. Objects are so seen at the size they were trained at, however large the input.
+    `x` (L, 3, S, S) the windows, rows then columns; `offsets` (L, 2) each one's (x0, y0) in the scaled input."""
+
+    def __init__(self, picture: Tensor, spec: dict):
+        side, (h, w) = spec["image_size"], picture.shape[1:]
+        scale = min(spec.get("scale", 1.0), MAX_SCALED * side / max(h, w))
+        H, W = max(1, round(h * scale)), max(1, round(w * scale))
+        if (H, W) != (h, w):
+            picture = F.interpolate(picture[None], size=(H, W), mode="bilinear", align_corners=False,
+                                    antialias=scale < 1)[0]
+        step = side // 2
+        Hp, Wp = (side + step * -(-max(n - side, 0) // step) for n in (H, W))  # whole windows cover it
+        padded = F.pad(picture, (0, Wp - W, 0, Hp - H)).clamp(0, 1)
+        self.x = F.unfold(padded[None], side, stride=step)[0].T.reshape(-1, 3, side, side)  # (L, 3, S, S)
+        columns = (Wp - side) // step + 1
+        index = torch.arange(len(self.x))
+        self.offsets = torch.stack([index % columns, index // columns], 1) * step  # (L, 2) x0, y0
+        self.size, self.scaled, self.padded, self.side, self.step = (h, w), (H, W), (Hp, Wp), side, step
+
+    def boxes_back(self, boxes: Tensor) -> Tensor:
+        """(n, 4) boxes in the scaled input -> in the input's own pixels, clipped to it."""
+        (h, w), (H, W) = self.size, self.scaled
+        scaled = boxes.float() * torch.tensor([w / W, h / H, w / W, h / H])
         return torch.minimum(scaled.clamp(min=0), torch.tensor([w, h, w, h], dtype=torch.float32))
 
-    def maps_back(self, i: int, maps: Tensor, mode: str) -> Tensor:
-        """(n, S, S) maps in the letterboxed frame -> (n, h, w) over image i: the content cropped and resized
-        (`mode` "bilinear" for probabilities, "nearest-exact" for labels)."""
-        (h, w), (nh, nw) = self.sizes[i], self.contents[i]
-        crop = maps[:, :nh, :nw].float()
-        if len(crop) == 0:
-            return crop.new_zeros(0, h, w)
-        return crop if (nh, nw) == (h, w) else F.interpolate(crop[None], size=(h, w), mode=mode)[0]
+    def merge(self, found: list[dict]) -> dict[str, Tensor]:
+        """The windows' detections (`detect`'s dicts, one per window) as the input's: boxes moved to the scaled
+        input; a box cut by a window edge inside the input dropped (the next window, half a window on, holds that
+        object whole when it is at most S/2 wide); per-class NMS across windows; best first. "masks" stay the
+        windows' (n, S, S), with "window" (n,) saying whose (see `masks_back`)."""
+        counts = torch.tensor([len(d["scores"]) for d in found])
+        window = torch.repeat_interleave(torch.arange(len(found)), counts)            # (D,)
+        det = {k: torch.cat([d[k] for d in found]) for k in found[0]}
+        x0, y0 = self.offsets[window].T                                              # (D,) each
+        (H, W), S, b = self.scaled, self.side, det["boxes"]
+        cut = ((b[:, 0] <= 1) & (x0 > 0)) | ((b[:, 1] <= 1) & (y0 > 0)) | \
+              ((b[:, 2] >= S - 1) & (x0 + S < W)) | ((b[:, 3] >= S - 1) & (y0 + S < H))
+        det["boxes"] = b + torch.stack([x0, y0, x0, y0], 1)
+        det["window"] = window
+        keep = (~cut).nonzero().squeeze(1)
+        if len(found) > 1:  # one object seen by several windows: the best box of it
+            keep = keep[batched_nms(det["boxes"][keep], det["scores"][keep], det["labels"][keep], NMS_IOU)]
+        else:
+            keep = keep[torch.argsort(det["scores"][keep], descending=True, stable=True)]
+        return {k: v[keep] for k, v in det.items()}
+
+    def masks_back(self, masks: Tensor, window: Tensor) -> Tensor:
+        """Windows' masks (n, S, S) (probabilities), `window` (n,) whose -> (n, h, w) bool over the input: pasted
+        at their windows' places, cropped to the scaled input, resized to the input's size, kept where >= 0.5;
+        PREDICT_BATCH masks at a time (a large input's float canvases are the memory)."""
+        (h, w), (H, W), S = self.size, self.scaled, self.side
+        out = [torch.zeros(0, h, w, dtype=torch.bool)]
+        for part, whose in zip(masks.split(PREDICT_BATCH), window.split(PREDICT_BATCH)) if len(masks) else ():
+            canvas = part.new_zeros(len(part), *self.padded, dtype=torch.float32)
+            rows = self.offsets[whose, 1, None] + torch.arange(S)                    # (n, S)
+            cols = self.offsets[whose, 0, None] + torch.arange(S)
+            canvas[torch.arange(len(part))[:, None, None], rows[:, :, None], cols[:, None, :]] = part.float()
+            crop = canvas[:, :H, :W]
+            if (H, W) != (h, w):
+                crop = F.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            out.append(crop >= 0.5)
+        return torch.cat(out)
+
+    def average(self, maps: Tensor) -> Tensor:
+        """The windows' maps (L, K, S, S) -> (K, H, W) over the scaled input: overlapping windows averaged
+        (`F.fold`, the inverse of the unfold that cut them)."""
+        S, (H, W) = self.side, self.scaled
+        columns = maps.flatten(1).T[None]                                            # (1, K·S·S, L)
+        total = F.fold(columns, self.padded, S, stride=self.step)[0]                 # (K, Hp, Wp)
+        count = F.fold(torch.ones_like(columns[:, :S * S]), self.padded, S, stride=self.step)[0]  # (1, Hp, Wp)
+        return (total / count)[:, :H, :W]
+
+    def labels_back(self, labels: Tensor) -> Tensor:
+        """(H, W) labels over the scaled input -> (h, w) over the input itself (nearest neighbour)."""
+        if labels.shape == self.size:
+            return labels
+        return F.interpolate(labels[None, None].float(), size=self.size, mode="nearest-exact")[0, 0].long()
 
 
-PREDICT_BATCH = 16
-"""inputs decoded, letterboxed and predicted at once"""
+def in_windows(predict, windows: Windows, device) -> list[dict[str, Tensor]]:
+    """A detector's `predict` over the windows, PREDICT_BATCH at a time on `device`: a dict per window, on the CPU."""
+    return [{k: v.cpu() for k, v in found.items()}
+            for batch in windows.x.split(PREDICT_BATCH) for found in predict(batch.to(device))]
 
 
 def raw_inputs(raw) -> list:
     """Raw inputs to predict for (paths, PIL images, arrays, lists of them; a folder's `images/` too), as
-    `images.raw_images` gives them: (name, load) pairs, nothing decoded yet."""
+    `images.raw_images` gives them: (name, load) pairs, each decoded when loaded."""
     return images.raw_images(raw, "RGB", sub="images")
-
-
-def letterboxed(found: list, side: int) -> Iterator[Letterboxed]:
-    """`raw_inputs` decoded and letterboxed to `side`, PREDICT_BATCH at a time."""
-    for start in range(0, len(found), PREDICT_BATCH):
-        yield Letterboxed(found[start:start + PREDICT_BATCH], side)
 
 
 def check_threshold(threshold: float) -> float:
@@ -670,9 +731,10 @@ def check_threshold(threshold: float) -> float:
 
 
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:
-    """An image file or a folder of images -> ((N, 3, S, S) in [0, 1], letterboxed; a name per image)."""
-    batches = list(letterboxed(raw_inputs(Path(path)), spec["image_size"]))
-    return torch.cat([b.x for b in batches]), [name for b in batches for name in b.names]
+    """An image file or a folder of images -> (their `Windows` (L, 3, S, S) in [0, 1], a name per image; an image
+    that fits is one window)."""
+    found = raw_inputs(Path(path))
+    return torch.cat([Windows(load(), spec).x for _, load in found]), [name for name, _ in found]
 
 
 def read_labeled(spec: dict, path: str) -> DetectionDataset:
@@ -703,33 +765,30 @@ SHOW_THRESHOLD = 0.5
 
 def predict(objective, spec: dict, inputs, out: Path | None = None, threshold: float = SHOW_THRESHOLD) -> list[dict]:
     """Detections scoring at least `threshold` for each input (a path to an image or a folder, a PIL image, an
-    array, or a list of these), each letterboxed to the run's side and its detections mapped back to its own
-    pixels: {"input", "predicted" (a line of text), "detections": [{"class", "score", "box": [x1, y1, x2, y2] in
-    the input's pixels, and "mask" (COCO RLE over the input, uncompressed) when the model gives masks}]}. With
-    `out`, each input is drawn at its own size and aspect with its detections, as a PNG (numbered when there are
-    several)."""
+    array, or a list of these), seen in `Windows` at the training scale and mapped back to its own pixels:
+    {"input", "predicted" (a line of text), "detections": [{"class", "score", "box": [x1, y1, x2, y2] in the input's
+    pixels, and "mask" (COCO RLE over the input, uncompressed) when the model gives masks}]}. With `out`, each
+    input is drawn at its own size and aspect with its detections, as a PNG (numbered when there are several)."""
     from deepatlas.data import draw
     threshold = check_threshold(threshold)
     device = next(objective.parameters()).device
     found, rows = raw_inputs(inputs), []
-    for batch in letterboxed(found, spec["image_size"]):
-        for i, det in enumerate(objective.predict(batch.x.to(device))):  # a row per input, at its own size
-            det = {k: v[det["scores"] >= threshold].cpu() for k, v in det.items()}
-            det["boxes"] = batch.boxes_back(i, det["boxes"])
-            if "masks" in det:
-                det["masks"] = batch.maps_back(i, det["masks"], "bilinear") >= 0.5
-            items = [{"class": spec["classes"][label], "score": round(score, 4), "box": [round(v, 1) for v in box]}
-                     for box, label, score in zip(det["boxes"].tolist(), det["labels"].tolist(),
-                                                  det["scores"].tolist())]
-            if "masks" in det:
-                items = [{**item, "mask": rle} for item, rle in zip(items, rle_encode_all(det["masks"]))]
-            text = "; ".join(f"{d['class']} {d['score']:.2f} at ({', '.join(f'{v:.0f}' for v in d['box'])})"
-                             for d in items)
-            rows.append({"input": batch.names[i], "predicted": text or f"nothing at {threshold:g} or above",
-                         "detections": items})
-            if out is not None:
-                draw.save_boxes(draw.numbered(Path(out), len(rows) - 1, len(found)), batch.originals[i], det,
-                                spec["classes"])
+    for i, (name, load) in enumerate(found):  # a row per input, its windows a batch
+        picture = load()
+        windows = Windows(picture, spec)
+        det = windows.merge(in_windows(objective.predict, windows, device))
+        det = {k: v[det["scores"] >= threshold] for k, v in det.items()}
+        det["boxes"] = windows.boxes_back(det["boxes"])
+        items = [{"class": spec["classes"][label], "score": round(score, 4), "box": [round(v, 1) for v in box]}
+                 for box, label, score in zip(det["boxes"].tolist(), det["labels"].tolist(), det["scores"].tolist())]
+        if "masks" in det:
+            det["masks"] = windows.masks_back(det["masks"], det["window"])
+            items = [{**item, "mask": rle} for item, rle in zip(items, rle_encode_all(det["masks"]))]
+        text = "; ".join(f"{d['class']} {d['score']:.2f} at ({', '.join(f'{v:.0f}' for v in d['box'])})"
+                         for d in items)
+        rows.append({"input": name, "predicted": text or f"nothing at {threshold:g} or above", "detections": items})
+        if out is not None:
+            draw.save_boxes(draw.numbered(Path(out), i, len(found)), picture, det, spec["classes"])
     return rows
 
 

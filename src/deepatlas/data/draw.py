@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
 LEGIBLE = 400
@@ -58,10 +59,10 @@ def draw_boxes(ax, image: Tensor, detections: dict, classes: list[str], truth: d
     from matplotlib.patches import Rectangle
     rgb = _rgb(image)
     if "masks" in detections and len(detections["masks"]):  # instance masks: tint each object's pixels
-        masks = detections["masks"].detach().float().cpu().numpy() >= 0.5          # (n, H, W)
+        masks = (detections["masks"].detach().cpu() >= 0.5).to(torch.uint8)        # (n, H, W)
+        first = masks.argmax(0).numpy()                                              # (H, W) the best object there
         colours = label_colours(len(classes) + 1)[detections["labels"].cpu().numpy() + 1]  # (n, 3)
-        tint = (masks[..., None] * colours[:, None, None]).max(0)
-        rgb = np.where(masks.any(0)[..., None], 0.5 * rgb + 0.5 * tint, rgb)
+        rgb = np.where(masks.any(0).numpy()[..., None], 0.5 * rgb + 0.5 * colours[first], rgb)
     ax.imshow(rgb, extent=(0, rgb.shape[1], rgb.shape[0], 0))  # pixel i spans [i, i + 1]: box corners line up
     if truth is not None:
         for box in truth["boxes"].tolist():

@@ -9,11 +9,11 @@ spec's `classes` lists all K + 1 names, background first, so a label value index
              0..K when its first line is `background`). Without it, K is the largest value in the masks.
              Images and masks are letterboxed to S×S as detection's are (aspect kept, padded right and
              below; masks by nearest neighbour, their padding IGNORE so it counts in neither loss nor
-             metrics); S = `image_size`, or 0: detection's `training_side` of the images. A fixed 60/20/20
+             metrics); S = `image_size`, or 0: from the data, as detection's `geometry` says. A fixed 60/20/20
              split by image (seed 0).
 
-`predict` takes paths, PIL images or arrays at any size, letterboxed to the run's side; its label maps are
-given back at the input's own resolution. `baseline` labels every pixel with the training split's most
+`predict` takes paths, PIL images or arrays at any size, seen as detection's `Windows` at the training scale
+(overlapping windows averaged); its label maps are given back at the input's own resolution. `baseline` labels every pixel with the training split's most
 frequent class.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ from torch.utils.data import TensorDataset
 
 from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
 from deepatlas.data import detection
-from deepatlas.data.detection import _load_image, _reserve, check_threshold, letterbox_labels, letterboxed, \
-    raw_inputs, rle_encode_all, training_side
+from deepatlas.data.detection import PREDICT_BATCH, Windows, _load_image, _reserve, check_threshold, \
+    geometry, letterbox_labels, raw_inputs, rle_encode_all
 from deepatlas.errors import DeepAtlasError
 
 EMBEDDED = {"shapes"}
@@ -133,15 +133,16 @@ def _split(dataset: TensorDataset, source: str) -> list[TensorDataset]:
 
 def load(source: str, image_size: int = 0, flip: bool = False) -> SegmentationData:
     """`shapes`, `shapes-N` (S×S scenes, S = `image_size` or 64) or a folder of images/ and masks/ (letterboxed to
-    S = `image_size`, or 0: detection's `training_side` of its images)."""
-    note = None
+    S = `image_size`, or 0: from the data, as detection's `geometry` says, with the "scale" `predict` uses)."""
+    note, extra = None, {}
     if shapes.train_count(source) is not None:
         size = image_size or DEFAULT_SIZE
         scenes = shapes.splits(source, size)
         parts = [TensorDataset(scenes[p].images, scenes[p].semantic()) for p in ("train", "val", "test")]
         classes = [BACKGROUND, *shapes.CLASSES]
     elif Path(source).is_dir():
-        size, note = (image_size, None) if image_size else training_side(_folder_images(Path(source)), source)
+        size, scale, note = geometry(_folder_images(Path(source)), image_size, source)
+        extra = {"scale": scale}
         dataset, classes = read_folder(Path(source), size)
         parts = _split(dataset, source)
     elif Path(source).exists():
@@ -150,7 +151,7 @@ def load(source: str, image_size: int = 0, flip: bool = False) -> SegmentationDa
         raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor shapes or shapes-N")
     if note:  # once the data is read: a refused file would make it a second line
         images.notice(note)
-    spec = {"kind": "segmentation", "source": source, "classes": classes, "image_size": size}
+    spec = {"kind": "segmentation", "source": source, "classes": classes, "image_size": size, **extra}
     return SegmentationData(*parts, spec, Flip() if flip else None)
 
 
@@ -159,7 +160,7 @@ def load_for(options, target: str | None = None) -> SegmentationData:
 
 
 def read_inputs(spec: dict, path: str) -> tuple[Tensor, list[str]]:
-    """An image file or a folder of images -> ((N, 3, S, S) in [0, 1], letterboxed as detection's; a name each)."""
+    """An image file or a folder of images -> (their detection `Windows` (L, 3, S, S) in [0, 1], a name each)."""
     return detection.read_inputs(spec, path)
 
 
@@ -196,8 +197,8 @@ def label_map(probabilities: Tensor, threshold: float) -> Tensor:
 
 def predict(objective, spec: dict, inputs, out: Path | None = None, threshold: float = 0.5) -> list[dict]:
     """The label map of each input (a path to an image or a folder, a PIL image, an array, or a list of these),
-    letterboxed to the run's side and mapped back to the input's own resolution (`label_map`'s `threshold` on the
-    object probability): {"input", "predicted" (each class's share of the pixels), "shares", "masks": {class:
+    seen in detection's `Windows` at the training scale (overlaps averaged) and mapped back to the input's own
+    resolution (`label_map`'s `threshold` on the object probability): {"input", "predicted" (each class's share of the pixels), "shares", "masks": {class:
     COCO RLE over the input (uncompressed)} for each object class present}. With `out`, an overlay PNG per input
     at its own size and aspect, and its label map (`<out>-mask.png`, one byte per pixel: the class id) are
     saved (numbered when there are several)."""
@@ -205,22 +206,24 @@ def predict(objective, spec: dict, inputs, out: Path | None = None, threshold: f
     threshold = check_threshold(threshold)
     device, K = next(objective.parameters()).device, len(spec["classes"])
     found, rows = raw_inputs(inputs), []
-    for batch in letterboxed(found, spec["image_size"]):
-        maps = label_map(objective.probabilities(batch.x.to(device)), threshold).cpu()   # (n, S, S)
-        for i in range(len(maps)):  # a row per input, its map at its own size
-            labels = batch.maps_back(i, maps[i:i + 1], "nearest-exact")[0].long()      # (h, w)
-            shares = torch.bincount(labels.flatten(), minlength=K).double() / labels.numel()  # (K,)
-            present = shares.nonzero().squeeze(1)
-            found_shares = {spec["classes"][k]: round(float(shares[k]), 4) for k in present.tolist()}
-            text = ", ".join(f"{c} {s:.0%}" for c, s in sorted(found_shares.items(), key=lambda kv: -kv[1]))
-            objects = present[present > 0]
-            masks = labels[None] == objects[:, None, None]                              # (n, h, w) one per class
-            row = {"input": batch.names[i], "predicted": text, "shares": found_shares,
-                   "masks": dict(zip((spec["classes"][k] for k in objects.tolist()), rle_encode_all(masks)))}
-            if out is not None:
-                target = draw.numbered(Path(out), len(rows), len(found))
-                row["mask"] = str(draw.save_segmentation(target, batch.originals[i], labels, spec["classes"]))
-            rows.append(row)
+    for i, (name, load) in enumerate(found):  # a row per input, its windows a batch
+        picture = load()
+        windows = Windows(picture, spec)
+        probabilities = torch.cat([objective.probabilities(batch.to(device)).cpu()
+                                   for batch in windows.x.split(PREDICT_BATCH)])        # (L, K, S, S)
+        labels = windows.labels_back(label_map(windows.average(probabilities)[None], threshold)[0])  # (h, w)
+        shares = torch.bincount(labels.flatten(), minlength=K).double() / labels.numel()  # (K,)
+        present = shares.nonzero().squeeze(1)
+        found_shares = {spec["classes"][k]: round(float(shares[k]), 4) for k in present.tolist()}
+        text = ", ".join(f"{c} {v:.0%}" for c, v in sorted(found_shares.items(), key=lambda kv: -kv[1]))
+        objects = present[present > 0]
+        masks = labels[None] == objects[:, None, None]                                  # (n, h, w) one per class
+        row = {"input": name, "predicted": text, "shares": found_shares,
+               "masks": dict(zip((spec["classes"][k] for k in objects.tolist()), rle_encode_all(masks)))}
+        if out is not None:
+            target = draw.numbered(Path(out), i, len(found))
+            row["mask"] = str(draw.save_segmentation(target, picture, labels, spec["classes"]))
+        rows.append(row)
     return rows
 
 
