@@ -21,8 +21,8 @@ the largest side of the folder's images rounded up to a multiple of 32 (the back
 
 `predict` takes paths, PIL images or arrays at any size: each is brought to the scale the training images were
 seen at and cut into overlapping S×S windows (`Windows`; one window, a letterbox, when it fits), and its boxes
-(and masks) are mapped back to the input's own pixels. `baseline` is the trivial detector that eval prints beside
-the model's mAP.
+(and masks, as COCO RLE) are mapped back to the input's own pixels, kept from a score `threshold` on. `baseline`
+is the trivial detector that eval prints beside the model's mAP.
 """
 from __future__ import annotations
 

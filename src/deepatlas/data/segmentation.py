@@ -13,8 +13,9 @@ spec's `classes` lists all K + 1 names, background first, so a label value index
              split by image (seed 0).
 
 `predict` takes paths, PIL images or arrays at any size, seen as detection's `Windows` at the training scale
-(overlapping windows averaged); its label maps are given back at the input's own resolution. `baseline` labels every pixel with the training split's most
-frequent class.
+(overlapping windows averaged), with a `threshold` on the object probability; its label maps come back at the
+input's own resolution, as a PNG and as COCO RLE per class. `baseline` labels every pixel with the training
+split's most frequent class.
 """
 from __future__ import annotations
 
