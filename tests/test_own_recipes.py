@@ -39,10 +39,13 @@ def test_a_users_file_trains_to_early_stopping_not_the_embedded_epochs(fitted_ru
     run, metrics = fitted_run
     config = json.loads((run / "config.json").read_text())
     assert config["fitted"] is True
-    assert config["train"]["patience"] == api.FITTED_PATIENCE and config["train"]["epochs"] == api.FITTED_EPOCHS
+    steps_per_epoch = -(-144 // config["train"]["batch_size"])       # 144 training rows
+    patience = -(-api.FITTED_PATIENCE_STEPS // steps_per_epoch)        # 200 steps' worth of epochs
+    assert config["train"]["patience"] == patience > api.FITTED_PATIENCE
+    assert config["train"]["epochs"] == api.FITTED_EPOCHS
     # the embedded recipe's 50 epochs would have stopped; this one runs until the validation metric stops improving
     assert metrics["status"].startswith("stopped early"), metrics["status"]
-    assert metrics["epochs"] == metrics["best_epoch"] + api.FITTED_PATIENCE
+    assert metrics["epochs"] == metrics["best_epoch"] + patience
     assert metrics["test"]["accuracy"] >= metrics["baseline"]["accuracy"] + 0.3
 
 
@@ -57,11 +60,13 @@ def test_setting_epochs_or_using_embedded_data_keeps_the_recipe(table, tmp_path)
     assert settings.options.image_size == 24
 
 
-def test_the_warm_up_is_at_most_one_epoch_of_the_users_data():
-    recipe = Train(warmup=100, batch_size=16)
-    assert api.fit_warmup(recipe, 40).warmup == 3            # 40 examples: 3 steps an epoch
-    assert api.fit_warmup(recipe, 40_000).warmup == 100      # large data: the recipe's own warm-up
-    assert api.fit_warmup(recipe, 40, world_size=2).warmup == 2
+def test_the_warm_up_is_at_most_one_epoch_and_the_patience_at_least_200_steps():
+    recipe = Train(warmup=100, batch_size=16, patience=api.FITTED_PATIENCE)
+    assert api.fit_lengths(recipe, 40).warmup == 3            # 40 examples: 3 steps an epoch
+    assert api.fit_lengths(recipe, 40).patience == 67         # ... so 67 epochs make 200 steps
+    assert api.fit_lengths(recipe, 40_000).warmup == 100      # large data: the recipe's own warm-up
+    assert api.fit_lengths(recipe, 40_000).patience == 20     # ... and 20 epochs
+    assert api.fit_lengths(recipe, 40, world_size=2).warmup == 2
 
 
 def test_the_epochs_that_fit_follow_the_first_epochs_seconds():

@@ -85,7 +85,9 @@ class Settings:
 FITTED_EPOCHS = 1000
 """a fitted run's most epochs: the time budget and early stopping end it sooner on all but the smallest data"""
 FITTED_PATIENCE = 20
-"""a fitted run stops after this many epochs without a better validation metric"""
+"""a fitted run stops after this many epochs without a better validation metric..."""
+FITTED_PATIENCE_STEPS = 200
+"""...and at least this many optimizer steps: 20 epochs of one step each are too few to judge a model by"""
 SET_BY_RECIPE = ("epochs", "steps", "patience")
 """training settings a user who sets any of them takes charge of: their run is not fitted"""
 
@@ -95,17 +97,20 @@ def fit_to_data(entry: Entry, train: Train, given: set[str]) -> tuple[Train, boo
     user's data of another size. On a user's file, unless the user sets epochs, steps or patience, the main training
     runs until early stopping (FITTED_PATIENCE epochs without a better validation metric) or the time budget (the
     entry's bar budget unless --max-time), with the cosine schedule over the epochs that fit (decided after the first
-    epoch by the engine) and the warm-up at most one epoch (`fit_warmup`)."""
+    epoch by the engine), the warm-up at most one epoch and the patience at least FITTED_PATIENCE_STEPS steps
+    (`fit_lengths`)."""
     if given & set(SET_BY_RECIPE) or task_of(entry).loop != "fit":
         return train, False
     return dataclasses.replace(train, epochs=max(train.epochs, FITTED_EPOCHS), steps=0, patience=FITTED_PATIENCE), True
 
 
-def fit_warmup(train: Train, train_examples: int, world_size: int = 1) -> Train:
-    """A fitted run's warm-up: the recipe's, but at most one epoch of this data (the recipe's 100 steps of warm-up
-    were a few percent of its embedded run; on 40 steps of a user's data they would be the whole run)."""
+def fit_lengths(train: Train, train_examples: int, world_size: int = 1) -> Train:
+    """A fitted run's lengths in steps, from its data's steps per epoch: the recipe's warm-up, but at most one epoch
+    (the recipe's 100 steps of warm-up were a few percent of its embedded run; on 40 steps of a user's data they
+    would be the whole run), and a patience of at least FITTED_PATIENCE_STEPS steps."""
     steps_per_epoch = -(-train_examples // (train.batch_size * world_size))
-    return dataclasses.replace(train, warmup=min(train.warmup, steps_per_epoch))
+    return dataclasses.replace(train, warmup=min(train.warmup, steps_per_epoch),
+                               patience=max(train.patience, -(-FITTED_PATIENCE_STEPS // steps_per_epoch)))
 
 
 def settings_for(entry: Entry, overrides: dict, data: str | None = None) -> tuple[dict, Settings]:
@@ -277,7 +282,7 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
     if settings.fitted:
         max_time = max_time or entry.bar.budget_s
         if saved is None:
-            settings.train = fit_warmup(settings.train, len(splits.train))
+            settings.train = fit_lengths(settings.train, len(splits.train))
     memory.check_model(entry.build, config, f"{entry.name} with this config and batch_size {settings.train.batch_size}",
                        _example(splits), settings.train.batch_size, accelerator=scaling.accelerator)
     fabric = make_fabric(scaling)

@@ -202,7 +202,7 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file, *
         result = api.predict_many(run_dir, list(inputs), out=out_file if drawn else None, **options)
         if drawn:
             several = len(inputs) > 1 or len(result.rows) > 1
-            out.print(f"drawn: {out_file}" + (" (numbered: one file per image)" if several else ""), highlight=False)
+            print(f"drawn: {out_file}" + (" (numbered: one file per image)" if several else ""), file=sys.stderr)
             out_file = None
     if as_json:
         return _json(result.to_json())

@@ -39,8 +39,8 @@ from torch.utils.data import Dataset
 
 from deepatlas import memory
 from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
-from deepatlas.data.images import letterbox, notice, shift
-from deepatlas.errors import DeepAtlasError
+from deepatlas.data.images import letterbox, shift
+from deepatlas.errors import DeepAtlasError, notice
 from deepatlas.nn.boxes import batched_nms, box_area
 
 EMBEDDED = {"shapes"}

@@ -21,7 +21,6 @@ import math
 import os
 import statistics
 import struct
-import sys
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from torch.utils.data import TensorDataset
 
 from deepatlas import memory
 from deepatlas.data import Splits, split_indices
-from deepatlas.errors import DeepAtlasError
+from deepatlas.errors import DeepAtlasError, notice
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 ROTATION_SEED = 1
@@ -46,17 +45,6 @@ MAX_PIXELS = 2**26
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 DATA_COPIES = 3
 """a dataset's images are held about three times while it is prepared: resized, standardized, split"""
-
-
-_SAID: set[str] = set()
-
-
-def notice(text: str) -> None:
-    """A one-line note to the user about a choice made from their data (stderr, so JSON output stays clean); said
-    once per process, though a run reads its data again to evaluate."""
-    if text not in _SAID:
-        _SAID.add(text)
-        print(f"notice: {text}", file=sys.stderr)
 
 
 # ---- tensor ops ---------------------------------------------------------------------------

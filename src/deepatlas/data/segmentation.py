@@ -30,7 +30,7 @@ from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
 from deepatlas.data import detection
 from deepatlas.data.detection import PREDICT_BATCH, Windows, _load_image, _reserve, check_threshold, \
     geometry, letterbox_labels, raw_inputs, rle_encode_all
-from deepatlas.errors import DeepAtlasError
+from deepatlas.errors import DeepAtlasError, notice
 
 EMBEDDED = {"shapes"}
 DEFAULT_SIZE = shapes.DEFAULT_SIZE
@@ -151,7 +151,7 @@ def load(source: str, image_size: int = 0, flip: bool = False) -> SegmentationDa
     else:
         raise DeepAtlasError(f"unknown dataset {source!r}: not a folder, nor shapes or shapes-N")
     if note:  # once the data is read: a refused file would make it a second line
-        images.notice(note)
+        notice(note)
     spec = {"kind": "segmentation", "source": source, "classes": classes, "image_size": size, **extra}
     return SegmentationData(*parts, spec, Flip() if flip else None)
 
