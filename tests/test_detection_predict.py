@@ -70,7 +70,7 @@ def test_eval_and_predict_on_a_coco_folder(tmp_path, cli_run):
                get_task("detection").load(Data(data="shapes")).spec["classes"], masks="rle")
     code, out, _ = cli_run("eval", tmp_path / "run", "--data", tmp_path / "coco", "--json")
     assert code == 0 and 0 <= __import__("json").loads(out)["map_50"] <= 1
-    code, out, _ = cli_run("predict", tmp_path / "run", tmp_path / "coco" / "images", "--out", tmp_path / "a.png")
-    assert code == 0 and "drawn" in out and (tmp_path / "a-1.png").exists() and (tmp_path / "a-6.png").exists()
+    code, _, err = cli_run("predict", tmp_path / "run", tmp_path / "coco" / "images", "--out", tmp_path / "a.png")
+    assert code == 0 and "drawn" in err and (tmp_path / "a-1.png").exists() and (tmp_path / "a-6.png").exists()
     code, _, _ = cli_run("predict", tmp_path / "run", tmp_path / "coco" / "images", "--out", tmp_path / "p.csv")
     assert code == 0 and (tmp_path / "p.csv").read_text().startswith("input,predicted")

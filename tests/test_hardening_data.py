@@ -166,7 +166,7 @@ CASES = {
                       "t.csv: line 9: column 'a' holds '-inf', not a finite number"),
     "csv cell nan": (lambda d, r, m: ["train", "mlp", "--data", csv_rows(d / "t.csv", "nan"), "--target", "y",
                                       "--set", "data.missing=error"],
-                     "t.csv: gaps in 'a' 1 (first: line 9); --set data.missing=impute fills them"),
+                     "t.csv: gaps in 'a' 1 (first: line 9); --set missing=impute fills them"),
     "csv cell inf to predict": (lambda d, r, m: ["predict", m, run_features_csv(m, d / "p.csv", "inf")],
                                 "p.csv: line 3: column 'mean radius' holds 'inf', not a finite number"),
     # 6. a megabyte of prompt to a model that reads all of it

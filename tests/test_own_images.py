@@ -14,6 +14,7 @@ import deepatlas
 from deepatlas.data import detection, images, segmentation
 from deepatlas.data.detection import DetectionDataset
 from deepatlas.errors import DeepAtlasError
+from deepatlas.tasks.detection import detection_baseline, segmentation_baseline
 from deepatlas.tasks import get_task
 
 
@@ -276,7 +277,7 @@ def test_baselines_are_the_trivial_predictors_scored_like_the_models():
     masks[:, 1, :2] = 0
     masks[:, 1, 2:] = 0
     masks[0, 2, 0] = 0
-    text, values = segmentation.baseline(spec, TensorDataset(torch.zeros(2), masks),
+    text, values = segmentation_baseline(spec, TensorDataset(torch.zeros(2), masks),
                                          TensorDataset(torch.zeros(1), masks[:1]))
     # every pixel background: 5 of its 9 labelled pixels right; IoU background 5/9, coin 0
     assert "'background'" in text and values == pytest.approx({"miou": 5 / 18, "pixel_accuracy": 5 / 9})
@@ -284,13 +285,13 @@ def test_baselines_are_the_trivial_predictors_scored_like_the_models():
     spec = {"classes": ["coin", "key"], "image_size": 64}
     def target(box, label):
         boxes = torch.tensor([box], dtype=torch.float32)
-        return {"boxes": boxes, "labels": torch.tensor([label]), "masks": detection._box_masks(boxes, 64)}
+        return {"boxes": boxes, "labels": torch.tensor([label]), "masks": detection.box_masks(boxes, 64)}
     train = DetectionDataset(torch.zeros(3, 3, 64, 64), [target([10, 10, 30, 30], 1), target([20, 20, 40, 40], 1),
                                                          target([0, 0, 5, 5], 0)])
     mean = [10, 10, 25, 25]
-    text, values = detection.baseline(spec, train, DetectionDataset(torch.zeros(2, 3, 64, 64),
+    text, values = detection_baseline(spec, train, DetectionDataset(torch.zeros(2, 3, 64, 64),
                                                                     [target(mean, 1), target(mean, 1)]))
     assert "'key'" in text and "(10, 10, 25, 25)" in text
     assert values["map_50"] == 1.0 and values["mask_map_50"] == 1.0
-    _, values = detection.baseline(spec, train, DetectionDataset(torch.zeros(1, 3, 64, 64), [target(mean, 0)]))
+    _, values = detection_baseline(spec, train, DetectionDataset(torch.zeros(1, 3, 64, 64), [target(mean, 0)]))
     assert values["map_50"] == 0.0

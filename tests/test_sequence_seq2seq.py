@@ -246,7 +246,7 @@ def test_seq2seq_learns_to_reverse_strings(tmp_path, capsys):
     result = deepatlas.train("seq2seq", data=str(path), out=tmp_path / "run",
                              overrides={**SMALL, "epochs": "3", "batch_size": "32", "lr": "0.01"})
     assert result["test"]["exact_match"] > 0.9, result["test"]
-    objective = load(result["run_dir"])
+    objective = load(result["run_dir"]).objective
     spec = json.loads((Path(result["run_dir"]) / "config.json").read_text())["data"]
     out = pairs.predict(objective, spec, "abcfed")[0]
     assert (out["input"], out["predicted"]) == ("abcfed", "defcba")

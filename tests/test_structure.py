@@ -231,7 +231,7 @@ def test_set_names_its_part_and_refuses_keys_a_run_never_reads():
                          ({"opt.lr": "1"}, "name a part as model.KEY"),
                          ({"model.lr": "1"}, r"model.lr: lr is a train setting of mlp \(train.lr\)"),
                          ({"window": "5"}, r"mlp never reads window; valid: .* \(model\), epochs, steps, .* "
-                                           r"\(train\), data \(data\)")]:
+                                           r"\(train\), data, task, missing, drop, keep \(data\)")]:
         with pytest.raises(DeepAtlasError, match=message):
             api.split_overrides(mlp, bad)
     assert api.split_overrides(ppo, {"lr": "3e-4", "stop_at": "400", "envs": "4"}) == \

@@ -242,6 +242,8 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
             raise DeepAtlasError(f"{option('env')} names an environment, {option('data')} a dataset: give one")
         data = env
     if task is not None:
+        if task not in ("classification", "regression"):
+            raise DeepAtlasError(f"{errors.given('task', task)}: a table's target is classification or regression")
         overrides["data.task"] = task
     saved = None
     if resume is not None:
@@ -309,7 +311,7 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
             task.after_training(load_objective(run.path), splits.spec, splits, run.path)
         metrics = {"run_dir": str(run.path), "name": entry.name, **summary, "params": count_params(objective),
                    "test": evaluate(run.path, split="test"), "val": evaluate(run.path, split="val")}
-        metrics["baseline"] = trivial(task, splits.spec, splits)  # the test split's, beside "test"
+        metrics["baseline"] = task.baseline(splits.spec, splits)  # the test split's, beside "test"
         run.write_json(run.metrics, metrics)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(str(run.path) if run.published else "") from None  # tell the user which run to resume
@@ -457,24 +459,15 @@ class Predictor:
 
     def encode(self, raw):
         """The tensor the network reads for `raw` inputs, encoded exactly as training encoded its data."""
-        module = self.task.module
-        if not hasattr(module, "encode"):
-            raise DeepAtlasError(f"{self.entry.name}: its {self.task.name} inputs are encoded inside predict(...); "
-                                 f"give them there")
-        return module.encode(self.spec, raw)[0]
+        return self.task.encode(self.spec, raw)
 
     def act(self, observation):
-        """The trained policy's greedy action for one observation, in the environment's action space."""
-        if self.task.name != "rl":
-            raise DeepAtlasError(f"{self.entry.name} is not an rl run: it has no policy to act with")
-        from deepatlas.data import envs
-        return envs.act(self.objective, self.spec, observation)
+        """The trained policy's greedy action for one observation, in the environment's action space (rl runs)."""
+        return self.task.act(self.objective, self.spec, observation)
 
     def generate(self, prompt: str, **options) -> str:
         """The prompt continued (language models); options: length, temperature, top_k, seed."""
-        if not hasattr(self.model, "generate") or self.task.name != "language_model" or "classes" in self.spec:
-            raise DeepAtlasError(f"{self.entry.name} does not generate text (gpt does)")
-        return self.predict(prompt, **options).rows[0]["predicted"]
+        return self.task.generate(self.objective, self.spec, prompt, **options)
 
 
 def baseline(run_dir: str | Path, data: str | None = None, split: str = "test", episodes: int | None = None) -> dict:
@@ -484,8 +477,6 @@ def baseline(run_dir: str | Path, data: str | None = None, split: str = "test", 
     where the training data is no longer there."""
     _, saved, entry, _ = _read(run_dir)
     task, options = task_of(entry), saved_settings(saved).options
-    if not _has_baseline(task):
-        return {}
     try:
         splits = task.load(options, saved.get("target"))
     except DeepAtlasError:
@@ -493,24 +484,7 @@ def baseline(run_dir: str | Path, data: str | None = None, split: str = "test", 
             raise
         splits = None
     examples = None if data is None else task.read_labeled(saved["data"], data)
-    return trivial(task, saved["data"], splits, split, episodes, examples)
-
-
-def _has_baseline(task) -> bool:
-    return task.name == "rl" if task.loop == "own" else hasattr(task.module, "baseline")
-
-
-def trivial(task, spec: dict, splits, split: str = "test", episodes: int | None = None, examples=None) -> dict:
-    """`baseline` on data already loaded: `splits` (an environment for rl) and `examples` (default its `split`)."""
-    if not _has_baseline(task):
-        return {}
-    if task.loop == "own":
-        from deepatlas.data import envs
-        description, values = envs.baseline(spec, splits, split, episodes)
-    else:
-        examples = examples if examples is not None else getattr(splits, split)
-        description, values = task.module.baseline(spec, None if splits is None else splits.train, examples)
-    return {"baseline": description, **values}
+    return task.baseline(saved["data"], splits, split, episodes, examples)
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",

@@ -114,8 +114,8 @@ def info(name, as_json):
 @click.option("--env", help="rl: a gymnasium environment id (CartPole-v1, Pendulum-v1, ...)")
 @click.option("--target", help="label column of a CSV file")
 @click.option("--column", help="value column of a CSV time series (forecasting)")
-@click.option("--task", type=click.Choice(["classification", "regression"]),
-              help="tables: what the --target is (default: regression for a numeric target with many values)")
+@click.option("--task", help="tables: regression or classification of the --target (default: regression for a "
+                             "numeric target with many values)")
 @click.option("--max-time", type=float, help="stop training after this many seconds")
 @click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a model, train or data setting (model.width=64, train.lr=3e-4, data.window=20; "
                    "the part may be left out where the key is unambiguous)")

@@ -270,7 +270,7 @@ def letterbox_labels(labels: Tensor, side: int, content: tuple[int, int], fill: 
     return out
 
 
-def _box_masks(boxes: Tensor, size: int) -> Tensor:
+def box_masks(boxes: Tensor, size: int) -> Tensor:
     """(n, 4) boxes -> (n, S, S) uint8: the pixels whose centre lies in each box."""
     c = torch.arange(size, dtype=torch.float32) + 0.5
     inside_x = (c >= boxes[:, 0, None]) & (c < boxes[:, 2, None])  # (n, S)
@@ -346,7 +346,7 @@ def _annotation_mask(ann: dict, box: Tensor, height: int, width: int, size: int,
     content (the image) is `content` = (nh, nw) pixels."""
     seg = ann.get("segmentation")
     if not seg:
-        return _box_masks(box[None], size)[0].bool()
+        return box_masks(box[None], size)[0].bool()
     try:
         if isinstance(seg, list):  # polygons: [[x1, y1, x2, y2, ...], ...] in original pixels
             scale = torch.tensor([content[1] / width, content[0] / height], dtype=torch.float64)
@@ -534,7 +534,7 @@ def _read_yolo_split(image_dir: Path, label_dir: Path, size: int, n_classes: int
         label_file = label_dir / f"{file.stem}.txt"
         if label_file.is_file():
             boxes, labels = _read_yolo_labels(label_file, content, n_classes)
-            targets.append({"boxes": boxes, "labels": labels, "masks": _box_masks(boxes, size)})
+            targets.append({"boxes": boxes, "labels": labels, "masks": box_masks(boxes, size)})
         else:  # YOLO's convention: no label file, no object
             targets.append(empty_target(size))
     return torch.stack(pictures), targets
@@ -790,36 +790,6 @@ def predict(objective, spec: dict, inputs, out: Path | None = None, threshold: f
         if out is not None:
             draw.save_boxes(draw.numbered(Path(out), i, len(found)), picture, det, spec["classes"])
     return rows
-
-
-def baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
-    """The trivial detector: on every image one box, the mean of the training split's boxes (x1, y1, x2, y2),
-    labelled with its most frequent class, score 1 (its filled box as mask); scored on `examples` by the same
-    COCO mAP as the models: {"map", "map_50", "map_75", "mar_100"} and their "mask_" twins when the examples have
-    masks. `train` None: the examples' own boxes give the mean and the class."""
-    from deepatlas.tasks.detection import MeanAveragePrecision
-    targets = examples.targets if hasattr(examples, "targets") else [examples[i][1] for i in range(len(examples))]
-    fitted = train if train is not None else examples
-    fitted = fitted.targets if hasattr(fitted, "targets") else [fitted[i][1] for i in range(len(fitted))]
-    boxes, labels = torch.cat([t["boxes"] for t in fitted]), torch.cat([t["labels"] for t in fitted])
-    where = "training split's" if train is not None else "examples' own"
-    with_masks = all("masks" in t for t in targets)
-    metric = MeanAveragePrecision(("bbox", "segm") if with_masks else "bbox")
-    if len(labels) == 0:  # nothing to place a box at: the detector that finds nothing
-        nothing = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long),
-                   "masks": torch.zeros(0, spec["image_size"], spec["image_size"], dtype=torch.bool)}
-        metric.update([nothing] * len(targets), targets)
-        return f"no detections (the {where} images have no objects)", metric.compute()
-    box = boxes.mean(0, keepdim=True)  # (1, 4)
-    label = torch.bincount(labels, minlength=len(spec["classes"])).argmax()
-    guess = {"boxes": box, "scores": torch.ones(1), "labels": label[None],
-             "masks": _box_masks(box, spec["image_size"]).bool()}
-    for start in range(0, len(targets), 256):  # the same guess for every image, matched a chunk at a time
-        chunk = targets[start:start + 256]
-        metric.update([guess] * len(chunk), chunk)
-    shown = ", ".join(f"{v:.0f}" for v in box[0].tolist())
-    return (f"one box per image at the {where} mean box ({shown}), labelled "
-            f"{spec['classes'][int(label)]!r}, the most frequent class", metric.compute())
 
 
 def plot_predictions(objective, spec: dict, dataset, path: Path) -> None:

@@ -170,21 +170,6 @@ def read_labeled(spec: dict, path: str) -> TensorDataset:
     return read_folder(Path(path), spec["image_size"], spec["classes"])[0]
 
 
-def baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
-    """The trivial segmenter: every pixel gets the training split's most frequent class (the examples' own when
-    `train` is None); scored on `examples` as the models are: {"miou", "pixel_accuracy"} (padding ignored)."""
-    from deepatlas.tasks.detection import ConfusionMatrix
-    K = len(spec["classes"])
-    truth = examples.tensors[1]
-    counted = (train if train is not None else examples).tensors[1].flatten()
-    counted = counted[(counted >= 0) & (counted < K)]  # padding (IGNORE) is no class
-    majority = int(torch.bincount(counted, minlength=K).argmax())
-    confusion = ConfusionMatrix(K)
-    confusion.update(torch.full_like(truth, majority), truth)
-    where = "the training split's" if train is not None else "these examples'"
-    return f"every pixel {spec['classes'][majority]!r}, {where} most frequent class", confusion.compute()
-
-
 # ---- predictions, shown ---------------------------------------------------------------------
 
 def label_map(probabilities: Tensor, threshold: float) -> Tensor:

@@ -115,6 +115,30 @@ class Task:
                                                                       "render"})) or "none"
                 raise DeepAtlasError(f"{option(name)}: {self.name} predictions do not take it (they take: {shown})")
 
+    def encode(self, spec: dict, raw) -> Tensor:
+        """The tensor the network reads for `raw` inputs, encoded exactly as training encoded its data."""
+        if not hasattr(self.module, "encode"):
+            raise DeepAtlasError(f"{self.name} inputs are encoded inside predict(...): give them there")
+        return self.module.encode(spec, raw)[0]
+
+    def act(self, objective, spec: dict, observation):
+        raise DeepAtlasError(f"this is a {self.name} run, not an rl run: it has no policy to act with")
+
+    def generate(self, objective, spec: dict, prompt: str, **options) -> str:
+        raise DeepAtlasError(f"a {self.name} run does not generate text (a gpt run does)")
+
+    def trivial(self, spec: dict, train, examples) -> tuple[str, dict[str, float]] | None:
+        """The task's trivial predictor scored on `examples` (the data module's `baseline`), or None."""
+        find = getattr(self.module, "baseline", None)
+        return None if find is None else find(spec, train, examples)
+
+    def baseline(self, spec: dict, data, split: str = "test", episodes: int | None = None, examples=None) -> dict:
+        """{"baseline": what the trivial predictor is, metric: value...} on `examples` (default: `data`'s `split`),
+        fitted on `data`'s training split (None: on the examples themselves); {} where the task has none."""
+        examples = examples if examples is not None else getattr(data, split)
+        found = self.trivial(spec, None if data is None else data.train, examples)
+        return {} if found is None else {"baseline": found[0], **found[1]}
+
     def write_samples(self, spec: dict, samples: Tensor, out: Path, columns: int = 0) -> list[Path]:
         """Samples where people look at them (a PNG grid, a scatter, WAV files)."""
         if not hasattr(self.module, "write_samples"):

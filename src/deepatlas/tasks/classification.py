@@ -79,6 +79,8 @@ def regression(prediction: Tensor, y: Tensor, std: float) -> dict[str, Tensor]:
     return {"loss": mse, "mse": mse * std ** 2, "mae": error.abs().mean() * std}
 
 
-TASKS = [Task("classification", "deepatlas.data.tabular", prediction=TablePredictions,
-              options=("task", "missing", "drop", "keep")),
+TABLE_OPTIONS = ("task", "missing", "drop", "keep")
+"""the data options a table's reader takes (a search hands them on to every run it trains)"""
+
+TASKS = [Task("classification", "deepatlas.data.tabular", prediction=TablePredictions, options=TABLE_OPTIONS),
          Task("image_classification", "deepatlas.data.images", options=("image_size", "crop_pad", "flip", "rotate"))]

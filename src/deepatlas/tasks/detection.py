@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepatlas.data.detection import box_masks
 from deepatlas.nn.boxes import box_iou
 from deepatlas.tasks import Objective, Task
 
@@ -320,5 +321,57 @@ class Segmentation(Objective):
         return self.confusion.compute() if self.confusion is not None else {}
 
 
-TASKS = [Task("detection", "deepatlas.data.detection", draws=True, options=("image_size", "crop_pad", "flip")),
-         Task("segmentation", "deepatlas.data.segmentation", draws=True, options=("image_size", "flip"))]
+class DenseTask(Task):
+    """Detection and segmentation: their trivial predictors are scored by this module's metrics."""
+
+    def trivial(self, spec: dict, train, examples):
+        return TRIVIAL[self.name](spec, train, examples)
+
+
+def detection_baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
+    """The trivial detector: on every image one box, the mean of the training split's boxes (x1, y1, x2, y2),
+    labelled with its most frequent class, score 1 (its filled box as mask); scored on `examples` by the same
+    COCO mAP as the models: {"map", "map_50", "map_75", "mar_100"} and their "mask_" twins when the examples have
+    masks. `train` None: the examples' own boxes give the mean and the class."""
+    targets = examples.targets if hasattr(examples, "targets") else [examples[i][1] for i in range(len(examples))]
+    fitted = train if train is not None else examples
+    fitted = fitted.targets if hasattr(fitted, "targets") else [fitted[i][1] for i in range(len(fitted))]
+    boxes, labels = torch.cat([t["boxes"] for t in fitted]), torch.cat([t["labels"] for t in fitted])
+    where = "training split's" if train is not None else "examples' own"
+    with_masks = all("masks" in t for t in targets)
+    metric = MeanAveragePrecision(("bbox", "segm") if with_masks else "bbox")
+    if len(labels) == 0:  # nothing to place a box at: the detector that finds nothing
+        nothing = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long),
+                   "masks": torch.zeros(0, spec["image_size"], spec["image_size"], dtype=torch.bool)}
+        metric.update([nothing] * len(targets), targets)
+        return f"no detections (the {where} images have no objects)", metric.compute()
+    box = boxes.mean(0, keepdim=True)  # (1, 4)
+    label = torch.bincount(labels, minlength=len(spec["classes"])).argmax()
+    guess = {"boxes": box, "scores": torch.ones(1), "labels": label[None],
+             "masks": box_masks(box, spec["image_size"]).bool()}
+    for start in range(0, len(targets), 256):  # the same guess for every image, matched a chunk at a time
+        chunk = targets[start:start + 256]
+        metric.update([guess] * len(chunk), chunk)
+    shown = ", ".join(f"{v:.0f}" for v in box[0].tolist())
+    return (f"one box per image at the {where} mean box ({shown}), labelled "
+            f"{spec['classes'][int(label)]!r}, the most frequent class", metric.compute())
+
+
+def segmentation_baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]]:
+    """The trivial segmenter: every pixel gets the training split's most frequent class (the examples' own when
+    `train` is None); scored on `examples` as the models are: {"miou", "pixel_accuracy"} (padding ignored)."""
+    K = len(spec["classes"])
+    truth = examples.tensors[1]
+    counted = (train if train is not None else examples).tensors[1].flatten()
+    counted = counted[(counted >= 0) & (counted < K)]  # padding (IGNORE) is no class
+    majority = int(torch.bincount(counted, minlength=K).argmax())
+    confusion = ConfusionMatrix(K)
+    confusion.update(torch.full_like(truth, majority), truth)
+    where = "the training split's" if train is not None else "these examples'"
+    return f"every pixel {spec['classes'][majority]!r}, {where} most frequent class", confusion.compute()
+
+
+TRIVIAL = {"detection": detection_baseline, "segmentation": segmentation_baseline}
+
+TASKS = [DenseTask("detection", "deepatlas.data.detection", draws=True, options=("image_size", "crop_pad", "flip")),
+         DenseTask("segmentation", "deepatlas.data.segmentation", draws=True, options=("image_size", "flip"))]

@@ -75,5 +75,10 @@ class TextTask(Task):
         rows = super().predict(objective, spec, inputs, out, render, **options).rows
         return ClassProbabilities(rows) if "classes" in spec else Continuations(rows)
 
+    def generate(self, objective, spec: dict, prompt: str, **options) -> str:
+        if "classes" in spec:
+            return super().generate(objective, spec, prompt)
+        return self.predict(objective, spec, prompt, **options).rows[0]["predicted"]
+
 
 TASKS = [TextTask("language_model", "deepatlas.data.text", options=("window", "tokens", "vocab"))]

@@ -23,6 +23,7 @@ from deepatlas.data import envs
 from deepatlas.data.envs import EPISODES, Environment, episode_returns, episode_seeds, summarize_returns
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks import Task
+from deepatlas.tasks.classification import TABLE_OPTIONS
 from deepatlas.tasks.predictions import Episodes, Prediction
 
 
@@ -270,8 +271,20 @@ class EnvironmentTask(Task):
                         files=[str(render)] if render else [])
 
 
+    def act(self, objective, spec: dict, observation):
+        return envs.act(objective, spec, observation)
+
+    def baseline(self, spec: dict, data, split: str = "test", episodes: int | None = None, examples=None) -> dict:
+        """A random policy (a random player) on the agent's own evaluation episodes."""
+        description, values = envs.baseline(spec, data, split, episodes)
+        return {"baseline": description, **values}
+
+
 class SearchTask(Task):
     """search: a method that trains other entries (on tabular data) and keeps its findings."""
+
+    def baseline(self, spec: dict, data, split: str = "test", episodes: int | None = None, examples=None) -> dict:
+        return {}  # its findings are measured against each other
 
     def predict(self, objective, spec: dict, path=None, out=None, render=None, **options) -> Prediction:
         raise DeepAtlasError("a search run searches rather than predicts: its findings are in its metrics.json "
@@ -279,4 +292,4 @@ class SearchTask(Task):
 
 
 TASKS = [EnvironmentTask("rl", "deepatlas.data.envs", loop="own"),
-         SearchTask("search", "deepatlas.data.tabular", loop="own")]  # the search trains tabular classifiers
+         SearchTask("search", "deepatlas.data.tabular", loop="own", options=TABLE_OPTIONS)]  # the search trains tabular classifiers

@@ -52,6 +52,7 @@ from torch import nn
 from deepatlas import catalog
 from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Size, Train, register
 from deepatlas.errors import DeepAtlasError
+from deepatlas.tasks.classification import TABLE_OPTIONS
 from deepatlas.tasks.rl import Algorithm
 
 Genome = dict[str, float]
@@ -345,7 +346,8 @@ class GASearch(Algorithm):
 
     def train_once(self, ctx, genome: Genome, out: Path) -> float:
         """One short real training run of the target through the API the run was handed; its validation metric."""
-        overrides = {**genome, "epochs": self.cfg.run_epochs}
+        table = {f"data.{k}": getattr(ctx.options, k) for k in TABLE_OPTIONS}  # the search's own data options
+        overrides = {**genome, **table, "epochs": self.cfg.run_epochs}
         budget = self.cfg.run_time                                  # never past the whole search's time budget
         if ctx.max_time is not None:
             budget = max(min(budget, ctx.max_time - ctx.elapsed()), 0.5)
