@@ -242,8 +242,7 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
             raise DeepAtlasError(f"{option('env')} names an environment, {option('data')} a dataset: give one")
         data = env
     if task is not None:
-        if task not in ("classification", "regression"):
-            raise DeepAtlasError(f"{errors.given('task', task)}: a table's target is classification or regression")
+        catalog.apply_overrides(Data(), {"task": task}, "--" if errors.SPELL_AS_FLAGS else "")  # named as typed
         overrides["data.task"] = task
     saved = None
     if resume is not None:
