@@ -150,8 +150,9 @@ def _show_metrics(title: str, metrics: dict, baseline: dict) -> None:
     for k, v in metrics.items():
         beside = f"   (baseline {baseline[k]:.4f})" if isinstance(baseline.get(k), (int, float)) else ""
         out.print(f"  {k}: {v:.4f}{beside}", highlight=False)
-    if baseline:
-        out.print(f"  baseline: {baseline['baseline']}", highlight=False)
+    if baseline:  # and its values that no metric of this run shares a name with
+        rest = "  ".join(f"{k} {v:.4f}" for k, v in baseline.items() if k != "baseline" and k not in metrics)
+        out.print(f"  baseline: {baseline['baseline']}" + (f" ({rest})" if rest else ""), highlight=False)
 
 
 @app.command("eval")
