@@ -138,3 +138,14 @@ def test_a_loaded_rl_run_acts_and_a_loaded_language_run_generates(tmp_path):
     assert text == model.generate("the cat ", length=12, seed=3)  # seeded
     with pytest.raises(DeepAtlasError, match="not an rl run"):
         model.act([0.0])
+
+
+def test_the_printed_plan_repeats_the_fitted_run(fitted_run, table, tmp_path):
+    """Tiny data plans the cap of epochs, so the schedule never depended on the clock: the settings the run prints
+    (epochs, patience, warm-up) give the same run again, weights and all."""
+    run, metrics = fitted_run
+    plan = json.loads((run / "config.json").read_text())["train"]
+    assert metrics["planned_epochs"] == plan["epochs"] == api.FITTED_EPOCHS
+    again = deepatlas.train("mlp", data=str(table), target="label", out=tmp_path / "again",
+                            overrides={k: str(plan[k]) for k in ("epochs", "patience", "warmup")})
+    assert again["epochs"] == metrics["epochs"] and again["test"] == metrics["test"]

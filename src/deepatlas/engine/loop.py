@@ -24,7 +24,7 @@ from deepatlas.engine.checkpoint import SafetensorsIO, copy_atomically, save_wei
 from deepatlas.engine.interrupt import StopRequests
 from deepatlas.engine.progress import Progress
 from deepatlas.engine.rundir import CSVLog, RunDir, plot_curves
-from deepatlas.errors import DeepAtlasError
+from deepatlas.errors import DeepAtlasError, setting
 from deepatlas.protocols import ManualOptimization, OptimizerGroups, SampleMetrics, SplitMetrics, Summarize
 
 
@@ -347,9 +347,11 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                 if plan and not state.planned and max_time is not None:
                     state.planned = planned_epochs(fabric, state.elapsed, max_time, train.epochs)
                     total_steps = state.planned * len(train_loader)
+                    again = ", ".join(setting(k, v) for k, v in (("epochs", state.planned),
+                                                                   ("patience", train.patience), ("warmup", train.warmup)))
                     progress.plan(total_steps, f"epoch 1 took {state.elapsed:.2f}s: up to {state.planned} epochs of "
                                                f"{len(train_loader)} steps fit in {max_time:g}s; the learning-rate "
-                                               f"schedule runs over them")
+                                               f"schedule runs over them (to repeat this plan: {again})")
                 key = _key(val_logs, metric, direction)
                 if not state.best or key > state.best:
                     state.best, state.best_epoch, state.bad_epochs = key, state.epoch, 0
@@ -390,4 +392,4 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
     if status == "interrupted":
         raise KeyboardInterrupt
     return {"status": status, "epochs": state.epoch, "steps": state.step, "seconds": round(state.elapsed, 2),
-            "best_epoch": state.best_epoch, "val": val_logs}
+            "best_epoch": state.best_epoch, "val": val_logs, **({"planned_epochs": state.planned} if plan else {})}
