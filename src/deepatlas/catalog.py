@@ -90,6 +90,22 @@ class Paper:
         return f"{self.authors}. {self.title}. {self.ref}"
 
 
+RELATION_KINDS = ("builds_on", "variant_of", "uses", "alternative_to")
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A typed edge from one entry to another, with its reason in one line."""
+    kind: Literal["builds_on", "variant_of", "uses", "alternative_to"]
+    """builds_on: extends the other's idea; variant_of: the same architecture changed in one respect; uses: has the
+    other as a block or backbone; alternative_to: does the same job with another trade-off"""
+    entry: str
+    why: str
+    """one line, e.g. replaces recurrence with attention"""
+    later: str = ""
+    """for a builds_on edge to an entry published later: why (our implementation takes a later block)"""
+
+
 @dataclass(frozen=True)
 class Bar:
     """The promise: `metric` on the held-out test split reaches `goal` within `budget_s` on a 2-core CPU."""
@@ -187,7 +203,7 @@ def split_recipe(recipe: dict) -> tuple[Train, Data]:
             Data(**{k: v for k, v in recipe.items() if k not in train}))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Card:
     """What is known of an entry without importing its module: the literal arguments of its `register` call."""
     name: str
@@ -198,8 +214,9 @@ class Card:
     summary: str
     when_to_use: str
     when_not: str
-    related: list[str]
     bar: Bar
+    related: list[str] = field(default_factory=list)
+    """every entry it relates to: the union of its `relations`' entries and any named here"""
     train: Train = field(default_factory=Train)
     """how it is trained by default"""
     data: Data = field(default_factory=Data)
@@ -212,6 +229,11 @@ class Card:
     """calibration notes: what was measured to choose the recipe (printed by `info`)"""
     module: str = ""
     """the module that registers the entry (imported by `get`)"""
+    relations: list[Relation] = field(default_factory=list)
+    """typed edges to other entries (builds_on, variant_of, uses, alternative_to), each with its reason"""
+
+    def __post_init__(self):
+        self.related = list(dict.fromkeys([r.entry for r in self.relations] + list(self.related)))
 
     @property
     def bars(self) -> list[Bar]:
@@ -243,6 +265,8 @@ def card_json(c: Entry | Card) -> dict:
         "name": c.name, "title": c.title, "family": c.family, "year": c.year,
         "paper": str(c.paper), "summary": c.summary, "when_to_use": c.when_to_use,
         "when_not": c.when_not, "related": list(c.related), "task": c.task, "notes": c.notes,
+        "relations": [{"kind": r.kind, "entry": r.entry, "why": r.why, **({"later": r.later} if r.later else {})}
+                      for r in c.relations],
         "bar": _bar_card(c.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
         "train": dataclasses.asdict(c.train), "data": dataclasses.asdict(c.data),
     }
@@ -268,7 +292,7 @@ def register(entry: Entry) -> Entry:
 # ---- cards, read without importing -----------------------------------------------------------
 
 _CARD_FIELDS = {f.name for f in dataclasses.fields(Card)} - {"module"}
-_LITERAL_CALLS = {"Paper": Paper, "Bar": Bar, "Train": Train, "Data": Data}
+_LITERAL_CALLS = {"Paper": Paper, "Bar": Bar, "Train": Train, "Data": Data, "Relation": Relation}
 
 
 def _literal(node: ast.AST, module: str) -> Any:

@@ -85,7 +85,8 @@ def info(name, as_json):
     out.print(f"[bold]{entry.title}[/bold] ({entry.name}, {entry.family}, {entry.year})")
     out.print(f"paper: {card['paper']}")
     out.print(f"\n{entry.summary}\n\n[bold]use it for[/bold] {entry.when_to_use}\n[bold]not for[/bold] {entry.when_not}")
-    out.print(f"related: {', '.join(entry.related)}")
+    for r in entry.relations:
+        out.print(f"{r.kind.replace('_', ' ')} [bold]{r.entry}[/bold]: {r.why}" + (f" ({r.later})" if r.later else ""))
     if entry.notes:
         out.print(f"\n[bold]notes[/bold] {escape(entry.notes)}\n")
     receptive_field = getattr(entry.build(entry.config()), "receptive_field", None)

@@ -46,8 +46,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Size, Train,
-                               register)
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Relation,
+                              Size, Train, register)
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
@@ -343,7 +343,12 @@ register(Entry(
                 "reasoning over the whole image (large objects, relations); a base for panoptic segmentation.",
     when_not="Short training budgets or small data (slow convergence: Faster R-CNN or YOLO train much faster); "
              "small objects (one coarse feature map); when many more objects than queries may appear.",
-    related=["faster_rcnn", "yolo", "mask_rcnn", "resnet", "transformer"],
+    relations=[
+        Relation("builds_on", "transformer", "detection as set prediction: a Transformer decoder of object queries, "
+                 "Hungarian matching"),
+        Relation("uses", "resnet", "a ResNet backbone's feature map is the encoder's input"),
+        Relation("alternative_to", "faster_rcnn", "no anchors, proposals or non-maximum suppression; slower to train"),
+    ],
     config=Config, build=DETR, objective=DETRLoss, task="detection",
     train=Train(epochs=40, batch_size=16, lr=1e-3, weight_decay=1e-4, warmup=600, grad_clip=0.1),
     phases={"pretrain": Train(epochs=16, batch_size=64, lr=2e-3, schedule="constant")},

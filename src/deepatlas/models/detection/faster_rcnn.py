@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Probability, Range, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
@@ -377,7 +377,11 @@ register(Entry(
                 "pipeline's extra cost is acceptable; the base of instance segmentation (a mask head on its RoIs).",
     when_not="Tight real-time or embedded budgets (one-stage YOLO-style detectors); when hand-tuned anchors, "
              "NMS and sampling are unwelcome (set-prediction detectors).",
-    related=["yolo", "resnet"],
+    relations=[
+        Relation("uses", "resnet", "a ResNet backbone feeds its region proposal network and RoI head"),
+        Relation("alternative_to", "yolo", "two stages, proposals then classification: slower, stronger on small and "
+                 "crowded objects"),
+    ],
     config=Config, build=FasterRCNN, objective=FasterRCNNLoss, task="detection",
     train=Train(epochs=12, batch_size=16, lr=2e-3, weight_decay=1e-4),
     data=Data("shapes", flip=True),

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Relation, Size, Train, register
 from deepatlas.models.detection import faster_rcnn
 from deepatlas.models.detection.faster_rcnn import FasterRCNN, FasterRCNNLoss
 from deepatlas.nn.boxes import roi_align
@@ -183,7 +183,11 @@ register(Entry(
                 "included; a strong, well-understood two-stage baseline that also gives boxes.",
     when_not="Only class regions are needed (semantic segmentation: FCN, U-Net); tight real-time budgets; very "
              "fine boundaries on large objects (28x28 masks are coarse).",
-    related=["faster_rcnn", "fcn", "unet", "detr", "resnet"],
+    relations=[
+        Relation("builds_on", "faster_rcnn", "adds a per-instance mask head and RoIAlign to Faster R-CNN"),
+        Relation("uses", "resnet", "a ResNet backbone"),
+        Relation("alternative_to", "unet", "one mask per object instance, not one class per pixel"),
+    ],
     config=Config, build=MaskRCNN, objective=MaskRCNNLoss, task="detection",
     train=Train(epochs=9, batch_size=16, lr=2e-3, weight_decay=1e-4),
     data=Data("shapes", flip=True),

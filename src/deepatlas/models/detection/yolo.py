@@ -35,7 +35,8 @@ from typing import Annotated, Literal
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.catalog import (Bar, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Relation, Size,
+                              Train, register)
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.vision import resnet
 from deepatlas.models.vision.resnet import Depth
@@ -239,7 +240,10 @@ register(Entry(
                 "baseline for dense box regression; when speed matters more than the last points of mAP.",
     when_not="Small or crowded objects (one object per cell, coarse grid) or precise localization: anchor-based "
              "one-stage detectors (later YOLOs) or two-stage ones (Faster R-CNN) are more accurate.",
-    related=["resnet", "faster_rcnn"],
+    relations=[
+        Relation("uses", "resnet", "a ResNet backbone's grid of features carries the boxes"),
+        Relation("alternative_to", "faster_rcnn", "one stage: boxes and classes from a grid in one pass, fast"),
+    ],
     config=Config, build=YOLO, objective=YOLOLoss, task="detection",
     train=Train(epochs=20, batch_size=32, lr=3e-3, weight_decay=0.05, warmup=100, grad_clip=10.0),
     data=Data("shapes", flip=True),

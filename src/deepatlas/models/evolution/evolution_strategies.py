@@ -29,7 +29,7 @@ from typing import Annotated
 import torch
 from torch import Tensor
 
-from deepatlas.catalog import MAX_SIZE, Bar, Count, Data, Entry, Paper, Positive, Range, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, MAX_SIZE, Paper, Positive, Range, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.evolution.population import Policy, population_returns
 from deepatlas.tasks.rl import Algorithm, EnvSizes
@@ -129,7 +129,11 @@ register(Entry(
                 "horizons where credit assignment is hard, and many cheap parallel workers: it only needs returns.",
     when_not="Sample efficiency matters (each generation spends whole episodes on every perturbation), or the "
              "policy has millions of weights and few workers: policy gradients (PPO) or DQN use data better.",
-    related=["genetic", "ppo", "reinforce", "mlp"],
+    relations=[
+        Relation("alternative_to", "ppo", "gradient-free: perturbs the policy's weights instead of backpropagating "
+                 "returns"),
+        Relation("uses", "mlp", "an MLP policy"),
+    ],
     config=Config, build=build, objective=lambda model: model, task="rl",
     train_keys=("stop_at", "lr", "weight_decay"),
     train=Train(lr=0.05, weight_decay=0.005, stop_at=500.0),

@@ -50,7 +50,8 @@ import torch
 from torch import nn
 
 from deepatlas import catalog
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Size, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Relation, Size,
+                              Train, register)
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.classification import TABLE_OPTIONS
 from deepatlas.tasks.rl import Algorithm
@@ -416,7 +417,10 @@ register(Entry(
                 "is cheap enough for tens of them, and good settings cluster (children of good parents are good).",
     when_not="When runs are expensive (a few runs: random search or Bayesian optimization spend them better), "
              "the space is tiny (grid search), or a single learning-rate sweep would do.",
-    related=["mlp", "genetic", "evolution_strategies"],
+    relations=[
+        Relation("uses", "mlp", "its genomes are an MLP's hyperparameters, each scored by a real training run"),
+        Relation("alternative_to", "genetic", "evolves the settings of trained networks rather than their weights"),
+    ],
     config=Config, build=build, objective=lambda model: model, task="search",
     train_keys=("stop_at",),
     data=Data("digits"),

@@ -28,8 +28,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Size, Train,
-                               register)
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Relation, Size,
+                              Train, register)
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.evolution.population import Policy, population_returns
 from deepatlas.tasks.rl import Algorithm, EnvSizes
@@ -167,7 +167,11 @@ register(Entry(
                 "needs no gradients, value functions or discounting.",
     when_not="Networks with many weights (random variation scales badly with dimension: prefer evolution "
              "strategies or policy gradients), or when environment steps are expensive.",
-    related=["evolution_strategies", "ga_search", "ppo", "mlp"],
+    relations=[
+        Relation("alternative_to", "evolution_strategies", "selection, crossover and mutation of a population instead "
+                 "of a gradient estimate"),
+        Relation("uses", "mlp", "evolves an MLP policy's weights"),
+    ],
     config=Config, build=build, objective=lambda model: model, task="rl",
     train_keys=("stop_at",),
     train=Train(stop_at=500.0),

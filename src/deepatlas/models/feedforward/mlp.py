@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Relation, Size, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
@@ -66,7 +66,10 @@ register(Entry(
                 "baseline and the head of most larger models.",
     when_not="Images, sequences, sets or graphs, whose structure it ignores (use a CNN, RNN/transformer, "
              "DeepSets or GNN); small tabular data where gradient-boosted trees usually win.",
-    related=["perceptron", "residual_mlp"],
+    relations=[
+        Relation("builds_on", "perceptron", "stacks layers of perceptron-like units with smooth activations, trained "
+                 "by backpropagation"),
+    ],
     config=Config, build=MLP, objective=Classification,
     train=Train(epochs=40, batch_size=32, lr=3e-3, weight_decay=1e-4),
     data=Data("breast_cancer"),

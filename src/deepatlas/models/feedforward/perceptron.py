@@ -22,7 +22,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Relation, Size, Train, register
 from deepatlas.tasks.classification import Classification
 
 
@@ -72,7 +72,10 @@ register(Entry(
     when_to_use="Linearly separable data, teaching, a baseline that shows whether a problem needs hidden layers.",
     when_not="Anything not linearly separable (XOR, most real data); when you need probabilities (use logistic "
              "regression or an MLP).",
-    related=["mlp"],
+    relations=[
+        Relation("alternative_to", "mlp", "one linear threshold unit: separates only linearly separable classes, with "
+                 "no hidden layer"),
+    ],
     config=Config, build=Perceptron,
     objective=lambda model: Classification(model, loss=perceptron_criterion),
     train=Train(epochs=10, batch_size=1, optimizer="sgd", lr=1.0, schedule="constant", patience=3),

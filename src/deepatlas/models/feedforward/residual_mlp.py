@@ -18,7 +18,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Positive, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Positive, Probability, Relation, Size, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
@@ -82,7 +82,11 @@ register(Entry(
     when_to_use="Tabular or feature-vector data when a plain MLP underfits and you want depth; a strong "
                 "deep-learning baseline for tabular benchmarks.",
     when_not="Tiny datasets where a shallow MLP or trees suffice; structured inputs (images, sequences, graphs).",
-    related=["mlp", "perceptron"],
+    relations=[
+        Relation("variant_of", "mlp", "the same dense layers with residual connections and normalization, so depth "
+                 "trains"),
+        Relation("builds_on", "resnet", "takes ResNet's identity shortcut to vectors"),
+    ],
     config=Config, build=ResidualMLP, objective=Classification,
     train=Train(epochs=40, batch_size=64, lr=2e-3, weight_decay=1e-4),
     data=Data("digits"),

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, Paper, Range, Relation, Size, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks import Objective
 
@@ -169,7 +169,9 @@ register(Entry(
                 "scores from reconstruction error; a first step toward denoising and variational autoencoders.",
     when_not="Generating new data (the code space has no density to sample: use a VAE, GAN or diffusion model); "
              "when PCA's linear subspace is enough, PCA is exact and faster.",
-    related=["denoising_autoencoder", "vae", "rbm", "dbn", "mlp"],
+    relations=[
+        Relation("builds_on", "mlp", "an MLP trained to rebuild its input through a narrow code"),
+    ],
     config=Config, build=Autoencoder, objective=AutoencoderObjective, task="generation",
     train=Train(epochs=100, batch_size=64, lr=3e-3, schedule="cosine"),
     data=Data("digits"),

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Positive, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, Paper, Positive, Range, Relation, Size, Train, register
 from deepatlas.models.generative.rbm import RBM, cd_loss
 from deepatlas.protocols import Phase
 from deepatlas.tasks.classification import Classification
@@ -147,7 +147,10 @@ register(Entry(
                 "binary or [0, 1] data with few labels, where pre-training on the inputs helps.",
     when_not="Anything with modern tooling: ReLU networks with good initialization and normalization train "
              "from scratch as well or better, and CNNs win on images.",
-    related=["rbm", "mlp", "autoencoder"],
+    relations=[
+        Relation("builds_on", "rbm", "a stack of RBMs trained greedily layer by layer, then fine-tuned"),
+        Relation("alternative_to", "autoencoder", "a generative stack where the autoencoder only reconstructs"),
+    ],
     config=Config, build=DBN, objective=DBNObjective, task="generation",
     train=Train(epochs=30, batch_size=32, lr=3e-3, schedule="cosine"),
     phases={"pretrain": Train(epochs=10, batch_size=16, lr=0.03, schedule="cosine")},  # each RBM: CD-1, Adam

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, NonNegative, Paper, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, NonNegative, Paper, Range, Relation, Size, Train, register
 from deepatlas.models.generative.autoencoder import Autoencoder, reconstruction_loss
 from deepatlas.nn.activations import Activation
 from deepatlas.tasks import Objective
@@ -101,7 +101,9 @@ register(Entry(
                 "that still does not learn the identity.",
     when_not="Sampling new data (use a VAE, GAN or diffusion model, which is denoising at every noise level); "
              "noise unlike the training corruption; plain compression, where a bottleneck autoencoder suffices.",
-    related=["autoencoder", "vae", "rbm", "dbn"],
+    relations=[
+        Relation("variant_of", "autoencoder", "rebuilds the clean input from a corrupted copy"),
+    ],
     config=Config, build=Autoencoder, objective=DenoisingObjective, task="generation",
     train=Train(epochs=100, batch_size=64, lr=3e-3, schedule="cosine"),
     data=Data("digits"),

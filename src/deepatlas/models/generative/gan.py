@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import MAX_SIZE, Bar, Count, Data, Entry, Paper, Range, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, MAX_SIZE, Paper, Range, Relation, Size, Train, register
 from deepatlas.tasks.generative import Generative
 
 
@@ -277,7 +277,9 @@ register(Entry(
                 "densities; learning what adversarial training does (and how it fails) on a known density.",
     when_not="When you need likelihoods, stable training or full mode coverage (VAE, PixelCNN, diffusion); "
              "tiny data sets where the discriminator memorizes.",
-    related=["vae", "autoencoder", "pixelcnn", "rbm"],
+    relations=[
+        Relation("alternative_to", "vae", "a generator trained against a discriminator: sharp samples, no likelihood"),
+    ],
     config=Config, build=GAN, objective=Adversarial, task="generation",
     train=Train(epochs=60, batch_size=512, lr=1e-3, schedule="cosine"),
     data=Data("8gaussians"),

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from deepatlas.catalog import MAX_SIZE, Bar, Count, Data, Entry, Paper, Range, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, MAX_SIZE, Paper, Range, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.generative import Generative, bits_per_dim, pixel_baseline_nll, pixel_log_probs
 
@@ -231,7 +231,9 @@ register(Entry(
     when_not="Fast sampling (one network pass per pixel: use a GAN, VAE or a flow); global structure on large "
              "images (the masked stack has a blind spot and a limited receptive field); a latent code to "
              "edit or interpolate (VAE).",
-    related=["vae", "gan", "wavenet", "rbm", "lenet"],
+    relations=[
+        Relation("alternative_to", "vae", "exact likelihood pixel by pixel with masked convolutions; slow sampling"),
+    ],
     config=Config, build=PixelCNN, objective=PixelCNNObjective, task="generation",
     # 30 epochs: 0.72 of the baseline's bits/dim on test in ~20 s on a quiet core; gated=true reaches 0.68
     train=Train(epochs=30, batch_size=32, lr=3e-3),

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Positive, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, Paper, Positive, Range, Relation, Size, Train, register
 from deepatlas.tasks.generative import Generative
 
 
@@ -219,7 +219,10 @@ register(Entry(
                 "the building block of deep belief nets.",
     when_not="Modern image generation or density estimation: the partition function is intractable, CD-trained "
              "samples mix poorly; VAEs, autoregressive models or diffusion do better.",
-    related=["dbn", "autoencoder", "vae", "pixelcnn"],
+    relations=[
+        Relation("alternative_to", "vae", "energy-based, trained by contrastive divergence instead of a variational "
+                 "bound"),
+    ],
     config=Config, build=build, objective=RBMObjective, task="generation",
     train=Train(epochs=15, batch_size=16, lr=3e-2, schedule="cosine"),
     data=Data("digits", binarize=True),

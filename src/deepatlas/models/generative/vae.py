@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, NonNegative, Paper, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, NonNegative, Paper, Range, Relation, Size, Train, register
 from deepatlas.models.generative.autoencoder import Decoder, Encoder
 from deepatlas.nn.activations import Activation
 from deepatlas.tasks.generative import Generative
@@ -132,7 +132,11 @@ register(Entry(
                 "representation learning, a likelihood bound, anomaly scores; stable training in minutes.",
     when_not="Sharp, high-fidelity samples (GANs and diffusion models do better; VAE samples are blurry); "
              "exact likelihoods (PixelCNN, flows).",
-    related=["autoencoder", "denoising_autoencoder", "gan", "pixelcnn", "rbm"],
+    relations=[
+        Relation("builds_on", "autoencoder", "a probabilistic encoder and decoder trained on the ELBO with "
+                 "reparameterization"),
+        Relation("alternative_to", "gan", "a likelihood bound and a smooth latent space, blurrier samples"),
+    ],
     config=Config, build=VAE, objective=VAEObjective, task="generation",
     train=Train(epochs=250, batch_size=64, lr=2e-3, schedule="cosine"),
     data=Data("digits"),

@@ -31,7 +31,7 @@ from rich.progress import track
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Positive, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, Paper, Positive, Range, Relation, Size, Train, register
 from deepatlas.data.audio import SAMPLE_RATE, mu_law_decode, mu_law_encode
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.generative import Generative, pixel_log_probs
@@ -222,7 +222,10 @@ register(Entry(
     when_not="Real-time generation without caching or distillation (one network step per sample); structure "
              "longer than the receptive field (seconds of audio need many layers or a hierarchy); "
              "sequence classification or forecasting (tcn, lstm).",
-    related=["tcn", "pixelcnn", "lstm", "gpt"],
+    relations=[
+        Relation("builds_on", "pixelcnn", "PixelCNN's gated masked convolutions as dilated causal 1-D convolutions "
+                 "for audio"),
+    ],
     config=Config, build=WaveNet, objective=WaveNetObjective, task="generation",
     # windows of 250 samples, 32 per clip: at the same samples per step, many short windows learned faster than
     # 8 of 1,000 (validation ratio 0.47 against 0.60 after two epochs); the whole 512-sample receptive field is

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from deepatlas.catalog import (MAX_SIZE, Bar, Count, Data, Entry, Paper, Positive, Probability, Range, Size, Train,
-                               register)
+from deepatlas.catalog import (Bar, Count, Data, Entry, MAX_SIZE, Paper, Positive, Probability, Range, Relation,
+                              Size, Train, register)
 from deepatlas.data.text import CLS, MASK, PAD, SEP, SPECIALS
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.language.transformer import Block, padding_mask
@@ -268,7 +268,10 @@ register(Entry(
                 "on little labelled data.",
     when_not="Generating text (it has no left-to-right factorization: use GPT or an encoder-decoder); "
              "very long inputs (attention is quadratic in length); tiny problems a bag of words solves.",
-    related=["gpt", "transformer", "elmo"],
+    relations=[
+        Relation("uses", "transformer", "a Transformer encoder"),
+        Relation("alternative_to", "gpt", "bidirectional masked-language-model pre-training instead of left-to-right"),
+    ],
     config=Config, build=BERT, objective=BertObjective, task="language_model",
     # characters in short windows (two segments of 8): learned positions train much faster than for 128;
     # 2,000 steps. Topics: words (a sentence is ~8 tokens), 500 masked-LM steps, then 1,500 fine-tuning steps.

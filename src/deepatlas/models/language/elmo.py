@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from deepatlas.catalog import (MAX_SIZE, Bar, Count, Data, Entry, Paper, Positive, Probability, Range, Size, Train,
-                               register)
+from deepatlas.catalog import (Bar, Count, Data, Entry, MAX_SIZE, Paper, Positive, Probability, Range, Relation,
+                              Size, Train, register)
 from deepatlas.data.text import PAD
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.sequence.lstm import LSTM_CELL
@@ -329,7 +329,12 @@ register(Entry(
                 "recurrent alternative to fine-tuning a transformer.",
     when_not="When a pretrained transformer (BERT, GPT) fits the budget: it is usually more accurate and "
              "trains in parallel; for static word vectors, word2vec/GloVe/fastText are far cheaper.",
-    related=["lstm", "word2vec", "fasttext", "gpt", "bert"],
+    relations=[
+        Relation("uses", "lstm", "bidirectional LSTM language models over a character convolution"),
+        Relation("builds_on", "word2vec", "a vector per word in its context instead of one per word"),
+        Relation("alternative_to", "bert", "contextual vectors from recurrent language models rather than a "
+                 "Transformer"),
+    ],
     config=Config, build=ELMo, objective=BiLM, task="language_model",
     train=Train(epochs=1, batch_size=32, lr=1.5e-2, grad_clip=1.0, warmup=50),
     data=Data("stdlib-text", tokens="word", vocab=1000),

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.data.words import N_SPECIALS
 from deepatlas.tasks.embedding import (
@@ -196,7 +196,9 @@ register(Entry(
     when_not="Meaning that depends on the sentence (ELMo, BERT); when spelling says nothing of meaning "
              "(codes, identifiers, invented names) the n-grams only add parameters and time (word2vec); a "
              "global count matrix is at hand (GloVe).",
-    related=["word2vec", "glove"],
+    relations=[
+        Relation("builds_on", "word2vec", "skip-gram over character n-grams: vectors for words never seen"),
+    ],
     config=Config, build=FastText, objective=FastTextObjective, task="embedding",
     train=Train(epochs=10, batch_size=1024, lr=2e-2, schedule="cosine"),
     data=Data("planted-semantics", tokens="word"),

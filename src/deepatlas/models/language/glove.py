@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Positive, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Positive, Relation, Size, Train, register
 from deepatlas.data.words import PAD
 from deepatlas.tasks.embedding import EmbeddingObjective
 
@@ -153,7 +153,10 @@ register(Entry(
     when_not="Words outside the vocabulary (fastText builds them from character n-grams); vocabularies so "
              "large that the non-zero counts do not fit in memory (stream the text with word2vec); meaning "
              "that depends on the sentence (ELMo, BERT).",
-    related=["word2vec", "fasttext"],
+    relations=[
+        Relation("alternative_to", "word2vec", "fits global co-occurrence log-counts rather than predicting local "
+                 "context"),
+    ],
     config=Config, build=GloVe, objective=GloVeObjective, task="embedding",
     train=Train(epochs=30, batch_size=512, lr=2e-2, weight_decay=0.1, schedule="cosine"),
     data=Data("planted-semantics", tokens="word"),

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Positive, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Positive, Probability, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.language.transformer import Block
 from deepatlas.tasks.language import NextToken, sample_next
@@ -121,7 +121,10 @@ register(Entry(
     when_not="Tasks that read a whole input at once to label it (BERT's bidirectional encoder sees both "
              "sides); tiny data or compute, where an n-gram or a small LSTM is cheaper; exact long-range "
              "recall past the context window.",
-    related=["bert", "transformer", "lstm"],
+    relations=[
+        Relation("uses", "transformer", "a decoder-only Transformer, causally masked"),
+        Relation("alternative_to", "bert", "left-to-right generation instead of masked bidirectional encoding"),
+    ],
     config=Config, build=GPT, objective=NextToken, task="language_model",
     # short windows: learned absolute positions train much faster for T = 32 than for 128 (ce_vs_bigram 0.75
     # vs 0.96 after the same 600 steps of 1,024 characters); 1,200 such steps: a large corpus is trained for a

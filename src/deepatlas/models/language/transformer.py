@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.regularization import DropPath
 from deepatlas.tasks.translation import BOS, EOS, PAD, Translation
@@ -399,7 +399,10 @@ register(Entry(
     when_not="Tiny data (an RNN seq2seq or a rule may do as well with less tuning); very long inputs, where "
              "attention's cost grows with the square of the length; tasks that only continue text (a "
              "decoder-only model such as GPT) or only classify it (an encoder such as BERT).",
-    related=["seq2seq", "gpt", "bert", "vit"],
+    relations=[
+        Relation("builds_on", "seq2seq", "replaces recurrence with attention in the encoder-decoder"),
+        Relation("alternative_to", "lstm", "attention over all positions in parallel instead of a recurrent state"),
+    ],
     config=Config, build=Transformer, objective=objective, task="translation",
     train=Train(epochs=3, batch_size=128, lr=2e-3, schedule="inverse_sqrt", warmup=300, grad_clip=1.0),
     data=Data("dates"),

@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Relation, Size, Train, register
 from deepatlas.tasks.embedding import (
     EmbeddingObjective,
     context_pairs,
@@ -124,7 +124,10 @@ register(Entry(
     when_not="Words outside the vocabulary (fastText builds them from character n-grams); meaning that "
              "depends on the sentence (contextual models: ELMo, BERT); a global count matrix is at hand "
              "(GloVe fits it directly).",
-    related=["glove", "fasttext", "elmo", "bert"],
+    relations=[
+        Relation("alternative_to", "glove", "predicts context words from local windows rather than fitting global "
+                 "co-occurrence counts"),
+    ],
     config=Config, build=Word2Vec, objective=Word2VecObjective, task="embedding",
     train=Train(epochs=20, batch_size=1024, lr=3e-2, schedule="cosine"),
     data=Data("planted-semantics", tokens="word"),

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Positive, Range, Size, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Range, Relation, Size, Train,
+                              register)
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, rollout
 
 
@@ -135,7 +136,10 @@ register(Entry(
                 "REINFORCE and PPO, for discrete or continuous actions.",
     when_not="When stability matters (one step per rollout with no trust region: PPO is steadier), or costly "
              "environment steps (it reuses no data; prefer DQN).",
-    related=["reinforce", "ppo", "dqn"],
+    relations=[
+        Relation("builds_on", "reinforce", "a learned critic as the baseline: advantage actor-critic over parallel "
+                 "environments"),
+    ],
     config=Config, build=A2C.build, objective=lambda model: model, task="rl",
     train_keys=("stop_at", "lr"),
     train=Train(lr=7e-4, stop_at=500.0),

@@ -38,8 +38,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Size, Train,
-                               register)
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Probability, Relation, Size,
+                              Train, register)
 from deepatlas.data.boardgames import TicTacToe, perfect_move, random_move
 from deepatlas.data.envs import TEST_SEED, VAL_SEED, Environment
 from deepatlas.tasks.rl import Algorithm, mlp
@@ -398,7 +398,10 @@ register(Entry(
                 "data needed, and the search makes the trained network play far above its raw policy.",
     when_not="Unknown or stochastic dynamics without a model (see mpc or model-free methods), single-agent "
              "control with continuous actions, or when each move cannot afford many network evaluations.",
-    related=["reinforce", "dqn", "mpc"],
+    relations=[
+        Relation("alternative_to", "dqn", "plans with tree search guided by a policy-value network, trained by "
+                 "self-play"),
+    ],
     config=Config, build=build, objective=lambda model: model, task="rl",
     # no stop_at: the first validation without a loss to the perfect player can come (iteration 5) before the
     # play against the random player is sharp; 40 iterations take about a third of the budget, and the latest

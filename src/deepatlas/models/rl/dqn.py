@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Range, Size, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Probability, Range, Relation, Size,
+                              Train, register)
 from deepatlas.tasks.rl import Algorithm, EnvSizes, ReplayBuffer, mlp
 
 
@@ -209,7 +210,11 @@ register(Entry(
                 "transition many times, so it needs fewer steps than on-policy methods such as REINFORCE.",
     when_not="Continuous actions (the max over actions is not computable: use an actor-critic or PPO), or when "
              "stable, monotone learning matters more than sample efficiency (Q-learning can oscillate).",
-    related=["reinforce", "a2c", "ppo", "mlp"],
+    relations=[
+        Relation("alternative_to", "reinforce", "value-based: learns Q with replay and a target network instead of a "
+                 "policy gradient"),
+        Relation("uses", "mlp", "an MLP Q-network"),
+    ],
     config=Config, build=build, objective=lambda model: model, task="rl",
     train_keys=("stop_at", "lr", "batch_size"),
     train=Train(lr=2.3e-3, batch_size=64, stop_at=500.0),

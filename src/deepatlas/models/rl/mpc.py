@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.rl import Algorithm, to_env_action
 
@@ -377,7 +377,11 @@ register(Entry(
                 "continuous control with short horizons.",
     when_not="Acting must be fast (every step runs a search through the model), long-horizon or sparse-reward "
              "tasks beyond the planning horizon, high-dimensional observations (pixels), or an unknown reward.",
-    related=["alphazero", "ppo", "a2c", "dqn", "reinforce", "mlp"],
+    relations=[
+        Relation("alternative_to", "ppo", "model-based: learns the dynamics and plans with CEM instead of learning a "
+                 "policy"),
+        Relation("uses", "mlp", "an ensemble of probabilistic MLPs is its dynamics model"),
+    ],
     config=Config, build=build, objective=lambda model: model, task="rl",
     train_keys=("stop_at", "lr"),
     train=Train(lr=1e-3),

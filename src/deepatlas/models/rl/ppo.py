@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Positive, Range, Size, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, NonNegative, Paper, Positive, Range, Relation, Size, Train,
+                              register)
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, rollout
 
 
@@ -177,7 +178,9 @@ register(Entry(
                 "progress with little tuning matters more than sample efficiency.",
     when_not="Costly environment steps (off-policy DQN or SAC reuse data far more), sparse rewards that need "
              "deliberate exploration, or tiny problems where REINFORCE is enough.",
-    related=["reinforce", "a2c", "dqn"],
+    relations=[
+        Relation("builds_on", "a2c", "clips the policy ratio so each rollout trains several epochs safely"),
+    ],
     config=Config, build=PPO.build, objective=lambda model: model, task="rl",
     train_keys=("stop_at", "lr"),
     train=Train(lr=1e-3, stop_at=500.0),

@@ -27,7 +27,7 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Range, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Range, Relation, Size, Train, register
 from deepatlas.tasks.rl import EnvSizes, PolicyGradient, gae, to_env_action
 
 
@@ -125,7 +125,9 @@ register(Entry(
                 "(A2C, PPO) refines; discrete or continuous actions with no value bootstrapping to tune.",
     when_not="Long or never-ending episodes (it waits for the end of each), costly environment steps "
              "(it is sample-hungry: prefer DQN or PPO), or when stable monotone progress matters.",
-    related=["mlp"],
+    relations=[
+        Relation("uses", "mlp", "an MLP policy trained by the score-function gradient"),
+    ],
     config=Config, build=Reinforce.build, objective=lambda model: model, task="rl",
     train_keys=("stop_at", "lr"),
     train=Train(lr=3e-3, stop_at=500.0),

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Probability, Range, Relation, Size, Train, register
 from deepatlas.models.vision import resnet
 from deepatlas.tasks.detection import Segmentation
 
@@ -146,7 +146,11 @@ register(Entry(
                 "dense predictor to start from; inputs of varying size.",
     when_not="When boundaries must be precise or objects are tiny (a U-Net's full decoder or dilated networks "
              "recover detail better); when instances must be told apart (instance segmentation).",
-    related=["unet", "resnet", "vgg", "faster_rcnn", "yolo"],
+    relations=[
+        Relation("uses", "resnet", "a ResNet classifier made fully convolutional is its encoder"),
+        Relation("alternative_to", "unet", "a coarse score map upsampled with a few skips, where U-Net decodes "
+                 "symmetrically"),
+    ],
     config=Config, build=FCN, objective=Segmentation, task="segmentation",
     train=Train(epochs=30, batch_size=16, lr=3e-3, weight_decay=1e-4),
     data=Data("shapes", flip=True),

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Relation, Size, Train, register
 from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
@@ -143,7 +143,10 @@ register(Entry(
                 "25% fewer recurrent weights; often as good and quicker to train on small data.",
     when_not="Very long sequences that must train fast (TCN or transformer); tasks that need counting or an "
              "unbounded memory, where the LSTM's separate cell does better; purely local patterns (CNN).",
-    related=["lstm", "rnn", "tcn", "seq2seq"],
+    relations=[
+        Relation("variant_of", "lstm", "two gates and no separate cell: fewer parameters, similar memory"),
+        Relation("alternative_to", "tcn", "recurrence, unbounded history, sequential steps"),
+    ],
     config=Config, build=build, objective=SequenceObjective, task="sequence",
     train=Train(epochs=2, batch_size=64, lr=1e-2, grad_clip=1.0),
     data=Data("adding-200"),

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Real, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Probability, Real, Relation, Size, Train, register
 from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
@@ -150,7 +150,9 @@ register(Entry(
                 "(bidirectional), forecasting, streaming with a small state; the robust recurrent default.",
     when_not="Very long sequences that must train fast (TCN or transformer run all steps in parallel); "
              "short, local patterns where a CNN or plain RNN is enough; when a GRU's fewer parameters suffice.",
-    related=["rnn", "gru", "tcn", "seq2seq"],
+    relations=[
+        Relation("builds_on", "rnn", "a gated cell with a constant error carousel against vanishing gradients"),
+    ],
     config=Config, build=build, objective=SequenceObjective, task="sequence",
     train=Train(epochs=2, batch_size=64, lr=1e-2, grad_clip=1.0),
     data=Data("adding-200"),

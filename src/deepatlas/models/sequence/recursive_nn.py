@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Relation, Size, Train, register
 from deepatlas.tasks import Objective
 
 
@@ -138,7 +138,11 @@ register(Entry(
                 "labels that compose along it; when you want a label for every subtree, not only the whole.",
     when_not="Plain sequences or inputs without a reliable tree (use an LSTM, GRU or transformer); very large "
              "corpora, where tree batching is slower than sequence models.",
-    related=["rnn", "lstm", "seq2seq", "mlp"],
+    relations=[
+        Relation("builds_on", "rnn", "composes along a parse tree instead of a chain"),
+        Relation("alternative_to", "lstm", "structure given by a tree rather than learned from a sequence read in "
+                 "order"),
+    ],
     config=Config, build=RecursiveNN, objective=TreeObjective,
     train=Train(epochs=8, batch_size=64, lr=1e-3),
     data=Data("expressions"),

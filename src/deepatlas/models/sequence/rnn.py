@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Relation, Size, Train, register
 from deepatlas.nn.recurrent import Cell, Init, RecurrentNet, grad_w_hh
 from deepatlas.tasks.sequence import SequenceObjective
 
@@ -105,7 +105,9 @@ register(Entry(
                 "models and streaming where every multiply counts.",
     when_not="Dependencies longer than a few dozen steps (vanishing gradients: use an LSTM, GRU or TCN); "
              "long sequences that must train fast (TCN, transformer).",
-    related=["lstm", "gru", "tcn", "mlp"],
+    relations=[
+        Relation("builds_on", "mlp", "feeds its hidden state back: an MLP unrolled in time with shared weights"),
+    ],
     config=Config, build=build, objective=SequenceObjective, task="sequence",
     train=Train(epochs=5, batch_size=64, lr=1e-3, grad_clip=1.0),
     data=Data("adding-50"),

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Probability, Relation, Size, Train, register
 from deepatlas.models.sequence.gru import GRU_CELL
 from deepatlas.models.sequence.lstm import LSTM_CELL
 from deepatlas.nn.recurrent import Recurrent
@@ -284,7 +284,10 @@ register(Entry(
                 "its attention maps show which source positions each output used.",
     when_not="Large data and long sequences, where the transformer trains faster in parallel and scales "
              "better; outputs aligned one-to-one with the input (tag with an RNN or TCN instead).",
-    related=["lstm", "gru", "rnn"],
+    relations=[
+        Relation("builds_on", "rnn", "an encoder RNN and a decoder RNN with additive attention between them"),
+        Relation("uses", "gru", "gated recurrent cells in its encoder and decoder"),
+    ],
     config=Config, build=Seq2Seq, objective=Translation, task="translation",
     train=Train(epochs=3, batch_size=64, lr=3e-3, grad_clip=1.0),
     data=Data("dates"),

@@ -27,7 +27,7 @@ from typing import Annotated
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Range, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.sequence import SequenceObjective
 
@@ -133,7 +133,12 @@ register(Entry(
     when_not="Dependencies longer than any affordable receptive field, or of unbounded length; streaming "
              "one step at a time with tiny memory (an RNN's state is smaller than the TCN's input history); "
              "when every output must see the whole sequence in both directions (bidirectional RNN, transformer).",
-    related=["lstm", "gru", "rnn", "seq2seq"],
+    relations=[
+        Relation("builds_on", "wavenet", "WaveNet's dilated causal convolutions with residual blocks, for any "
+                 "sequence task"),
+        Relation("alternative_to", "lstm", "convolutions instead of recurrence: parallel over time, a bounded "
+                 "receptive field"),
+    ],
     config=Config, build=TCN, objective=SequenceObjective, task="sequence",
     # k=4 over 6 levels (r = 379) left the adding problem's initial plateau in every seed tried; k=8 over
     # 4 levels (r = 211, just over T = 200) and k=6 over 5 levels sometimes stayed on it for 1500+ steps

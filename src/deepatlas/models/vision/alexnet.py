@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Probability, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, Paper, Probability, Range, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.classification import Classification
 
@@ -152,7 +152,10 @@ register(Entry(
     when_to_use="Teaching the jump from LeNet to deep CNNs; a simple, fast plain-CNN baseline on small images.",
     when_not="Anything where accuracy per parameter matters: its huge fully connected layers are wasteful, and "
              "VGG, Inception and above all ResNet are better at every size.",
-    related=["lenet", "vgg", "inception", "resnet"],
+    relations=[
+        Relation("builds_on", "lenet", "a deeper, wider LeNet with ReLU, dropout, overlapping pooling and "
+                 "augmentation"),
+    ],
     config=Config, build=AlexNet, objective=Classification, task="image_classification",
     train=Train(epochs=30, batch_size=64, lr=1e-3, weight_decay=1e-4),
     data=Data("digits", image_size=16),

@@ -24,7 +24,7 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, NonNegative, Paper, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, NonNegative, Paper, Range, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.regularization import DropPath, LayerScale
 from deepatlas.tasks.classification import Classification
@@ -148,7 +148,11 @@ register(Entry(
                 "locality and arbitrary input sizes.",
     when_not="Tiny datasets and short training runs, where its weak inductive bias per layer and long schedules "
              "lose to a BN ResNet; very low-latency settings (depthwise convs are memory-bound).",
-    related=["resnet", "vit", "xception", "inception"],
+    relations=[
+        Relation("builds_on", "resnet", "ResNet modernized with ViT-era design: 7x7 depthwise kernels, LayerNorm, "
+                 "inverted bottlenecks"),
+        Relation("alternative_to", "vit", "a pure convolutional network matching what Transformers brought to vision"),
+    ],
     config=Config, build=ConvNeXt, objective=Classification, task="image_classification",
     train=Train(epochs=20, batch_size=32, lr=2e-3, weight_decay=0.05),
     data=Data("digits", image_size=16, crop_pad=1),

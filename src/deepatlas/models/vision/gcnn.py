@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import MAX_SIZE, Bar, Data, Entry, Paper, Probability, Range, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, Paper, Probability, Range, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tasks.classification import Classification
 
@@ -179,7 +179,12 @@ register(Entry(
                 "rotated digits), especially with little data: the symmetry is built in rather than learned.",
     when_not="Upright natural images, where orientation carries meaning (6 vs 9) and a plain CNN or ViT is "
              "cheaper: a p4 layer costs 4x the compute of a Z2 layer with the same channels.",
-    related=["lenet", "resnet", "vgg"],
+    relations=[
+        Relation("builds_on", "lenet", "lifts convolution to rotations: feature maps over the p4 group, equivariant "
+                 "by construction"),
+        Relation("alternative_to", "resnet", "rotation invariance built in rather than learned from rotated training "
+                 "images"),
+    ],
     config=Config, build=GCNN, objective=Classification, task="image_classification",
     train=Train(epochs=30, batch_size=32, lr=3e-3, weight_decay=1e-4),
     data=Data("rotated-digits", image_size=16),

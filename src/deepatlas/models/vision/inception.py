@@ -31,7 +31,8 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.catalog import (Bar, Data, Entry, NonNegative, Paper, Positive, Probability, Range, Relation, Size,
+                              Train, register)
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.conv import ConvNormAct, classifier_head
 from deepatlas.tasks.classification import Classification, accuracy
@@ -182,7 +183,12 @@ register(Entry(
                 "efficient CNN (ResNet's bottleneck, Xception, MobileNet) builds on.",
     when_not="When simplicity matters: the hand-designed branch widths are fiddly to scale, and ResNet or "
              "ConvNeXt reach the same accuracy with one repeated block.",
-    related=["vgg", "xception", "resnet", "alexnet"],
+    relations=[
+        Relation("builds_on", "alexnet", "parallel 1x1, 3x3 and 5x5 branches behind 1x1 bottlenecks instead of one "
+                 "filter size a layer"),
+        Relation("alternative_to", "vgg", "the same year's other answer: width by branches where VGG stacks uniform "
+                 "3x3 layers"),
+    ],
     config=Config, build=GoogLeNet, objective=InceptionClassification, task="image_classification",
     train=Train(epochs=12, batch_size=64, lr=3e-3, weight_decay=1e-4),
     data=Data("digits", image_size=8),

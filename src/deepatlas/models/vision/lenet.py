@@ -20,7 +20,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Relation, Size, Train, register
 from deepatlas.nn.activations import Activation, activation
 from deepatlas.tasks.classification import Classification
 
@@ -72,7 +72,10 @@ register(Entry(
             "end to end by back-propagation.",
     when_to_use="Small grey images (digits, glyphs, small sensors); teaching convolution and pooling; a fast baseline.",
     when_not="Natural images at modern resolutions, where deeper residual networks or ViTs win by far.",
-    related=["mlp", "alexnet", "resnet", "gcnn"],
+    relations=[
+        Relation("builds_on", "mlp", "replaces dense layers by shared convolutional filters and subsampling: fewer "
+                 "weights, shift tolerance"),
+    ],
     config=Config, build=LeNet, objective=Classification, task="image_classification",
     train=Train(epochs=30, batch_size=64, lr=3e-3, weight_decay=1e-4),
     data=Data("digits", image_size=16),

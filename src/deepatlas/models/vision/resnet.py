@@ -27,7 +27,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Positive, Relation, Size, Train, register
 from deepatlas.nn.conv import classifier_head
 from deepatlas.tasks.classification import Classification
 
@@ -205,7 +205,10 @@ register(Entry(
                 "and segmentation; strong, well-understood, fast on any hardware.",
     when_not="Very small inputs or datasets where LeNet suffices; when global context matters more than local "
              "texture and data is plentiful (ViT); tiny compute budgets (depthwise-separable nets).",
-    related=["lenet", "vgg", "inception", "residual_mlp", "convnext", "xception"],
+    relations=[
+        Relation("builds_on", "vgg", "identity shortcuts let a VGG-style stack of 3x3 convolutions grow far deeper"),
+        Relation("alternative_to", "inception", "depth by residual blocks where Inception widens by branches"),
+    ],
     config=Config, build=ResNet, objective=Classification, task="image_classification",
     train=Train(epochs=15, batch_size=64, lr=3e-3, weight_decay=5e-4),
     data=Data("digits", image_size=16, crop_pad=1, rotate=10),

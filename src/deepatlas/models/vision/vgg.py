@@ -28,7 +28,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Size, Train, register
+from deepatlas.catalog import Bar, Data, Entry, Paper, Probability, Relation, Size, Train, register
 from deepatlas.nn.conv import ConvNormAct
 from deepatlas.tasks.classification import Classification
 
@@ -114,7 +114,11 @@ register(Entry(
                 "where its simple hierarchy of features is well understood.",
     when_not="When compute or parameters are limited: ResNet and ConvNeXt are more accurate for far less, "
              "and plain stacks past ~20 layers stop training well without residual connections.",
-    related=["alexnet", "inception", "resnet", "convnext"],
+    relations=[
+        Relation("builds_on", "alexnet", "only 3x3 convolutions, stacked deeper in uniform blocks"),
+        Relation("alternative_to", "inception", "simpler and heavier: depth by plain stacks instead of multi-branch "
+                 "modules"),
+    ],
     config=Config, build=VGG, objective=Classification, task="image_classification",
     train=Train(epochs=20, batch_size=64, lr=2e-3, weight_decay=1e-4),
     data=Data("digits", image_size=32),

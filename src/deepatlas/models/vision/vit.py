@@ -27,7 +27,8 @@ from typing import Annotated
 import torch
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Positive, Probability, Range, Size, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, Paper, Positive, Probability, Range, Relation, Size, Train,
+                              register)
 from deepatlas.errors import DeepAtlasError
 from deepatlas.models.language.transformer import Block
 from deepatlas.nn.patch import PatchEmbed
@@ -122,7 +123,11 @@ register(Entry(
                 "when images share a backbone with text or other token sequences.",
     when_not="Small datasets trained from scratch without heavy augmentation, where CNNs (ResNet, ConvNeXt) "
              "learn faster thanks to their locality and translation bias.",
-    related=["resnet", "convnext", "gcnn"],
+    relations=[
+        Relation("builds_on", "transformer", "a Transformer encoder over image patches instead of word tokens"),
+        Relation("alternative_to", "resnet", "no convolutional prior: attention over all patches, wants more data or "
+                 "augmentation"),
+    ],
     config=Config, build=ViT, objective=Classification, task="image_classification",
     train=Train(epochs=40, batch_size=64, lr=2e-3, weight_decay=0.05),
     data=Data("digits", image_size=16, crop_pad=1, rotate=10.0),

@@ -35,7 +35,8 @@ from typing import Annotated
 
 from torch import Tensor, nn
 
-from deepatlas.catalog import MAX_SIZE, Bar, Count, Data, Entry, Paper, Probability, Range, Size, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, MAX_SIZE, Paper, Probability, Range, Relation, Size, Train,
+                              register)
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.conv import ConvNormAct, SeparableConv, classifier_head
 from deepatlas.tasks.classification import Classification
@@ -151,7 +152,11 @@ register(Entry(
                 "with fewer parameters and a simple, uniform design; mobile-style compute budgets.",
     when_not="Hardware where depthwise convolutions are slow relative to dense ones; tiny images and datasets "
              "where a small ResNet is simpler and as accurate.",
-    related=["inception", "resnet", "convnext", "vgg"],
+    relations=[
+        Relation("builds_on", "inception", "the extreme Inception: depthwise separable convolutions in place of its "
+                 "branches"),
+        Relation("uses", "resnet", "residual connections around its separable blocks"),
+    ],
     config=Config, build=Xception, objective=Classification, task="image_classification",
     train=Train(epochs=12, batch_size=64, lr=3e-3, weight_decay=5e-4),
     data=Data("digits", image_size=16, crop_pad=1),
