@@ -217,12 +217,14 @@ def _objective(entry: Entry, config, spec: dict):
 
 
 def train(name: str | None = None, *, data: str | None = None, env: str | None = None, target: str | None = None,
-          column: str | None = None, task: str | None = None, overrides: dict | None = None, seed: int = 0, out: str | Path | None = None,
-          max_time: float | None = None, resume: str | Path | None = None, scaling=None) -> dict:
+          column: str | None = None, task: str | None = None, overrides: dict | None = None, seed: int = 0,
+          out: str | Path | None = None, max_time: float | None = None, resume: str | Path | None = None,
+          scaling=None) -> dict:
     """Train entry `name` (or resume the run in `resume`) and return its metrics (with "run_dir").
 
-    `data`: an embedded dataset's name or your file or folder; `env`: rl: a gymnasium environment id; `target`: a table's label column; `column`: a series'
-    value column; `task`: "classification" or "regression" for a table's target (default: from its values);
+    `data`: an embedded dataset's name or your file or folder; `env`: rl: a gymnasium environment id; `target`: a
+    table's label column; `column`: a series' value column; `task`: "classification" or "regression" for a table's
+    target (default: from its values);
     `overrides`: {key: value} of the entry's model, train and data settings (the CLI's --set); `max_time`: seconds;
     `scaling`: Fabric's flags (`Scaling(accelerator, devices, strategy, num_nodes, precision)`)."""
     import torch
@@ -413,8 +415,11 @@ def _read(run_dir: str | Path) -> tuple:
 
 def load_objective(run_dir: str | Path):
     """The trained objective (an nn.Module: its forward gives the network's output) of a run, in eval mode."""
+    return _trained(*_read(run_dir))
+
+
+def _trained(run, saved: dict, entry: Entry, config):
     from deepatlas.engine.checkpoint import load_weights
-    run, saved, entry, config = _read(run_dir)
     if not run.model.exists():
         raise DeepAtlasError(f"{run.path}: no model.safetensors (did the run finish? resume it with "
                              f"{option('resume')}RUN_DIR)")
@@ -437,9 +442,9 @@ class Predictor:
     objective's forward on encoded inputs."""
 
     def __init__(self, run_dir: str | Path):
-        _, saved, self.entry, self.config = _read(run_dir)
+        run, saved, self.entry, self.config = _read(run_dir)
         self.run_dir, self.spec, self.task = Path(run_dir), saved["data"], task_of(self.entry)
-        self.objective = load_objective(run_dir)
+        self.objective = _trained(run, saved, self.entry, self.config)
         self.model = self.objective.model
 
     def __repr__(self) -> str:
@@ -475,21 +480,32 @@ def baseline(run_dir: str | Path, data: str | None = None, split: str = "test", 
     the task has none. On a user's file (`data`) it is fitted on the run's training split, or on the file itself
     where the training data is no longer there."""
     _, saved, entry, _ = _read(run_dir)
-    task, options = task_of(entry), saved_settings(saved).options
-    try:
-        splits = task.load(options, saved.get("target"))
-    except DeepAtlasError:
-        if data is None:
-            raise
-        splits = None
+    task = task_of(entry)
+    splits = _run_data(task, saved, required=data is None)
     examples = None if data is None else task.read_labeled(saved["data"], data)
     return task.baseline(saved["data"], splits, split, episodes, examples)
 
 
+def _run_data(task, saved: dict, required: bool = True):
+    """The data a run trained on (its Splits, or its environment), checked unchanged; None where it is gone and not
+    `required` (a user's file measured instead)."""
+    options = saved_settings(saved).options
+    try:
+        splits = task.load(options, saved.get("target"))
+    except DeepAtlasError:
+        if required:
+            raise
+        return None
+    if task.loop == "fit" and splits.spec != saved["data"]:
+        raise DeepAtlasError(f"{options.data}: data changed since the run was trained")
+    return splits
+
+
 def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
-             episodes: int | None = None) -> dict[str, float]:
+             episodes: int | None = None, with_baseline: bool = False) -> dict:
     """Metrics of a trained run on a held-out split of its own data, or on all rows of a user's file.
-    Methods that own their loop: the return over `episodes` (default 20) episodes with the split's fixed seeds."""
+    Methods that own their loop: the return over `episodes` (default 20) episodes with the split's fixed seeds.
+    `with_baseline`: also {"baseline": ...} (see `baseline`), on the same examples and data loaded once."""
     from torch.utils.data import DataLoader
 
     from deepatlas.engine.loop import Scaling, evaluate_loader, make_fabric
@@ -497,24 +513,28 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
     _, saved, entry, _ = _read(run_dir)
     task = task_of(entry)
     objective = load_objective(run_dir)
-    options = saved_settings(saved).options
     if task.loop == "own":
         if data is not None:
-            raise DeepAtlasError(f"--data: {entry.name} is evaluated where it trained ({options.data})")
-        return objective.evaluate(task.load(options), split, episodes)
+            raise DeepAtlasError(f"--data: {entry.name} is evaluated where it trained "
+                                 f"({saved_settings(saved).options.data})")
+        env = _run_data(task, saved)
+        metrics = objective.evaluate(env, split, episodes)
+        return {**metrics, "baseline": task.baseline(saved["data"], env, split, episodes)} if with_baseline else metrics
     if episodes is not None:
         raise DeepAtlasError("--episodes: only rl and evolution runs are evaluated by episodes")
     if data is None:
-        splits = task.load(options, saved.get("target"))
-        if splits.spec != saved["data"]:
-            raise DeepAtlasError(f"{options.data}: data changed since the run was trained")
+        splits = _run_data(task, saved)
         examples = getattr(splits, split)
-    else:
+    else:  # the run's own data only fits the baseline, where it is still there
+        splits = _run_data(task, saved, required=False) if with_baseline else None
         examples = task.read_labeled(saved["data"], data)
     fabric = make_fabric(Scaling(devices=1))
     loader = fabric.setup_dataloaders(DataLoader(examples, batch_size=512, collate_fn=getattr(examples, "collate", None)),
                                       use_distributed_sampler=False)
-    return evaluate_loader(fabric, fabric.setup_module(objective), loader)
+    metrics = evaluate_loader(fabric, fabric.setup_module(objective), loader)
+    if with_baseline:
+        metrics["baseline"] = task.baseline(saved["data"], splits, split, episodes, examples)
+    return metrics
 
 
 def predict(run_dir: str | Path, inputs=None, out: str | Path | None = None, render: str | Path | None = None,

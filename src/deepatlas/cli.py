@@ -134,8 +134,8 @@ def train(name, data, env, target, column, task, max_time, set_, seed, out_dir, 
     training is fitted to it: early stopping within --max-time (default: the entry's bar budget)."""
     _share_cores()
     scaling = api.Scaling(accelerator, int(devices) if devices.isdigit() else devices, strategy, num_nodes, precision)
-    result = api.train(name, data=data, env=env, target=target, column=column, task=task, overrides=_pairs(set_), seed=seed,
-                       out=out_dir, max_time=max_time, resume=resume, scaling=scaling)
+    result = api.train(name, data=data, env=env, target=target, column=column, task=task, overrides=_pairs(set_),
+                       seed=seed, out=out_dir, max_time=max_time, resume=resume, scaling=scaling)
     if "test" not in result:  # a DDP worker other than rank 0
         return
     length = f"{result['epochs']} epochs" if "epochs" in result else f"{result['steps']} steps"
@@ -165,8 +165,8 @@ def eval_(run_dir, data, episodes, as_json):
     """Evaluate a trained run on its held-out test split (rl: its test episodes) or on your file."""
     if episodes is not None and not 1 <= episodes <= 10_000:
         raise DeepAtlasError(f"--episodes {episodes}: play 1 to 10,000 episodes")
-    metrics = api.evaluate(run_dir, data=data, episodes=episodes)
-    baseline = api.baseline(run_dir, data=data, episodes=episodes)
+    metrics = api.evaluate(run_dir, data=data, episodes=episodes, with_baseline=True)
+    baseline = metrics.pop("baseline")
     if as_json:
         return _json({**metrics, **({"baseline": baseline} if baseline else {})})
     _show_metrics("", metrics, baseline)
@@ -183,7 +183,8 @@ def eval_(run_dir, data, episodes, as_json):
               help="rl runs: save the played test episode as this animated GIF")
 @click.option("--json", "as_json", is_flag=True, help="print predictions as JSON")
 @click.option("--plot", "plot_file", type=click.Path(path_type=Path),
-              help="save a plot to this PNG: the attention heat map (models with attention), the forecast (series); one file per input, numbered")
+              help="save a plot to this PNG: the attention heat map (models with attention), the forecast (series); "
+                   "one file per input, numbered")
 @click.option("--steps", type=int, help="series: how many values to forecast (default 10)")
 @click.option("--threshold", type=float, help="detection, segmentation: the lowest score kept (default 0.5)")
 @click.option("--length", type=int, help="text: tokens to generate")

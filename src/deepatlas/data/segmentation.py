@@ -184,8 +184,9 @@ def label_map(probabilities: Tensor, threshold: float) -> Tensor:
 def predict(objective, spec: dict, inputs, out: Path | None = None, threshold: float = 0.5) -> list[dict]:
     """The label map of each input (a path to an image or a folder, a PIL image, an array, or a list of these),
     seen in detection's `Windows` at the training scale (overlaps averaged) and mapped back to the input's own
-    resolution (`label_map`'s `threshold` on the object probability): {"input", "predicted" (each class's share of the pixels), "shares", "masks": {class:
-    COCO RLE over the input (uncompressed)} for each object class present}. With `out`, an overlay PNG per input
+    resolution (`label_map`'s `threshold` on the object probability): {"input", "predicted" (each class's share
+    of the pixels), "shares", "masks": {class: COCO RLE over the input (uncompressed)} for each object class
+    present}. With `out`, an overlay PNG per input
     at its own size and aspect, and its label map (`<out>-mask.png`, one byte per pixel: the class id) are
     saved (numbered when there are several)."""
     from deepatlas.data import draw

@@ -174,25 +174,14 @@ def _series_data(values: np.ndarray, window: int, spec: dict, normalize: str, se
 
 # ---- users' series: numbers and gaps -------------------------------------------------------------
 
-def _numbers(cells: list[str]) -> np.ndarray | None:
-    """A column's cells as floats, NaN at a gap ('', NaN, NA...); None if a cell is text."""
-    from deepatlas.data.tabular import MISSING
-    raw = np.array(cells, dtype=str)
-    gap = np.isin(np.char.lower(raw), list(MISSING))
-    try:
-        return np.where(gap, "nan", raw).astype(np.float64)
-    except ValueError:
-        return None
-
-
 def read_series(path: str | Path, column: str | None, missing: str = "impute") -> tuple[np.ndarray, str]:
     """One numeric column of a CSV (header row), in file order, its gaps handled as `missing` says; one-line
     errors for what is wrong. A column counts as numeric when every cell is a number or a gap."""
-    from deepatlas.data.tabular import read_csv
+    from deepatlas.data.tabular import numbers, read_csv
     columns = read_csv(path)
     if column is None:
         numeric = [c for c, cells in columns.items()
-                   if (v := _numbers(cells)) is not None and not np.isnan(v).all()]
+                   if (v := numbers(cells)) is not None and not np.isnan(v).all()]
         if len(numeric) != 1:
             raise DeepAtlasError(f"{path}: name the series column with {option('column')} (numeric columns: "
                                  f"{', '.join(numeric) or 'none'})")
@@ -200,9 +189,9 @@ def read_series(path: str | Path, column: str | None, missing: str = "impute") -
     if column not in columns:
         raise DeepAtlasError(f"{path}: no column {column!r}; columns: {', '.join(columns)}")
     cells = columns[column]
-    values = _numbers(cells)
+    values = numbers(cells)
     if values is None:  # name the first cell that is not a number (the error path may look cell by cell)
-        line, raw = next((i, c) for i, c in enumerate(cells, start=2) if _numbers([c]) is None)
+        line, raw = next((i, c) for i, c in enumerate(cells, start=2) if numbers([c]) is None)
         raise DeepAtlasError(f"{path}:{line}: column {column!r} holds {raw!r}, not a number")
     infinite = np.flatnonzero(np.isinf(values))
     if len(infinite):

@@ -229,6 +229,12 @@ def _numbers(values: np.ndarray, gaps: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def numbers(cells) -> np.ndarray | None:
+    """Text cells as float64, NaN at a gap; None when a present cell is not a number (a series' column too)."""
+    values = np.asarray(cells, dtype=str)
+    return _numbers(values, _gaps(values))
+
+
 def _days(values: np.ndarray, gaps: np.ndarray) -> np.ndarray | None:
     """ISO dates (and date-times) as days since 1970-01-01 (gaps NaN), or None when a present cell is not one."""
     present = values[~gaps]

@@ -347,8 +347,8 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                 if plan and not state.planned and max_time is not None:
                     state.planned = planned_epochs(fabric, state.elapsed, max_time, train.epochs)
                     total_steps = state.planned * len(train_loader)
-                    again = ", ".join(setting(k, v) for k, v in (("epochs", state.planned),
-                                                                   ("patience", train.patience), ("warmup", train.warmup)))
+                    plan_again = (("epochs", state.planned), ("patience", train.patience), ("warmup", train.warmup))
+                    again = ", ".join(setting(k, v) for k, v in plan_again)
                     progress.plan(total_steps, f"epoch 1 took {state.elapsed:.2f}s: up to {state.planned} epochs of "
                                                f"{len(train_loader)} steps fit in {max_time:g}s; the learning-rate "
                                                f"schedule runs over them (to repeat this plan: {again})")

@@ -111,8 +111,8 @@ class Task:
         taken = set(inspect.signature(predict).parameters) if predict is not None else set()
         for name in options:
             if name not in taken:
-                shown = ", ".join(option(k) for k in sorted(taken - {"objective", "spec", "text", "inputs", "path", "out",
-                                                                      "render"})) or "none"
+                inputs = {"objective", "spec", "text", "inputs", "path", "out", "render"}
+                shown = ", ".join(option(k) for k in sorted(taken - inputs)) or "none"
                 raise DeepAtlasError(f"{option(name)}: {self.name} predictions do not take it (they take: {shown})")
 
     def encode(self, spec: dict, raw) -> Tensor:
@@ -153,6 +153,9 @@ class Task:
 
 class Objective(nn.Module):
     """`measure(batch) -> {"loss": ..., metric: ...}` (batch means) is all a subclass writes."""
+
+    data_spec: dict = {}
+    """the run's data spec (its units, normalization, classes), set by the API when it trains or loads; read only"""
 
     def __init__(self, model: nn.Module):
         super().__init__()

@@ -44,7 +44,7 @@ class Classification(Objective):
         x, y = batch
         scores = self.model(x)                      # (B, K)
         if y.is_floating_point():
-            logs = regression(scores.reshape(y.shape), y, getattr(self, "data_spec", {}).get("target_std", 1.0))
+            logs = regression(scores.reshape(y.shape), y, self.data_spec.get("target_std", 1.0))
             if not self.training:  # the split's target moments, for its r2 (`summarize`)
                 logs.update(target_mean=y.mean(), target_square=y.square().mean())
             return logs

@@ -25,22 +25,18 @@ class SequenceObjective(Objective):
     """Logs {"loss", "mse"} for float targets (and the series' errors in units, for a series) and
     {"loss", "accuracy"} for class targets."""
 
-    @property
-    def spec(self) -> dict:
-        return getattr(self, "data_spec", {})  # the run's data spec: the API sets it when it trains or loads
-
     def forward(self, x: Tensor) -> Tensor:
         """The network's output; under RevIN where the series' windows are normalized one by one."""
-        return reversible(self.model, x) if self.spec.get("normalize") == "window" else self.model(x)
+        return reversible(self.model, x) if self.data_spec.get("normalize") == "window" else self.model(x)
 
     def measure(self, batch) -> dict[str, Tensor]:
         x, y = batch
         out = self(x)
         if y.is_floating_point():
             mse = F.mse_loss(out.reshape(y.shape), y)
-            if self.spec.get("kind") != "series" or self.training:  # units are for evaluation: training logs stay short
+            if self.data_spec.get("kind") != "series" or self.training:  # units in evaluation only: short train logs
                 return {"loss": mse, "mse": mse.detach()}
-            units = series_errors(out.detach(), y, x[:, -1], self.spec["std"])
+            units = series_errors(out.detach(), y, x[:, -1], self.data_spec["std"])
             return {**units, "loss": mse, "mse": mse.detach()}
         scores = out.reshape(-1, out.shape[-1])          # (B·T, K) or (B, K)
         labels = y.reshape(-1)

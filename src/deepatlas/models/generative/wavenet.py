@@ -202,7 +202,7 @@ class WaveNetObjective(Generative):
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         """n clips (n, sample_seconds · rate) in [−1, 1], generated from silence."""
-        rate = getattr(self, "data_spec", {}).get("sample_rate", SAMPLE_RATE)
+        rate = self.data_spec.get("sample_rate", SAMPLE_RATE)
         steps = max(2, round(self.model.cfg.sample_seconds * rate))
         silence = mu_law_encode(torch.zeros(n, device=self.unigram.device), self.model.cfg.classes)  # (n,)
         q, _ = self.model.generate(silence, steps)
