@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from deepatlas import memory
 from deepatlas.data import SPLIT_SEED, Splits, images, read_lines, shapes
 from deepatlas.data.images import letterbox, shift
-from deepatlas.errors import DeepAtlasError, notice
+from deepatlas.errors import DeepAtlasError, notice, option
 from deepatlas.nn.boxes import batched_nms, box_area
 
 EMBEDDED = {"shapes"}
@@ -724,7 +724,6 @@ def raw_inputs(raw) -> list:
 
 
 def check_threshold(threshold: float) -> float:
-    from deepatlas.errors import option
     if not 0 <= threshold <= 1:
         raise DeepAtlasError(f"{option('threshold')} {threshold}: a score threshold is in [0, 1]")
     return float(threshold)
