@@ -238,7 +238,9 @@ def sample(run_dir, n, out_file, interpolate, seed):
 @click.option("--all", "all_", is_flag=True, help="benchmark every entry")
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="write the results to this JSON file")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
-def bench(names, all_, json_file, seed):
+@click.option("--record", is_flag=True, help="also measure latency and memory, store the rows for the leaderboards "
+                                             "and run each entry on its task's other boards")
+def bench(names, all_, json_file, seed, record):
     """Train each default recipe fresh and check its bar on the held-out test split."""
     from deepatlas.tools.bench import bench as run_bench
     chosen = [c.name for c in api.cards()] if all_ else list(names or [])
@@ -251,7 +253,7 @@ def bench(names, all_, json_file, seed):
         api.card(name)  # fail on a bad name before hours of training
     results = []
     table = Table("name", "metric", "value", "goal", "seconds", "budget", "params", "passed")
-    for r in (r for name in chosen for r in run_bench(name, seed=seed)):
+    for r in (r for name in chosen for r in run_bench(name, seed=seed, record=record, say=out.print)):
         results.append(r)
         shown = r["name"] + "".join(f" {k}={v}" for k, v in r["overrides"].items())
         table.add_row(shown, r["metric"], f"{r['value']:.4f}", f"{'≥' if r['direction'] == 'max' else '≤'} {r['goal']:g}",
@@ -260,6 +262,34 @@ def bench(names, all_, json_file, seed):
         if json_file:
             json_file.write_text(json.dumps(results, indent=2) + "\n")
     out.print(table)
+
+
+@app.command()
+@click.argument("task", required=False)
+@click.option("--data", help="only the board on this embedded dataset")
+@click.option("--json", "as_json", is_flag=True, help="print the rows as a JSON array")
+def leaderboard(task, data, as_json):
+    """Every entry measured on every embedded dataset of its task (recorded by `bench --all --record`)."""
+    from deepatlas.tools import leaderboard as boards
+    boards.check(task, data)
+    found = boards.rows(task, data)
+    if as_json:
+        return _json(found)
+    groups: dict[tuple, list] = {}
+    for r in found:
+        groups.setdefault((r["task"], r["data"], r["metric"], r["direction"]), []).append(r)
+    for (task_, data_, metric, direction), group in groups.items():
+        better = "higher" if direction == "max" else "lower"
+        table = Table("#", "name", f"{metric} ({better} is better)", "train s", "params", "latency ms", "peak MiB",
+                      title=f"{task_} on {data_}", title_justify="left")
+        for rank, r in enumerate(group, 1):
+            shown = r["name"] + "".join(f" {k}={v}" for k, v in r["overrides"].items())
+            table.add_row(str(rank), shown, f"{r['value']:.4g}", f"{r['seconds']:.1f}", f"{r['params']:,}",
+                          "–" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}", f"{r['peak_mb']:.0f}")
+        out.print(table)
+    for u in boards.unable(task, data):
+        out.print(f"{u['name']} cannot run on {u['task']} {u['data']}: {escape(u['why'])}", highlight=False)
+    out.print(f"[dim]{boards.MEASURED_ON}[/dim]")
 
 
 @app.command()
@@ -283,7 +313,8 @@ def compare(names, data, seed, out_dir, chart, json_file):
     table = Table("name", f"test {metric}", "params", "train s", "latency ms", "run")
     for r in sorted(rows, key=lambda r: -r[f"test_{metric}"] if direction == "max" else r[f"test_{metric}"]):
         table.add_row(r["name"], f"{r[f'test_{metric}']:.4f}", f"{r['params']:,}", f"{r['train_seconds']:.1f}",
-                      f"{r['latency_ms']:.2f}", r["run_dir"] + (" (reused)" if r["reused"] else ""))
+                      "–" if r["latency_ms"] is None else f"{r['latency_ms']:.2f}",
+                      r["run_dir"] + (" (reused)" if r["reused"] else ""))
     out.print(table)
     chart = chart or out_dir / "compare.png"
     comparing.chart(rows, metric, chart, direction)

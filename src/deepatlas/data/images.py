@@ -132,7 +132,7 @@ def _digits() -> tuple[Tensor, np.ndarray, list[str]]:
     return torch.from_numpy(d.images).float()[:, None] / 16.0, d.target, [str(c) for c in range(10)]
 
 
-def _rotated_digits(size: int) -> tuple[Tensor, np.ndarray, list[str]]:
+def rotated_digits(size: int) -> tuple[Tensor, np.ndarray, list[str]]:
     """Every digit turned by its own random angle in [0, 360°) (seeded): rotated MNIST in miniature."""
     x, y, classes = _digits()
     x = resize(F.pad(x, (2, 2, 2, 2)), max(size, 12))  # a margin, so no stroke leaves the frame when turned
@@ -168,7 +168,7 @@ def load(source: str, image_size: int = 0, augment: Augment | None = None) -> Im
     if source == "digits":
         x, y, classes = _digits()
     elif source == "rotated-digits":
-        x, y, classes = _rotated_digits(image_size or 8)
+        x, y, classes = rotated_digits(image_size or 8)
     elif Path(source).is_dir():
         path = Path(source)
         if _idx_files(path):

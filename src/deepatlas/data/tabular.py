@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from deepatlas.data import MIN_SPLIT, Splits, split_indices
+from deepatlas.data import MIN_SPLIT, Splits, images, split_indices
 from deepatlas.errors import DeepAtlasError, given, notice, setting
 
 MISSING = {"", "na", "n/a", "n.a.", "#n/a", "nan", "null", "none", "nil", "?", "-", "<na>", "nat"}
@@ -78,12 +78,19 @@ def _sklearn(loader: str, keep=None):
     return load
 
 
+def _flat_images(x: torch.Tensor, y: np.ndarray, classes: list[str]):
+    """An embedded image set as a table of pixels, so the table classifiers take a place on its leaderboard."""
+    x = x.flatten(1).double().numpy()
+    return x, np.asarray(y), [f"pixel{i}" for i in range(x.shape[1])], classes
+
+
 EMBEDDED = {
     "breast_cancer": _sklearn("load_breast_cancer"),
     "wine": _sklearn("load_wine"),
     "iris": _sklearn("load_iris"),
     "iris_setosa": _sklearn("load_iris", keep=lambda y, c: ((y == 0).astype(int), ["other", "setosa"])),
     "digits": _sklearn("load_digits"),  # 8x8 images flattened to 64 features
+    "rotated-digits": lambda: _flat_images(*images.rotated_digits(12)),  # the image task's set, 12x12 flattened
 }
 
 

@@ -1,4 +1,9 @@
-"""`deepatlas bench`: train each default recipe fresh, measure its bars on the held-out test split."""
+"""`deepatlas bench`: train each default recipe fresh, measure its bars on the held-out test split.
+
+With `record`, each run is trained in a fresh child process and also measured for the leaderboards (latency per
+input, peak memory), its rows go into the results store, and the entry then runs on its task's other boards
+(`tools/leaderboard.py`).
+"""
 from __future__ import annotations
 
 import tempfile
@@ -6,10 +11,14 @@ import time
 
 from deepatlas import api
 from deepatlas.catalog import Bar
+from deepatlas.tools import leaderboard
 
 
-def bench_bar(name: str, bar: Bar, seed: int = 0, out: str | None = None) -> dict:
+def bench_bar(name: str, bar: Bar, seed: int = 0, out: str | None = None, record: bool = False) -> dict:
     """One fresh run of `name`'s recipe (with the bar's overrides) under the bar's time budget."""
+    if record:
+        run = leaderboard.measured_run(name, dict(bar.overrides), seed, bar.budget_s)
+        return {**_measure(name, run["metrics"], bar, run["seconds"]), "run": run}
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         start = time.perf_counter()
         metrics = api.train(name, overrides=dict(bar.overrides), seed=seed, out=out or tmp, max_time=bar.budget_s)
@@ -25,13 +34,25 @@ def _measure(name: str, metrics: dict, bar: Bar, seconds: float) -> dict:
             "status": metrics["status"], "metrics": metrics}
 
 
-def bench(name: str, seed: int = 0) -> list[dict]:
+def bench(name: str, seed: int = 0, record: bool = False, say=print) -> list[dict]:
     """Every bar of entry `name`: the main one, then any further ones. Bars with the same overrides (two
-    promises about one run: a GAN's mode count and its sample quality) share one fresh run."""
+    promises about one run: a GAN's mode count and its sample quality) share one fresh run. `record`: the runs'
+    rows go into the leaderboards' store, then the entry runs on its task's other boards."""
+    entry = api.get(name)
     results: list[dict] = []
-    for bar in api.get(name).bars:
+    for bar in entry.bars:
         twin = next((r for r in results if r["overrides"] == bar.overrides), None)
-        results.append(bench_bar(name, bar, seed) if twin is None else _measure(name, twin["metrics"], bar, twin["seconds"]))
+        results.append(bench_bar(name, bar, seed, record=record) if twin is None else
+                       {**_measure(name, twin["metrics"], bar, twin["seconds"]), "run": twin.get("run")})
+    if record:
+        for run in {id(r["run"]): r for r in results}.values():  # one entry per run, its bars' metrics together
+            shared = {r["metric"]: r["direction"] for r in results if r["run"] is run["run"]}
+            task, data = leaderboard.board_task(entry.task), run["overrides"].get("data", entry.data.data)
+            metrics = {**leaderboard.board_metrics(task, data, run["run"]["metrics"]["test"]), **shared}
+            leaderboard.record(leaderboard.rows_of(entry, run["run"], run["overrides"], seed, "bench", metrics))
+        own = {r["overrides"].get("data", entry.data.data) for r in results if set(r["overrides"]) <= {"data"}}
+        leaderboard.record_boards(name, seed, done=own, say=say)
     for r in results:
         r.pop("metrics", None)
+        r.pop("run", None)
     return results

@@ -72,6 +72,18 @@ def latency_ms(objective: torch.nn.Module, batch, repeats: int = 30) -> float:
     return 1000 * statistics.median(times)
 
 
+def one_input_latency_ms(run_dir: str | Path) -> float | None:
+    """`latency_ms` of a finished run on the first input of its test split; None for methods that own their loop
+    (rl, search), whose inference is a whole episode or search rather than one step on an input."""
+    _, saved, entry, _ = api._read(run_dir)
+    task = api.task_of(entry)
+    if task.loop == "own":
+        return None
+    test = api._run_data(task, saved).test
+    one = next(iter(DataLoader(test, batch_size=1, collate_fn=getattr(test, "collate", None))))
+    return round(latency_ms(api.load_objective(run_dir), one), 3)
+
+
 def compare(names: list[str], data: str | None = None, seed: int = 0, out: str | Path = "runs/compare") -> list[dict]:
     """Each of `names` ("NAME" or "NAME:key=value,...") trained on `data` (or reused), measured."""
     variants = [parse_variant(n) for n in names]
@@ -92,11 +104,9 @@ def compare(names: list[str], data: str | None = None, seed: int = 0, out: str |
             metrics = api.train(resume=run_dir)
         elif metrics is None:
             metrics = api.train(entry.name, data=data, overrides=overrides, seed=seed, out=run_dir)
-        objective = api.load_objective(run_dir)
-        one = next(iter(DataLoader(api.task_of(entry).load(settings.options).test, batch_size=1)))
         rows.append({"name": label, "data": settings.options.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
                      "params": metrics["params"], "train_seconds": metrics["seconds"],
-                     "latency_ms": round(latency_ms(objective, one), 3), "run_dir": str(run_dir), "reused": reused})
+                     "latency_ms": one_input_latency_ms(run_dir), "run_dir": str(run_dir), "reused": reused})
     return rows
 
 
