@@ -28,8 +28,9 @@ from deepatlas import catalog
 from deepatlas.errors import DeepAtlasError
 
 STORE = Path(os.environ.get("DEEPATLAS_RESULTS", Path(__file__).with_name("results.json")))
-MEASURED_ON = ("measured on the project's 2-core x86_64 CPU, no GPU (see each row's `machine`): seconds and "
-               "latency on another machine differ, and seeded values can differ in the last digits")
+MEASURED_ON = ("measured on the project's 2-core x86_64 CPU, one thread on one core, no GPU (each row's `machine` "
+               "says): seconds and latency on another machine differ, and seeded values can differ in the last "
+               "digits")
 BOARD_OF = {"image_classification": "classification"}
 """tasks that share their boards with another task: images are classified, by image and by table classifiers"""
 ALSO = {"sequence": ("sine",)}
@@ -107,7 +108,8 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, {gpu}"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''} used, {gpu}"
 
 
 def _commit() -> str:
