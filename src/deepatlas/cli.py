@@ -331,6 +331,36 @@ def play(run_dir, second):
     api.play(run_dir, human_first=not second, ask=lambda prompt: click.prompt(prompt, prompt_suffix=""), say=out.print)
 
 
+@app.command("map")
+@click.argument("name", required=False)
+@click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot", "json"]),
+              help="svg (default; entries link to their papers), png, dot (graphviz) or json")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), help="file to write (default map.FORMAT here)")
+@click.option("--json", "as_json", is_flag=True, help="print {nodes, edges} as JSON instead of writing a file")
+def map_(name, fmt, out_file, as_json):
+    """Draw how the entries relate: lanes by family, columns by year, edges by kind (builds on, variant of, uses,
+    alternative to). With NAME, its neighbourhood is highlighted and the rest faded."""
+    from deepatlas.tools import map as mapping
+    if as_json:
+        return _json(mapping.graph(name).to_json())
+    out_file, fmt = mapping.choose(out_file, fmt)
+    api.check_output(out_file, "--out")
+    mapping.write(out_file, fmt, name)
+    print(out_file)
+
+
+@app.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("atlas"), show_default=True,
+              help="folder to write the site into")
+def atlas(out_dir):
+    """Write the atlas as a static site that opens from disk: the map, a page per entry, the leaderboards and the
+    decision guide."""
+    from deepatlas.tools import atlas as site
+    api.check_output(out_dir, "--out", "folder")
+    built = site.build(out_dir)
+    out.print(f"{built['pages']} pages; open {built['index']}")
+
+
 def user_error(err: BaseException) -> str | None:
     """The one line for an error that the user's input or environment causes (a missing or unreadable file, a disk
     that is full, memory that ran out, a file that does not decode), or None for a bug."""
