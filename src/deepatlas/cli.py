@@ -76,8 +76,12 @@ def list_(family, as_json, markdown):
 @app.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print the card as JSON")
-def info(name, as_json):
+@click.option("--summary", is_flag=True, help="print the layers instead: module, output shape and parameters for one "
+                                               "example of the default data, default config")
+def info(name, as_json, summary):
     """Show an architecture's card, its config fields, training settings and data options."""
+    if summary:
+        return _layer_summary(name, as_json)
     entry = api.get(name)
     card = entry.card()
     if as_json:
@@ -107,6 +111,22 @@ def info(name, as_json):
             if shown is None or f.name in shown:
                 table.add_row(f.name, str(getattr(obj, f.name)), docs.get(f.name, ""))
         out.print(table)
+
+
+def _layer_summary(name: str, as_json: bool) -> None:
+    from deepatlas.tools.export import summary
+    _share_cores()
+    result = summary(name)
+    if as_json:
+        return _json(result)
+    inputs = ", ".join(f"{k} ({', '.join(map(str, shape))})" for k, shape in result["inputs"].items())
+    table = Table("module", "type", "output shape", "parameters", title=f"{name}, default config, on {inputs}",
+                  title_justify="left")
+    for r in result["rows"]:
+        shape = "not run" if r["shape"] is None else r["shape"] + (f" ×{r['calls']}" if r["calls"] > 1 else "")
+        table.add_row(r["module"], r["type"], shape, f"{r['params']:,}")
+    out.print(table)
+    out.print(f"total: {result['params']:,} parameters")
 
 
 @app.command()
@@ -329,6 +349,29 @@ def compare(names, data, seed, out_dir, chart, json_file):
 def play(run_dir, second):
     """Play a board game against a trained agent (alphazero on tic-tac-toe) in the terminal."""
     api.play(run_dir, human_first=not second, ask=lambda prompt: click.prompt(prompt, prompt_suffix=""), say=out.print)
+
+
+@app.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="onnx", show_default=True, help="file format (onnx)")
+@click.option("--out", "out_file", type=click.Path(path_type=Path), help="file to write (default RUN_DIR/model.onnx)")
+def export(run_dir, fmt, out_file):
+    """Write a trained network as an ONNX file, checked at once: onnxruntime runs it on a test batch of the run's
+    data and its outputs are compared with PyTorch's. Entries whose inference is not one forward pass (samplers,
+    tree search, planners) say so."""
+    from deepatlas.tools import export as exporting
+    _share_cores()
+    result = exporting.export(run_dir, fmt, out_file)
+    out.print(f"wrote {result['file']} ({result['exporter']} exporter)")
+    for kind in ("inputs", "outputs"):
+        shown = ", ".join(f"{name} ({', '.join(map(str, shape))})" for name, shape in result[kind].items())
+        out.print(f"  {kind + ':':<9}{shown}", highlight=False)
+    if result["note"]:
+        out.print(f"  note:    {escape(result['note'])}", highlight=False)
+    if not result["dynamic_batch"]:
+        out.print(f"  the batch size is fixed at {result['checked_on']}: tracing fixed it", highlight=False)
+    out.print(f"checked with onnxruntime on {result['checked_on']} test examples: max abs difference from PyTorch "
+              f"{result['max_abs_diff']:.2e}", highlight=False)
 
 
 @app.command("map")

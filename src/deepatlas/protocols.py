@@ -147,6 +147,24 @@ class OwnLoop(Protocol):
 
 
 @runtime_checkable
+class Exports(Protocol):
+    """What `deepatlas export` writes to ONNX: `infer(*export_inputs(data, n).values())`, where the objective's
+    inference is one forward pass of its network. `tasks.Objective` and `tasks.rl.Algorithm` provide defaults."""
+
+    not_exported: str
+    """empty where inference is one forward pass; else what it is instead ("a tree search (MCTS) guided by the
+    network"), which `export` names in its one-line refusal"""
+    export_note: str
+    """what the outputs are where they are not the final prediction ("raw outputs, before box decoding and NMS")"""
+
+    def export_inputs(self, data, n: int) -> dict[str, Tensor]:
+        """`infer`'s inputs, by name, for n examples of the run's data (its Splits' test split, or its Environment)."""
+
+    def infer(self, *inputs: Tensor) -> Tensor | dict[str, Tensor]:
+        """Inference as one forward pass: a tensor, or several by name."""
+
+
+@runtime_checkable
 class Plays(Protocol):
     """A board-game agent a person can play against in the terminal."""
 

@@ -60,6 +60,10 @@ class Cell:
     """the gate block that keeps the old state (LSTM f, GRU z): `forget_bias` and `chrono` set its bias"""
     write_gate: int | None = None
     """the gate block that writes the input (LSTM i): `chrono` sets its bias to minus the keep gate's"""
+    torch_op: Callable | None = None
+    """torch's own operator for the same equations on the same parameters (torch.rnn_tanh, torch.lstm, torch.gru,
+    what nn.RNN, nn.LSTM and nn.GRU call): what an ONNX export runs, because tracing cannot follow a scan's
+    writes into preallocated buffers"""
 
 
 def grad_w_hh(d_pre: Tensor, h: Tensor, h0: Tensor) -> Tensor:
@@ -152,6 +156,8 @@ class Recurrent(nn.Module):
     def forward(self, x: Tensor, state: Tensor | tuple[Tensor, Tensor] | None = None):
         if x.dim() != 3 or x.shape[-1] != self.input_size:
             raise DeepAtlasError(f"recurrent layer expects input (B, T, {self.input_size}); got {tuple(x.shape)}")
+        if torch.onnx.is_in_onnx_export() and self.cell.torch_op is not None:
+            return self._torch_op(x, state)
         B, T, _ = x.shape
         D, H, L = self.directions, self.hidden_size, self.num_layers
         h0, c0 = self._initial_state(state, x)                      # (L * D, B, H) each (c0 None but LSTM)
@@ -184,6 +190,15 @@ class Recurrent(nn.Module):
         out = layer_in.transpose(0, 1)                               # (B, T, D * H)
         h_n = torch.cat(h_n)                                         # (L * D, B, H)
         return out, ((h_n, torch.cat(c_n)) if cell.memory else h_n)
+
+    def _torch_op(self, x: Tensor, state):
+        """The same stack run by torch's operator on these weights (ONNX translates it as its RNN, LSTM or GRU)."""
+        h0, c0 = self._initial_state(state, x)
+        weights = [getattr(self, f"{name}_l{k}{sfx}") for k in range(self.num_layers) for sfx in self._suffixes()
+                   for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]  # torch's flat order
+        out, *final = self.cell.torch_op(x, [h0, c0] if self.cell.memory else h0, weights, True, self.num_layers,
+                                         self.dropout, self.training, self.bidirectional, True)  # batch first
+        return out, (tuple(final) if self.cell.memory else final[0])
 
     def _initial_state(self, state, x: Tensor) -> tuple[Tensor, Tensor | None]:
         shape = (self.num_layers * self.directions, x.shape[0], self.hidden_size)

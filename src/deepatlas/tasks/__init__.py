@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from deepatlas.errors import DeepAtlasError, option
 from deepatlas.protocols import Predicts
@@ -151,11 +151,21 @@ class Task:
             self.module.plot_predictions(objective, spec, splits.val, run_path / "predictions.png")
 
 
+def first_batch(examples: Dataset, n: int):
+    """The first n examples, collated as training collates them."""
+    return next(iter(DataLoader(examples, batch_size=n, collate_fn=getattr(examples, "collate", None))))
+
+
 class Objective(nn.Module):
     """`measure(batch) -> {"loss": ..., metric: ...}` (batch means) is all a subclass writes."""
 
     data_spec: dict = {}
     """the run's data spec (its units, normalization, classes), set by the API when it trains or loads; read only"""
+
+    not_exported: str = ""
+    """what inference is where it is not one forward pass ("sampling pixel by pixel"); `deepatlas export` names it"""
+    export_note: str = ""
+    """what the exported outputs are where they are not the final prediction"""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -163,6 +173,14 @@ class Objective(nn.Module):
 
     def forward(self, *inputs: Tensor) -> Tensor:
         return self.model(*inputs)
+
+    def export_inputs(self, data, n: int) -> dict[str, Tensor]:
+        """`infer`'s inputs for the first n examples of the test split: the network's input, a batch's first item."""
+        return {"input": first_batch(data.test, n)[0]}
+
+    def infer(self, *inputs: Tensor) -> Tensor | dict[str, Tensor]:
+        """Inference as one forward pass (what `deepatlas export` writes): the network's output."""
+        return self(*inputs)
 
     def measure(self, batch) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -243,6 +243,7 @@ class Detection(Objective):
     every evaluation (through `reset_metrics` / `compute_metrics`)."""
 
     metric = "map_50"
+    export_note = "the network's raw outputs, before box decoding, the score threshold and NMS"
 
     def __init__(self, model: nn.Module, iou_type: str | Sequence[str] = "bbox", max_detections: int = 100):
         super().__init__(model)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.data.words import ANALOGY, N_SPECIALS, PAD, PURITY
-from deepatlas.tasks import Objective, Task
+from deepatlas.tasks import Objective, Task, first_batch
 
 TABLE_SIZE = 1_000_000  # slots of the negative-sampling table (word2vec.c: 1e8)
 VALIDATION_SEED = 0
@@ -153,6 +153,7 @@ class EmbeddingObjective(Objective):
     """Train counts and categories as buffers; purity@5 and analogy on query batches, the loss on sentences."""
 
     metric = "purity@5"
+    export_note = "the word vectors of the ids (in-vocabulary words)"
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
@@ -176,6 +177,15 @@ class EmbeddingObjective(Objective):
     def keep(self, t: float) -> Tensor:
         """Subsampling keep probability of each word (V,) at threshold t."""
         return keep_probability(self.counts, t)
+
+    def export_inputs(self, data, n: int) -> dict[str, Tensor]:
+        """The word ids of the test split's first n queries (B, 4), or of its first n sentences (B, L)."""
+        batch = first_batch(data.test, n)
+        return {"ids": batch[1] if is_query_batch(batch) else batch[0]}
+
+    def infer(self, ids: Tensor) -> Tensor:
+        """The vectors (..., D) of word ids (...)."""
+        return self.model.vectors()[ids]
 
     # -- evaluation --
     @torch.no_grad()

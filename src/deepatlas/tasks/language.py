@@ -50,6 +50,7 @@ class NextToken(Objective):
     """Next-token cross-entropy for a model x (B, T) -> logits (B, T, V); batches are (x, y, baseline)."""
 
     metric = "ce_vs_bigram"
+    export_note = "next-token logits at every position (generation samples from them one token at a time)"
 
     def measure(self, batch) -> dict[str, Tensor]:
         x, y, baseline = batch

@@ -50,6 +50,9 @@ class Algorithm(nn.Module):
     metric = "mean_return"
     action_kinds: tuple[str, ...] = ("discrete", "continuous")
     """the action spaces the method can act in; the engine refuses other environments with one line"""
+    not_exported = ""
+    """what acting is where it is not one forward pass of the policy (a search, a planner); `export` names it"""
+    export_note = "the greedy action (the arg-max, or the mean of a continuous action)"
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -69,6 +72,19 @@ class Algorithm(nn.Module):
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         raise NotImplementedError("an rl method writes act(obs) -> actions")
+
+    def export_inputs(self, env: Environment, n: int) -> dict[str, Tensor]:
+        """The first observations of the first n test episodes (their fixed seeds)."""
+        self.use_env(env)
+        game = env.make()
+        try:
+            first = [game.reset(seed=seed)[0] for seed in episode_seeds("test", n)]
+        finally:
+            game.close()
+        return {"observation": torch.as_tensor(np.stack(first), dtype=torch.float32).flatten(1)}
+
+    def infer(self, obs: Tensor) -> dict[str, Tensor]:
+        return {"action": self.act(obs)}
 
     @torch.no_grad()
     def evaluate(self, env: Environment, split: str = "test", episodes: int | None = None) -> dict[str, float]:

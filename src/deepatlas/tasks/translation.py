@@ -19,17 +19,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepatlas.data.pairs import BOS, EOS, PAD, UNK  # noqa: F401  (re-exported for the models)
-from deepatlas.tasks import Objective, Task
+from deepatlas.tasks import Objective, Task, first_batch
 
 
 class Translation(Objective):
     """Wraps a network with the contract above; logs {"loss", "token_accuracy"} (+ "exact_match" in validation)."""
 
     metric = "exact_match"
+    export_note = "teacher-forced logits of each next target token (decoding feeds them back one token at a time)"
 
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
         super().__init__(model)
         self.label_smoothing = label_smoothing
+
+    def export_inputs(self, data, n: int) -> dict[str, Tensor]:
+        """Source ids (B, S) and the target read so far, BOS + target[:-1] (B, T), padded as the data pads them."""
+        src, tgt = first_batch(data.test, n)
+        return {"source": src, "target_in": tgt[:, :-1]}
 
     def _teacher_forced(self, src: Tensor, tgt: Tensor, smoothing: float) -> dict[str, Tensor]:
         tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]                 # (B, T-1): read BOS..c_n, predict c_1..EOS

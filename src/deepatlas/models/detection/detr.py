@@ -265,6 +265,13 @@ class WindowClassifier(Objective):
 class DETRLoss(Detection):
     """The Hungarian set loss (eq. 2) of the last decoder layer plus, with `aux_loss`, of every earlier one."""
 
+    export_note = ("every query's class logits (the last class: no object) and box (cx, cy, w, h) relative to the "
+                   "image, from the last decoder layer; no NMS: the set loss trains one box per object")
+
+    def infer(self, images: Tensor) -> dict[str, Tensor]:
+        out = self.model(images)                                   # (L, B, N, ·): every decoder layer's
+        return {"logits": out["logits"][-1], "boxes": out["boxes"][-1]}  # (B, N, K + 1), (B, N, 4)
+
     def phases(self, data) -> list[Phase]:
         """The backbone's pre-training as a classifier of the training split's objects, before DETR trains."""
         train, val = (TensorDataset(*object_windows(d.images, d.targets)) for d in (data.train, data.val))

@@ -330,6 +330,8 @@ class FasterRCNNLoss(Detection):
     """L = L_RPN (objectness BCE + smooth L1 on positive anchors) + L_head ((K+1)-way cross-entropy + smooth L1
     on foreground RoIs, the ground-truth class's deltas only); each normalized by its sampled minibatch."""
 
+    not_exported = "two stages with NMS over the region proposals between them"
+
     def rpn_loss(self, logits: Tensor, deltas: Tensor, labels: Tensor, target_deltas: Tensor) -> tuple[Tensor, Tensor]:
         """logits (B, N), deltas (B, N, 4), labels (B, N) in {1, 0, -1}: ignored anchors (-1) get no gradient."""
         sampled, positive = labels >= 0, labels == 1

@@ -150,6 +150,7 @@ class MaskRCNNLoss(FasterRCNNLoss):
     sampled RoIs (the other K - 1 masks get no gradient); mask AP ("mask_map_50") is evaluated beside box AP."""
 
     metric = "mask_map_50"
+    not_exported = "three stages, with NMS over the proposals and then over the boxes the masks are made for"
 
     def __init__(self, model: nn.Module):
         super().__init__(model, iou_type=("bbox", "segm"))

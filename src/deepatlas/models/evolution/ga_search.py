@@ -263,6 +263,7 @@ class Findings(nn.Module):
 
 class GASearch(Algorithm):
     metric = "ga_minus_random"
+    not_exported = "a search over training runs (it finds settings, not a network)"
 
     def __init__(self, cfg: Config, fitness: Callable[[Genome], float] | None = None):
         super().__init__(Findings(len(SPACE)))

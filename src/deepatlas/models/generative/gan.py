@@ -215,6 +215,7 @@ class Adversarial(Generative):
     and this objective alternates the players' updates itself."""
 
     manual_optimization = True
+    export_note = "the generator's sample for each noise vector z ~ N(0, I), in the data's units"
 
     def optimizer_groups(self) -> dict:
         """One Adam per player, both with DCGAN's β1 (the recipe's lr)."""
@@ -262,8 +263,14 @@ class Adversarial(Generative):
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         """n samples in data space: images (n, C, H, W) in [0, 1], points (n, D)."""
-        p = next(self.model.parameters())
-        x = self.model.generator(self.noise(n, p))
+        return self.infer(self.noise(n, next(self.model.parameters())))
+
+    def export_inputs(self, data, n: int) -> dict[str, Tensor]:
+        """n noise vectors, seeded: sampling is the generator's one forward pass."""
+        return {"z": torch.randn(n, self.model.cfg.latent, generator=torch.Generator().manual_seed(0))}
+
+    def infer(self, z: Tensor) -> Tensor:
+        x = self.model.generator(z)
         return (x + 1) / 2 if self.model.images else x
 
 

@@ -182,6 +182,8 @@ class PixelCNN(nn.Module):
 class PixelCNNObjective(Generative):
     """NLL of binary pixels under the Bernoulli conditionals, in bits/dim, next to an independent-pixel baseline."""
 
+    not_exported = "sampling pixel by pixel (a pass per pixel)"
+
     def __init__(self, model: PixelCNN):
         super().__init__(model)
         shape = model.cfg.data_shape

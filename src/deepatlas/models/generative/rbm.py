@@ -149,6 +149,8 @@ def pseudo_nll(rbm: RBM, v: Tensor) -> Tensor:
 class RBMObjective(Generative):
     """CD-k training; logs reconstruction error now and at initialization (buffers frozen by `prepare`)."""
 
+    not_exported = "Gibbs sampling, a chain of passes between the visible and hidden units"
+
     def __init__(self, model: RBM):
         super().__init__(model)
         cfg = getattr(model, "cfg", Config())

@@ -177,6 +177,8 @@ class WaveNet(nn.Module):
 class WaveNetObjective(Generative):
     """Teacher-forced next-sample cross-entropy (nats per sample) next to a unigram μ-law baseline."""
 
+    not_exported = "sampling one audio sample at a time (a pass per sample)"
+
     def __init__(self, model: WaveNet):
         super().__init__(model)
         classes = model.cfg.classes
@@ -198,6 +200,10 @@ class WaveNetObjective(Generative):
 
     def summarize(self, means: dict[str, float]) -> dict[str, float]:
         return {**means, "nll_vs_unigram": means["nll"] / max(means["unigram_nll"], 1e-12)}
+
+    def export_inputs(self, data, n: int) -> dict[str, Tensor]:
+        """The network reads μ-law classes (B, T), not the waves."""
+        return {"classes": mu_law_encode(super().export_inputs(data, n)["input"], self.model.cfg.classes)}
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

@@ -79,9 +79,9 @@ def single(x: Tensor) -> tuple[Tensor, Tensor]:
     """One right-padded sentence per row, x (B, T) -> ([CLS] x [SEP] PAD.., segment ids 0) (B, T' + 2),
     trimmed to the longest sentence T'."""
     lengths = (x != PAD).sum(1)                                              # (B,)
-    x = x[:, : max(int(lengths.max()), 1)]
-    B = len(x)
-    tokens = torch.cat([torch.full((B, 1), CLS, device=x.device), x, torch.full((B, 1), PAD, device=x.device)], 1)
+    if not torch.onnx.is_in_onnx_export():  # an exported model keeps every column: the trim would be its trace's
+        x = x[:, : max(int(lengths.max()), 1)]
+    tokens = torch.cat([torch.full_like(x[:, :1], CLS), x, torch.full_like(x[:, :1], PAD)], 1)  # (B, T' + 2)
     tokens = tokens.scatter(1, (lengths + 1)[:, None], SEP)                  # [SEP] right after the sentence
     return tokens, torch.zeros_like(tokens)
 
@@ -253,6 +253,13 @@ class BertObjective(Objective):
     def predict(self, x: Tensor) -> Tensor:
         """Class probabilities (B, K) of right-padded sentences x (B, T)."""
         return self.model(x).softmax(-1)
+
+    def infer(self, x: Tensor) -> Tensor:
+        """A fine-tuned run's class scores (B, K); a pre-trained one's masked-LM logits at every position of
+        [CLS] x [SEP] (B, T + 2, V)."""
+        if "classes" in self.data_spec:
+            return self.model(x)
+        return self.model.mlm_logits(self.model.encode(*single(x)))
 
 
 register(Entry(

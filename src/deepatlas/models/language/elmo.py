@@ -224,6 +224,8 @@ class ELMo(nn.Module):
 
     def tokens(self, words: Tensor) -> Tensor:
         """x_k for every token: (B, T) word ids -> (B, T, H), each distinct word encoded once."""
+        if torch.onnx.is_in_onnx_export():  # ONNX's Unique loses the shapes: an exported model spells every word
+            return self.chars(self.spelling)[words]                # (V, H) -> (B, T, H)
         unique, inverse = torch.unique(words, return_inverse=True)  # (U,), (B, T)
         return self.chars(self.spelling[unique])[inverse]          # (U, max_chars) -> (U, H) -> (B, T, H)
 
@@ -316,6 +318,10 @@ class BiLM(Objective):
 
     def summarize(self, means: dict[str, float]) -> dict[str, float]:
         return with_ratios(means)
+
+    def infer(self, words: Tensor) -> dict[str, Tensor]:
+        forward_logits, backward_logits = self.model(words)        # (B, T, V) each
+        return {"forward_logits": forward_logits, "backward_logits": backward_logits}
 
 
 register(Entry(

@@ -211,6 +211,7 @@ def dihedral() -> Tensor:
 class AlphaZero(Algorithm):
     metric = "losses_vs_perfect"
     action_kinds = ("discrete",)
+    not_exported = "a tree search (MCTS) guided by the network"
 
     def __init__(self, model: PolicyValueNet, cfg: Config):
         super().__init__(model)
@@ -221,6 +222,11 @@ class AlphaZero(Algorithm):
         if env.spec["kind"] != "board":
             raise DeepAtlasError(f"--data {env.id}: {name} plays two-player board games (tictactoe), "
                                  "not single-agent environments")
+
+    def export_inputs(self, env: Environment, n: int) -> dict[str, Tensor]:
+        """The empty board, n times (what `info --summary` runs the network on)."""
+        game = env.make()
+        return {"observation": game.encode(game.initial()).flatten()[None].expand(n, -1)}
 
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:

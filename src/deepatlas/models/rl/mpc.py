@@ -200,6 +200,7 @@ class DynamicsEnsemble(nn.Module):
 
 class MPC(Algorithm):
     action_kinds = ("continuous",)
+    not_exported = "planning over many candidate action sequences, rolled out through the learned dynamics"
 
     def __init__(self, model: DynamicsEnsemble, cfg: Config):
         super().__init__(model)

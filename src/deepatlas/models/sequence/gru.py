@@ -125,7 +125,7 @@ def scan(xg: Tensor, h0: Tensor, c0: None, w_hh: Tensor, b_hh: Tensor) -> tuple[
 
 
 # gates in torch's order r, z, n: z (block 1) keeps h_{t-1}; b_hh goes to the scan, inside r ⊙ (.)
-GRU_CELL = Cell("gru", gates=3, scan=scan, bias_hh_in_scan=True, keep_gate=1)
+GRU_CELL = Cell("gru", gates=3, scan=scan, bias_hh_in_scan=True, keep_gate=1, torch_op=torch.gru)
 
 
 def build(cfg: Config) -> RecurrentNet:

@@ -133,7 +133,7 @@ def scan(xg: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, b_hh: None) -> tuple[
 
 
 # gates in torch's order i, f, g, o: f (block 1) keeps c_{t-1}, i (block 0) writes g
-LSTM_CELL = Cell("lstm", gates=4, scan=scan, memory=True, keep_gate=1, write_gate=0)
+LSTM_CELL = Cell("lstm", gates=4, scan=scan, memory=True, keep_gate=1, write_gate=0, torch_op=torch.lstm)
 
 
 def build(cfg: Config) -> RecurrentNet:

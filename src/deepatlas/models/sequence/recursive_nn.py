@@ -111,6 +111,8 @@ class RecursiveNN(nn.Module):
 class TreeObjective(Objective):
     """Cross-entropy on every labelled node (or the roots only); logs root "accuracy" and "node_accuracy"."""
 
+    not_exported = "a pass per level of each input's own tree (its depth sets how many)"
+
     def measure(self, batch) -> dict[str, Tensor]:
         x, y = batch                                                         # (B, N, 4), (B, N)
         logits = self.model.node_logits(x)                                   # (B, N, K)

@@ -89,7 +89,7 @@ def scan(xg: Tensor, h0: Tensor, c0: None, w_hh: Tensor, b_hh: None) -> tuple[Te
     return h, h_T, None
 
 
-RNN_CELL = Cell("rnn", gates=1, scan=scan)
+RNN_CELL = Cell("rnn", gates=1, scan=scan, torch_op=torch.rnn_tanh)
 
 
 def build(cfg: Config) -> RecurrentNet:

@@ -94,7 +94,7 @@ class Encoder(nn.Module):
         if backwards:
             x = flip_each(x, lengths)
         out, _ = rnn(x)                                                     # (B, S, H); causal, so padding
-        final = out[torch.arange(len(out), device=out.device), lengths - 1]  # after the end changes nothing
+        final = out[torch.arange(out.shape[0], device=out.device), lengths - 1]  # after the end changes nothing
         return (flip_each(out, lengths) if backwards else out), final
 
     def forward(self, src: Tensor) -> tuple[Tensor, Tensor, Tensor]:
