@@ -231,6 +231,8 @@ class Card:
     """the module that registers the entry (imported by `get`)"""
     relations: list[Relation] = field(default_factory=list)
     """typed edges to other entries (builds_on, variant_of, uses, alternative_to), each with its reason"""
+    offers: list[str] = field(default_factory=list)
+    """needs its architecture meets by construction (`recommend --need`): invariance, uncertainty, interpretability"""
 
     def __post_init__(self):
         self.related = list(dict.fromkeys([r.entry for r in self.relations] + list(self.related)))
@@ -267,7 +269,7 @@ def card_json(c: Entry | Card) -> dict:
         "when_not": c.when_not, "related": list(c.related), "task": c.task, "notes": c.notes,
         "relations": [{"kind": r.kind, "entry": r.entry, "why": r.why, **({"later": r.later} if r.later else {})}
                       for r in c.relations],
-        "bar": _bar_card(c.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
+        "offers": list(c.offers), "bar": _bar_card(c.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
         "train": dataclasses.asdict(c.train), "data": dataclasses.asdict(c.data),
     }
 

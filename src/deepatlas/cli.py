@@ -313,6 +313,56 @@ def leaderboard(task, data, as_json):
 
 
 @app.command()
+@click.option("--data", required=True, help="the kind of data (image, table, sequence, text, graph, points, video, env, "
+                                            "audio, tree) or a path to your file or folder, which is inspected")
+@click.option("--goal", help="classify, regress, forecast, detect, segment, generate, translate, embed, control, ... "
+                             "(default: guessed from your file)")
+@click.option("--budget", type=float, help="training seconds at most (as measured on the leaderboards' CPU)")
+@click.option("--max-params", type=int, help="parameters at most")
+@click.option("--latency", type=float, help="milliseconds per input at most")
+@click.option("--labels", type=int, help="how many labelled examples you have (few labels rule out large models)")
+@click.option("--need", "needs", multiple=True, help="invariance, uncertainty or interpretability (repeatable)")
+@click.option("--try", "try_", is_flag=True, help="train the top three on your data (within --budget) and rank again")
+@click.option("--target", help="--try on a CSV: its label column (default: the last)")
+@click.option("--column", help="--try on a CSV series: its value column")
+@click.option("--seed", type=int, default=0, show_default=True, help="--try: random seed")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/recommend"), show_default=True,
+              help="--try: where its runs go")
+@click.option("--json", "as_json", is_flag=True, help="print {ranked, excluded, ...} as JSON")
+def recommend(data, goal, budget, max_params, latency, labels, needs, try_, target, column, seed, out_dir, as_json):
+    """Which entries to use for your data and goal: a ranked list with the reason and the measured evidence."""
+    from deepatlas.tools import recommend as advice
+    answer = advice.recommend(data, goal, budget, max_params, latency, labels, tuple(needs))
+    if try_:
+        api.check_seed(seed)
+        api.check_output(out_dir, "--out", "folder")
+        _share_cores()
+        answer["try"] = advice.try_top(answer, data, budget, seed, out_dir, target, column)
+    if as_json:
+        return print(advice.to_json(answer))
+    shown = ", ".join(f"{k} {v}" for k, v in answer["data"].items() if k not in ("kind", "goal", "path") and v)
+    out.print(f"[bold]{answer['data']['kind']}[/bold] data{f' ({shown})' if shown else ''}, goal "
+              f"[bold]{answer['goal']}[/bold]: ranked by what was measured on {answer['board']}", highlight=False)
+    table = Table("#", "name", "why (measured, constraints met, the card's use)", "evidence (leaderboard rows)")
+    for r in answer["ranked"]:
+        evidence = "\n".join(f"{e['data']}: {e['metric']} {e['value']:.4g}, {e['seconds']:.0f} s, {e['params']:,} params"
+                              for e in r["evidence"])
+        table.add_row(str(r["rank"]), r["name"], escape(r["reason"]), evidence or "none recorded")
+    out.print(table)
+    for x in answer["excluded"]:
+        out.print(f"ruled out [bold]{x['name']}[/bold]: {escape(x['why'])}", highlight=False)
+    if try_:
+        tried = answer["try"]
+        out.print(f"\n[bold]tried on your data[/bold] ({tried['metric']}, "
+                  f"{'higher' if tried['direction'] == 'max' else 'lower'} is better):")
+        before = {r["name"]: r["rank"] for r in answer["ranked"]}
+        for r in tried["reranked"]:
+            out.print(f"  {r['rank']}. {r['name']}: {r['metric']} {r['value']:.4g} in {r['train_seconds']:.0f} s "
+                      f"(ranked {before[r['name']]} from the leaderboards)", highlight=False)
+    out.print(f"[dim]rule: {answer['rule']} Boards {answer['measured_on']}.[/dim]")
+
+
+@app.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--data", help="dataset for every entry (default: each entry's own)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
@@ -320,16 +370,20 @@ def leaderboard(task, data, as_json):
               help="where the runs go (a finished run with the same settings is reused)")
 @click.option("--chart", type=click.Path(path_type=Path), help="PNG chart path (default OUT/compare.png)")
 @click.option("--json", "json_file", type=click.Path(path_type=Path), help="write the rows to this JSON file")
-def compare(names, data, seed, out_dir, chart, json_file):
+@click.option("--target", help="label column of a CSV file")
+@click.option("--column", help="value column of a CSV time series (forecasting)")
+@click.option("--task", help="tables: regression or classification of the --target")
+@click.option("--max-time", type=float, help="stop each entry's training after this many seconds")
+def compare(names, data, seed, out_dir, chart, json_file, target, column, task, max_time):
     """Train (or reuse) several entries of one task on the same data and compare them."""
     from deepatlas.tools import compare as comparing
     api.check_seed(seed)
     for flag, path, kind in (("--out", out_dir, "folder"), ("--chart", chart, "file"), ("--json", json_file, "file")):
         api.check_output(path, flag, kind)
     _share_cores()
-    rows = comparing.compare(list(names), data=data, seed=seed, out=out_dir)
-    entry = api.get(comparing.parse_variant(names[0])[0])
-    metric, direction = api.monitor_for(entry, api.settings_for(entry, {}, rows[0]["data"])[1].options)
+    rows = comparing.compare(list(names), data=data, seed=seed, out=out_dir, target=target, column=column, task=task,
+                             max_time=max_time)
+    metric, direction = rows[0]["metric"], rows[0]["direction"]
     table = Table("name", f"test {metric}", "params", "train s", "latency ms", "run")
     for r in sorted(rows, key=lambda r: -r[f"test_{metric}"] if direction == "max" else r[f"test_{metric}"]):
         table.add_row(r["name"], f"{r[f'test_{metric}']:.4f}", f"{r['params']:,}", f"{r['train_seconds']:.1f}",

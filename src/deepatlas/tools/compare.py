@@ -22,9 +22,9 @@ from deepatlas import api
 from deepatlas.errors import DeepAtlasError
 
 
-def _run_key(name: str, settings, overrides: dict, seed: int) -> str:
-    """Same entry, settings, data and seed -> same key: a finished run with this key is reused."""
-    text = json.dumps({"name": name, **settings.to_json(), "set": overrides, "seed": seed,
+def _run_key(name: str, settings, overrides: dict, seed: int, columns: dict) -> str:
+    """Same entry, settings, data, columns and seed -> same key: a finished run with this key is reused."""
+    text = json.dumps({"name": name, **settings.to_json(), "set": overrides, "seed": seed, **columns,
                        "version": api.VERSION}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
@@ -84,8 +84,13 @@ def one_input_latency_ms(run_dir: str | Path) -> float | None:
     return round(latency_ms(api.load_objective(run_dir), one), 3)
 
 
-def compare(names: list[str], data: str | None = None, seed: int = 0, out: str | Path = "runs/compare") -> list[dict]:
-    """Each of `names` ("NAME" or "NAME:key=value,...") trained on `data` (or reused), measured."""
+def compare(names: list[str], data: str | None = None, seed: int = 0, out: str | Path = "runs/compare",
+            target: str | None = None, column: str | None = None, task: str | None = None,
+            max_time: float | None = None) -> list[dict]:
+    """Each of `names` ("NAME" or "NAME:key=value,...") trained on `data` (or reused), measured. `target`, `column`
+    and `task` are `train`'s (a table's label column, a series' value column, regression or classification);
+    `max_time` caps each run. Each row holds the run's own metric and direction (a regressed table's is mse)."""
+    columns = {k: v for k, v in (("target", target), ("column", column), ("task", task)) if v is not None}
     variants = [parse_variant(n) for n in names]
     entries = [api.get(name) for name, _ in variants]
     tasks = {e.task for e in entries}
@@ -95,7 +100,7 @@ def compare(names: list[str], data: str | None = None, seed: int = 0, out: str |
     planned = []  # every run's folder and reusable metrics, checked before any training
     for entry, (_, overrides) in zip(entries, variants):
         model_over, settings = api.settings_for(entry, overrides, data)
-        run_dir = Path(out) / f"{entry.name}-{_run_key(entry.name, settings, model_over, seed)}"
+        run_dir = Path(out) / f"{entry.name}-{_run_key(entry.name, settings, model_over, seed, columns)}"
         planned.append((settings, run_dir, _finished(run_dir / "metrics.json")))
     rows = []
     for label, entry, (_, overrides), (settings, run_dir, metrics) in zip(names, entries, variants, planned):
@@ -103,8 +108,12 @@ def compare(names: list[str], data: str | None = None, seed: int = 0, out: str |
         if metrics is None and any(run_dir.glob("checkpoint*.safetensors")):  # an interrupted run: continue it
             metrics = api.train(resume=run_dir)
         elif metrics is None:
-            metrics = api.train(entry.name, data=data, overrides=overrides, seed=seed, out=run_dir)
-        rows.append({"name": label, "data": settings.options.data, **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
+            metrics = api.train(entry.name, data=data, overrides=overrides, seed=seed, out=run_dir, max_time=max_time,
+                                **columns)
+        _, saved, _, _ = api._read(run_dir)
+        metric, direction = api.monitor_for(entry, api.saved_settings(saved).options, saved["data"])
+        rows.append({"name": label, "data": settings.options.data, "metric": metric, "direction": direction,
+                     **{f"test_{k}": round(v, 4) for k, v in metrics["test"].items()},
                      "params": metrics["params"], "train_seconds": metrics["seconds"],
                      "latency_ms": one_input_latency_ms(run_dir), "run_dir": str(run_dir), "reused": reused})
     return rows
@@ -121,7 +130,7 @@ def chart(rows: list[dict], metric: str, path: str | Path, direction: str = "max
               ("train_seconds", "training seconds", False), ("latency_ms", "latency per input (ms)", False)]
     fig, axes = plt.subplots(1, 4, figsize=(4 * 4, 3.6))
     for ax, (key, title, log) in zip(axes, panels):
-        values = [r[key] for r in rows]
+        values = [r[key] or 0 for r in rows]  # no latency for methods that own their loop
         bars = ax.bar(names, values, color="tab:blue" if key.startswith("test") else "tab:gray")
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=8)
         ax.set_title(title)

@@ -72,6 +72,7 @@ register(Entry(
     when_to_use="Linearly separable data, teaching, a baseline that shows whether a problem needs hidden layers.",
     when_not="Anything not linearly separable (XOR, most real data); when you need probabilities (use logistic "
              "regression or an MLP).",
+    offers=["interpretability"],  # one weight per feature and class
     relations=[
         Relation("alternative_to", "mlp", "one linear threshold unit: separates only linearly separable classes, with "
                  "no hidden layer"),

@@ -179,6 +179,7 @@ register(Entry(
                 "rotated digits), especially with little data: the symmetry is built in rather than learned.",
     when_not="Upright natural images, where orientation carries meaning (6 vs 9) and a plain CNN or ViT is "
              "cheaper: a p4 layer costs 4x the compute of a Z2 layer with the same channels.",
+    offers=["invariance"],  # to quarter turns of the input, by construction
     relations=[
         Relation("builds_on", "lenet", "lifts convolution to rotations: feature maps over the p4 group, equivariant "
                  "by construction"),

@@ -1,0 +1,263 @@
+"""`deepatlas recommend`: which entries to use for a kind of data and a goal, ranked by what was measured.
+
+The rule (`RULE`), in full:
+1. Candidates are the entries whose task does the goal on that kind of data (`ROUTES`, one line per pair).
+2. A constraint rules an entry out, with the reason: `budget` (its measured training seconds on the reference
+   board), `max_params`, `latency` (its measured milliseconds per input), `labels` (few labels: more than
+   `PARAMS_PER_LABEL` parameters per labelled example overfit them), `need` (a property its card says its
+   architecture has by construction, `Card.offers`).
+3. The rest are ranked by their measured value on the route's reference board (its first), best first; equal
+   values go to the entry that trained faster. Entries with no measurement there come last, newest first.
+Nothing else moves an entry: no hand-set score. `--try` trains the top three on the user's data through
+`compare`, each within a third of the budget, and ranks them again by what it measured.
+
+It reads the cards and the leaderboards' store, and imports no torch unless it trains (`--try`).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+from deepatlas import catalog
+from deepatlas.errors import DeepAtlasError, option
+from deepatlas.tools import leaderboard
+
+ROUTES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # (data kind, goal): (tasks whose entries do it, boards: the embedded datasets, the first ranks)
+    ("table", "classify"): (("classification",), ("breast_cancer", "iris_setosa", "digits")),
+    # the table entries regress a numeric target (`train --task regression`); no embedded board regresses yet
+    ("table", "regress"): (("classification",), ("breast_cancer", "iris_setosa", "digits")),
+    ("image", "classify"): (("image_classification",), ("digits", "rotated-digits")),
+    ("image", "detect"): (("detection",), ("shapes",)),
+    ("image", "segment"): (("segmentation",), ("shapes",)),
+    ("image", "generate"): (("generation",), ("digits",)),
+    ("points", "generate"): (("generation",), ("8gaussians",)),
+    ("audio", "generate"): (("generation",), ("tones",)),
+    ("sequence", "forecast"): (("sequence",), ("sine",)),
+    ("sequence", "regress"): (("sequence",), ("adding-200", "adding-50")),
+    ("sequence", "tag"): (("sequence",), ("future-tagging",)),
+    ("sequence", "memorize"): (("sequence",), ("copy-100",)),
+    ("tree", "classify"): (("tree",), ("expressions",)),
+    ("text", "translate"): (("translation",), ("dates",)),
+    ("text", "embed"): (("embedding",), ("planted-semantics",)),
+    ("text", "generate"): (("language_model",), ("stdlib-text",)),
+    ("text", "classify"): (("language_model",), ("planted-topics",)),
+    ("env", "control"): (("rl",), ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "tictactoe")),
+    ("table", "search"): (("search",), ("digits",)),
+}
+KINDS = ("image", "table", "sequence", "text", "graph", "points", "video", "env", "audio", "tree")
+NEEDS = {"invariance": "its output is unchanged by construction under a group of input transformations",
+         "uncertainty": "it gives a calibrated predictive distribution, not only a point prediction",
+         "interpretability": "a reader can see how it decides (a weight per input feature)"}
+PARAMS_PER_LABEL = 1000
+"""--labels N rules out entries with more parameters than this per labelled example (they overfit N examples)"""
+TRIED = 3
+RULE = ("Candidates do the goal on that kind of data; a constraint rules an entry out (with the reason); the rest "
+        "are ranked by their measured value on the reference board, best first, equal values to the faster "
+        "training; unmeasured entries last. No hand-set scores.")
+IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _kinds_for(kind: str) -> list[str]:
+    return sorted(goal for k, goal in ROUTES if k == kind)
+
+
+def route(kind: str, goal: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tasks and boards for (kind, goal); one line saying what exists instead when nothing does."""
+    if kind not in KINDS:
+        raise DeepAtlasError(f"{option('data')} {kind}: a kind ({', '.join(KINDS)}) or a path to your file or folder")
+    if (kind, goal) in ROUTES:
+        return ROUTES[kind, goal]
+    goals = _kinds_for(kind)
+    kinds = sorted({k for k, g in ROUTES if g == goal})
+    instead = (f"for {kind} data: {', '.join(goals)}" if goals else f"no entry reads {kind} data yet") + \
+        (f"; {goal} works on {', '.join(kinds)} data" if kinds else
+         f"; goals that exist: {', '.join(sorted({g for _, g in ROUTES}))}")
+    raise DeepAtlasError(f"nothing does {goal} on {kind} data yet ({instead})")
+
+
+def inspect(path: str) -> dict:
+    """What a user's file or folder holds, read without training: {kind, goal (a guess), and what was counted}."""
+    p = Path(path)
+    if not p.exists():
+        if re.fullmatch(r"[A-Za-z0-9_/]+-v\d+", path):  # a gymnasium id
+            return {"path": path, "kind": "env", "goal": "control"}
+        raise DeepAtlasError(f"{option('data')} {path}: no such file or folder, nor a kind ({', '.join(KINDS)})")
+    if p.is_dir():
+        files = [f for f in p.rglob("*") if f.is_file()]
+        pictures = [f for f in files if f.suffix.lower() in IMAGES]
+        if any(f.suffix == ".json" for f in files) or (p / "labels").is_dir():
+            return {"path": path, "kind": "image", "goal": "detect", "images": len(pictures)}
+        if (p / "masks").is_dir():
+            return {"path": path, "kind": "image", "goal": "segment", "images": len(pictures)}
+        classes = sorted({f.parent.name for f in pictures if f.parent != p})
+        if pictures:
+            return {"path": path, "kind": "image", "goal": "classify", "images": len(pictures), "classes": len(classes)}
+        raise DeepAtlasError(f"{path}: a folder with no images (expected one sub-folder of images per class, a COCO "
+                             f"or YOLO folder, or images/ and masks/)")
+    suffix = p.suffix.lower()
+    if suffix == ".csv":
+        return _inspect_csv(p)
+    if suffix in (".txt", ".md", ".text"):
+        text = p.read_text(errors="replace")
+        return {"path": path, "kind": "text", "goal": "generate", "characters": len(text), "lines": text.count("\n")}
+    if suffix in IMAGES:
+        return {"path": path, "kind": "image", "goal": "classify", "images": 1}
+    if suffix in (".graphml", ".gml", ".edgelist"):
+        return {"path": path, "kind": "graph", "goal": "classify"}
+    if suffix in (".ply", ".obj", ".off", ".xyz", ".pcd"):
+        return {"path": path, "kind": "points", "goal": "classify"}
+    if suffix in (".mp4", ".avi", ".mov", ".mkv"):
+        return {"path": path, "kind": "video", "goal": "classify"}
+    if suffix == ".wav":
+        return {"path": path, "kind": "audio", "goal": "generate"}
+    raise DeepAtlasError(f"{path}: cannot tell what kind of data a {suffix or 'suffix-less'} file holds; name the kind "
+                         f"with {option('data')} ({', '.join(KINDS)})")
+
+
+def _inspect_csv(p: Path) -> dict:
+    """A table (rows, columns, the last column's classes) or a series (one number column, or a date column and
+    numbers): which one decides the guessed goal."""
+    with open(p, newline="", errors="replace") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        body = [row for row in reader if row]
+    if not header or not body:
+        raise DeepAtlasError(f"{p}: an empty CSV (a header line and rows expected)")
+
+    def numeric(i: int) -> bool:
+        cells = [r[i] for r in body[:200] if i < len(r) and r[i].strip()]
+        return bool(cells) and all(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", c.strip()) for c in cells)
+
+    numbers = [i for i in range(len(header)) if numeric(i)]
+    dated = bool(re.match(r"\d{4}-\d{2}", body[0][0])) if body[0] else False
+    info = {"path": str(p), "rows": len(body), "columns": len(header)}
+    if (dated and len(header) <= 3) or (len(header) == 1 and numbers):
+        return {**info, "kind": "sequence", "goal": "forecast"}
+    last = [r[-1] for r in body if len(r) == len(header)]
+    classes = len(set(last))
+    regress = len(header) - 1 in numbers and classes > 20
+    return {**info, "kind": "table", "goal": "regress" if regress else "classify", "target": header[-1],
+            "classes": None if regress else classes}
+
+
+def recommend(data: str, goal: str | None = None, budget: float | None = None, max_params: int | None = None,
+              latency: float | None = None, labels: int | None = None, needs: tuple[str, ...] = ()) -> dict:
+    """{data: what was read, goal, board, ranked: [{name, rank, reason, evidence}], excluded: [{name, why}], rule}."""
+    found = {"kind": data} if data in KINDS else inspect(data)
+    kind, goal = found["kind"], goal or found.get("goal")
+    if goal is None:
+        raise DeepAtlasError(f"{option('goal')}: say what to do with {kind} data ({', '.join(_kinds_for(kind))})")
+    if kind == "table" and goal == "regress":
+        found["task"] = "regression"
+    tasks, boards = route(kind, goal)
+    for need in needs:
+        if need not in NEEDS:
+            raise DeepAtlasError(f"{option('need')} {need}: one of {', '.join(NEEDS)}")
+    cards = [c for c in catalog.cards() if c.task in tasks]
+    reference = boards[0]
+    ranked, excluded = [], []
+    for card in cards:
+        evidence = [r for d in boards for r in leaderboard.rows(card.task, d) if r["name"] == card.name
+                    and not r["overrides"]]
+        main = next((r for r in evidence if r["data"] == reference and _is_board_metric(r, card, reference)), None)
+        why = _ruled_out(card, main, budget, max_params, latency, labels, needs)
+        if why:
+            excluded.append({"name": card.name, "why": why})
+        else:
+            ranked.append({"name": card.name, "card": card, "main": main, "evidence": evidence})
+    ranked.sort(key=lambda r: _order(r["main"], r["card"]))
+    return {"data": found, "goal": goal, "board": reference, "measured_on": leaderboard.MEASURED_ON, "rule": RULE,
+            "ranked": [{"name": r["name"], "rank": i, "reason": _reason(r["card"], r["main"], reference, budget,
+                                                                       max_params, latency, labels, needs),
+                        "value": r["main"]["value"] if r["main"] else None,
+                        "metric": r["main"]["metric"] if r["main"] else None, "evidence": r["evidence"]}
+                       for i, r in enumerate(ranked, 1)],
+            "excluded": excluded}
+
+
+def _is_board_metric(row: dict, card, data: str) -> bool:
+    """The metric a board ranks by: the bar's on that data where one is set there, else the first stored one."""
+    bars = [b for c in catalog.cards() if leaderboard.board_task(c.task) == row["task"] for b in c.bars
+            if b.overrides.get("data", c.data.data) == data and set(b.overrides) <= {"data"}]
+    if bars:
+        return row["metric"] == bars[0].metric
+    first = next(r for r in leaderboard.rows(row["task"], data))
+    return row["metric"] == first["metric"]
+
+
+def _order(main: dict | None, card) -> tuple:
+    if main is None:
+        return (1, -card.year, card.name)
+    return (0, -main["value"] if main["direction"] == "max" else main["value"], main["seconds"])
+
+
+def _ruled_out(card, main, budget, max_params, latency, labels, needs) -> str:
+    for need in needs:
+        if need not in card.offers:
+            return f"does not offer {need}"
+    if main is None and (budget or max_params or latency or labels):
+        return "not measured on this board, so its cost is unknown (record it with `deepatlas bench --record`)"
+    if main is None:
+        return ""
+    if budget is not None and main["seconds"] > budget:
+        return f"trained in {main['seconds']:.0f} s on {main['data']}, over the budget of {budget:g} s"
+    if max_params is not None and main["params"] > max_params:
+        return f"{main['params']:,} parameters, over {max_params:,}"
+    if latency is not None and main["latency_ms"] is not None and main["latency_ms"] > latency:
+        return f"{main['latency_ms']:.2f} ms per input, over {latency:g} ms"
+    if labels is not None and main["params"] > PARAMS_PER_LABEL * labels:
+        return (f"{main['params']:,} parameters for {labels:,} labels: over {PARAMS_PER_LABEL:,} a label, it would "
+                f"overfit them")
+    return ""
+
+
+def _reason(card, main, reference, budget, max_params, latency, labels, needs) -> str:
+    met = [f"offers {n}" for n in needs]
+    if main is not None:
+        met += [f"{main['seconds']:.0f} s ≤ {budget:g} s"] if budget is not None else []
+        met += [f"{main['params']:,} ≤ {max_params:,} parameters"] if max_params is not None else []
+        met += [f"{main['latency_ms']:.2f} ≤ {latency:g} ms"] if latency is not None and main["latency_ms"] else []
+        met += [f"{main['params'] / labels:.0f} parameters a label"] if labels is not None else []
+        measured = f"{main['metric']} {main['value']:.4g} on {reference} in {main['seconds']:.0f} s"
+    else:
+        measured = f"not measured on {reference}"
+    return f"{measured}{'; meets ' + ', '.join(met) if met else ''}. {card.when_to_use}"
+
+
+def try_top(answer: dict, data: str, budget: float | None, seed: int = 0, out: str | Path = "runs/recommend",
+            target: str | None = None, column: str | None = None) -> dict:
+    """Train the top TRIED candidates on the user's `data` through `compare`, each within a third of the budget,
+    and rank them again by what was measured: {tried: compare's rows, reranked: [{name, rank, value, metric}]}."""
+    from deepatlas.tools.compare import compare
+    if answer["data"].get("path") is None:
+        raise DeepAtlasError(f"{option('try')} trains on your data: give {option('data')} a path to your file or folder")
+    names = [r["name"] for r in answer["ranked"][:TRIED]]
+    if not names:
+        raise DeepAtlasError("no candidate is left to try; loosen the constraints")
+    each = budget / len(names) if budget else None
+    rows = compare(names, data=data, seed=seed, out=out, target=target or answer["data"].get("target"),
+                   column=column, task=answer["data"].get("task"), max_time=each)
+    metric, direction = rows[0]["metric"], rows[0]["direction"]
+    order = sorted(rows, key=lambda r: (-r[f"test_{metric}"] if direction == "max" else r[f"test_{metric}"],
+                                        r["train_seconds"]))
+    return {"tried": rows, "metric": metric, "direction": direction,
+            "reranked": [{"name": r["name"], "rank": i, "value": r[f"test_{metric}"], "metric": metric,
+                          "train_seconds": r["train_seconds"]} for i, r in enumerate(order, 1)]}
+
+
+def decision_guide() -> list[dict]:
+    """Every route answered without constraints, for the atlas: [{data, goal, ranked: [{name, reason}], excluded}]."""
+    guide = []
+    for kind, goal in ROUTES:
+        answer = recommend(kind, goal)
+        guide.append({"data": kind, "goal": goal, "board": answer["board"],
+                      "ranked": [{"name": r["name"], "reason": r["reason"]} for r in answer["ranked"]],
+                      "excluded": answer["excluded"]})
+    return guide
+
+
+def to_json(answer: dict) -> str:
+    return json.dumps(answer, indent=2, default=str)
