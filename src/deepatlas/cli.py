@@ -345,8 +345,12 @@ def recommend(data, goal, budget, max_params, latency, labels, needs, try_, targ
               f"[bold]{answer['goal']}[/bold]: ranked by what was measured on {answer['board']}", highlight=False)
     table = Table("#", "name", "why (measured, constraints met, the card's use)", "evidence (leaderboard rows)")
     for r in answer["ranked"]:
+        shown = {}  # one row a board: the ranking metric where it was measured
+        for e in r["evidence"]:
+            if e["data"] not in shown or e["metric"] == r["metric"]:
+                shown[e["data"]] = e
         evidence = "\n".join(f"{e['data']}: {e['metric']} {e['value']:.4g}, {e['seconds']:.0f} s, {e['params']:,} params"
-                              for e in r["evidence"])
+                              for e in shown.values())
         table.add_row(str(r["rank"]), r["name"], escape(r["reason"]), evidence or "none recorded")
     out.print(table)
     for x in answer["excluded"]:

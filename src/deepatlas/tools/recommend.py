@@ -158,11 +158,12 @@ def recommend(data: str, goal: str | None = None, budget: float | None = None, m
             raise DeepAtlasError(f"{option('need')} {need}: one of {', '.join(NEEDS)}")
     cards = [c for c in catalog.cards() if c.task in tasks]
     reference = boards[0]
+    metric = _ranking_metric(tasks[0], reference, {c.name for c in cards})
     ranked, excluded = [], []
     for card in cards:
         evidence = [r for d in boards for r in leaderboard.rows(card.task, d) if r["name"] == card.name
                     and not r["overrides"]]
-        main = next((r for r in evidence if r["data"] == reference and _is_board_metric(r, card, reference)), None)
+        main = next((r for r in evidence if r["data"] == reference and r["metric"] == metric), None)
         why = _ruled_out(card, main, budget, max_params, latency, labels, needs)
         if why:
             excluded.append({"name": card.name, "why": why})
@@ -178,14 +179,15 @@ def recommend(data: str, goal: str | None = None, budget: float | None = None, m
             "excluded": excluded}
 
 
-def _is_board_metric(row: dict, card, data: str) -> bool:
-    """The metric a board ranks by: the bar's on that data where one is set there, else the first stored one."""
-    bars = [b for c in catalog.cards() if leaderboard.board_task(c.task) == row["task"] for b in c.bars
-            if b.overrides.get("data", c.data.data) == data and set(b.overrides) <= {"data"}]
-    if bars:
-        return row["metric"] == bars[0].metric
-    first = next(r for r in leaderboard.rows(row["task"], data))
-    return row["metric"] == first["metric"]
+def _ranking_metric(task: str, data: str, names: set[str]) -> str | None:
+    """The metric a board ranks by: the one most candidates were measured by there; a tie goes to a bar's metric on
+    that board, then to the scale-free MASE (a forecast's error against the naive forecast), then by name."""
+    stored = [r["metric"] for r in leaderboard.rows(task, data) if r["name"] in names and not r["overrides"]]
+    if not stored:
+        return None
+    bars = {b.metric for c in catalog.cards() if leaderboard.board_task(c.task) == leaderboard.board_task(task)
+            for b in c.bars if b.overrides.get("data", c.data.data) == data}
+    return min(set(stored), key=lambda m: (-stored.count(m), m not in bars, m != "mase", m))
 
 
 def _order(main: dict | None, card) -> tuple:
