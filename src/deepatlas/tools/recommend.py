@@ -113,8 +113,12 @@ def inspect(path: str) -> dict:
         return {"path": path, "kind": "video", "goal": "classify"}
     if suffix == ".wav":
         return {"path": path, "kind": "audio", "goal": "generate"}
-    raise DeepAtlasError(f"{path}: cannot tell what kind of data a {suffix or 'suffix-less'} file holds; name the kind "
-                         f"with {option('data')} ({', '.join(KINDS)})")
+    try:  # a text file by any name (a licence, a book)
+        text = p.read_bytes()[:1_000_000].decode("utf-8")
+        return {"path": path, "kind": "text", "goal": "generate", "characters": len(text), "lines": text.count("\n")}
+    except UnicodeDecodeError:
+        raise DeepAtlasError(f"{path}: cannot tell what kind of data a {suffix or 'suffix-less'} file holds; name the "
+                             f"kind with {option('data')} ({', '.join(KINDS)})") from None
 
 
 def _inspect_csv(p: Path) -> dict:
@@ -131,16 +135,20 @@ def _inspect_csv(p: Path) -> dict:
         cells = [r[i] for r in body[:200] if i < len(r) and r[i].strip()]
         return bool(cells) and all(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", c.strip()) for c in cells)
 
-    numbers = [i for i in range(len(header)) if numeric(i)]
+    lengths = [len(r) for r in body]
+    width = max(set(lengths), key=lengths.count)  # the rows' own width: a first line may be no header of names
+    numbers = [i for i in range(width) if numeric(i)]
     dated = bool(re.match(r"\d{4}-\d{2}", body[0][0])) if body[0] else False
-    info = {"path": str(p), "rows": len(body), "columns": len(header)}
-    if (dated and len(header) <= 3) or (len(header) == 1 and numbers):
+    info = {"path": str(p), "rows": len(body), "columns": width}
+    if len(header) != width:
+        info["note"] = f"the first line has {len(header)} fields, the rows {width}: not a header of column names"
+    if (dated and width <= 3) or (width == 1 and numbers):
         return {**info, "kind": "sequence", "goal": "forecast"}
-    last = [r[-1] for r in body if len(r) == len(header)]
+    last = [r[-1] for r in body if len(r) == width]
     classes = len(set(last))
-    regress = len(header) - 1 in numbers and classes > 20
-    return {**info, "kind": "table", "goal": "regress" if regress else "classify", "target": header[-1],
-            "classes": None if regress else classes}
+    regress = width - 1 in numbers and classes > 20
+    return {**info, "kind": "table", "goal": "regress" if regress else "classify",
+            "target": header[-1] if len(header) == width else None, "classes": None if regress else classes}
 
 
 def recommend(data: str, goal: str | None = None, budget: float | None = None, max_params: int | None = None,
