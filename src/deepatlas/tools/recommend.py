@@ -170,7 +170,7 @@ def recommend(data: str, goal: str | None = None, budget: float | None = None, m
     ranked, excluded = [], []
     for card in cards:
         evidence = [r for d in boards for r in leaderboard.rows(card.task, d) if r["name"] == card.name
-                    and not r["overrides"]]
+                    and _recipe(r)]
         main = next((r for r in evidence if r["data"] == reference and r["metric"] == metric), None)
         why = _ruled_out(card, main, budget, max_params, latency, labels, needs)
         if why:
@@ -187,10 +187,16 @@ def recommend(data: str, goal: str | None = None, budget: float | None = None, m
             "excluded": excluded}
 
 
+def _recipe(row: dict) -> bool:
+    """A row of an entry's own recipe on a board: its default one, or the settings a bar of its sets for that data
+    (BERT's recipe for classifying sentences), not a variant (`mode=cbow`) measured beside it."""
+    return not row["overrides"] or (row["source"] == "bench" and row["data"] != catalog.card(row["name"]).data.data)
+
+
 def _ranking_metric(task: str, data: str, names: set[str]) -> str | None:
     """The metric a board ranks by: the one most candidates were measured by there; a tie goes to a bar's metric on
     that board, then to the scale-free MASE (a forecast's error against the naive forecast), then by name."""
-    stored = [r["metric"] for r in leaderboard.rows(task, data) if r["name"] in names and not r["overrides"]]
+    stored = [r["metric"] for r in leaderboard.rows(task, data) if r["name"] in names and _recipe(r)]
     if not stored:
         return None
     bars = {b.metric for c in catalog.cards() if leaderboard.board_task(c.task) == leaderboard.board_task(task)
@@ -231,7 +237,9 @@ def _reason(card, main, reference, budget, max_params, latency, labels, needs) -
         met += [f"{main['params']:,} ≤ {max_params:,} parameters"] if max_params is not None else []
         met += [f"{main['latency_ms']:.2f} ≤ {latency:g} ms"] if latency is not None and main["latency_ms"] else []
         met += [f"{main['params'] / labels:.0f} parameters a label"] if labels is not None else []
-        measured = f"{main['metric']} {main['value']:.4g} on {reference} in {main['seconds']:.0f} s"
+        settings = "".join(f" {k}={v}" for k, v in main["overrides"].items())
+        measured = f"{main['metric']} {main['value']:.4g} on {reference}{' with' + settings if settings else ''} in " \
+                   f"{main['seconds']:.0f} s"
     else:
         measured = f"not measured on {reference}"
     return f"{measured}{'; meets ' + ', '.join(met) if met else ''}. {card.when_to_use}"
