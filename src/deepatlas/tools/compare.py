@@ -22,9 +22,10 @@ from deepatlas import api
 from deepatlas.errors import DeepAtlasError
 
 
-def _run_key(name: str, settings, overrides: dict, seed: int, columns: dict) -> str:
-    """Same entry, settings, data, columns and seed -> same key: a finished run with this key is reused."""
-    text = json.dumps({"name": name, **settings.to_json(), "set": overrides, "seed": seed, **columns,
+def _run_key(name: str, settings, overrides: dict, seed: int, columns: dict | None = None) -> str:
+    """Same entry, settings, data, columns (target, column, task) and seed -> same key: a finished run with this key
+    is reused."""
+    text = json.dumps({"name": name, **settings.to_json(), "set": overrides, "seed": seed, **(columns or {}),
                        "version": api.VERSION}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
