@@ -77,12 +77,22 @@ def check(task: str | None, data: str | None) -> None:
                              f"; boards: {', '.join(datasets)}")
 
 
+def _bars_on(task: str, data: str | None = None) -> list[tuple[str, object]]:
+    """(dataset, bar) of every bar of the board task's entries (on `data` only, if given), read from the cards."""
+    return [(b.overrides.get("data", c.data.data), b) for c in catalog.cards() if board_task(c.task) == task
+            for b in c.bars if data in (None, b.overrides.get("data", c.data.data))]
+
+
+def bar_metrics(task: str, data: str) -> dict[str, str]:
+    """metric -> direction of the bars set on a board."""
+    return {b.metric: b.direction for _, b in _bars_on(board_task(task), data)}
+
+
 def boards(entry) -> list[str]:
     """The embedded datasets `entry` is measured on: its task's board datasets that its data module reads."""
     from deepatlas import api
     task = board_task(entry.task)
-    used = {b.overrides.get("data", e.data.data) for e in catalog.entries() if board_task(e.task) == task
-            for b in e.bars}
+    used = {d for d, _ in _bars_on(task)}
     readable = set(api.task_of(entry).embedded())
     return sorted(d for d in used | set(ALSO.get(task, ())) if d in readable)
 
@@ -90,8 +100,7 @@ def boards(entry) -> list[str]:
 def board_metrics(task: str, data: str, test: dict) -> dict[str, str]:
     """metric -> direction recorded for a run on a board: those of the bars set on it, else every test metric
     (a board no bar uses, such as a forecasting series) but the loss."""
-    bars = {b.metric: b.direction for e in catalog.entries() if board_task(e.task) == task
-            for b in e.bars if b.overrides.get("data", e.data.data) == data}
+    bars = bar_metrics(task, data)
     if bars:
         return {m: d for m, d in bars.items() if m in test}
     lower = ("mse", "mae", "mase", "loss", "nll", "bpd", "fd", "perplexity", "ce")

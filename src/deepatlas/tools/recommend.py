@@ -199,8 +199,7 @@ def _ranking_metric(task: str, data: str, names: set[str]) -> str | None:
     stored = [r["metric"] for r in leaderboard.rows(task, data) if r["name"] in names and _recipe(r)]
     if not stored:
         return None
-    bars = {b.metric for c in catalog.cards() if leaderboard.board_task(c.task) == leaderboard.board_task(task)
-            for b in c.bars if b.overrides.get("data", c.data.data) == data}
+    bars = leaderboard.bar_metrics(task, data)
     return min(set(stored), key=lambda m: (-stored.count(m), m not in bars, m != "mase", m))
 
 
