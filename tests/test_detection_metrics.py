@@ -17,6 +17,7 @@ from deepatlas.tasks.detection import (
     Segmentation,
     class_iou,
     mean_iou,
+    painted,
 )
 
 A, B, FAR = [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [50.0, 50.0, 60.0, 60.0]
@@ -364,3 +365,36 @@ def test_segmentation_objective():
     assert logs["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert logs["pixel_accuracy"].item() == pytest.approx(reference.compute()["pixel_accuracy"], rel=1e-6)
     assert torch.equal(objective.predict(images), model(images).argmax(1))
+
+
+def test_painted_masks_are_the_segmentation_truth_and_the_top_score_wins():
+    """Detection's targets painted into one class map are exactly the segmentation task's labels of the same
+    scenes (so a mask detector's mIoU is on the segmentation board's images and truth); where predicted masks
+    overlap the highest score's class is painted, and masks under the score threshold are not."""
+    from deepatlas.data import shapes
+    scenes = shapes.splits("shapes", 64)["val"]
+    assert torch.equal(painted(scenes.targets(), (64, 64)), scenes.semantic())
+    masks = torch.zeros(3, 4, 4)
+    masks[0, :2], masks[1, 1:], masks[2] = 1, 1, 1           # rows 0-1, rows 1-3, everything
+    found = [{"masks": masks, "scores": torch.tensor([0.9, 0.6, 0.3]), "labels": torch.tensor([0, 2, 1])}]
+    expected = torch.tensor([1, 1, 3, 3])[:, None].expand(4, 4)  # row 1: 0.9 beats 0.6; the 0.3 mask is dropped
+    assert torch.equal(painted(found, (4, 4), min_score=0.5)[0], expected)
+    assert torch.equal(painted(found, (4, 4))[0], expected)     # without a threshold the 0.3 mask loses everywhere
+    found[0]["scores"] = torch.tensor([0.2, 0.6, 0.3])
+    assert torch.equal(painted(found, (4, 4), min_score=0.5)[0], torch.tensor([0, 3, 3, 3])[:, None].expand(4, 4))
+
+
+def test_mask_detector_is_also_scored_by_mean_iou():
+    objective = OracleObjective(Oracle())
+    objective.average_precision = MeanAveragePrecision(("bbox", "segm"))
+    objective.data_spec = {"classes": ["a", "b"]}
+    objective.reset_metrics()
+    masks = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    masks[0, :4], masks[1, 4:] = 1, 1
+    truth = {"boxes": torch.tensor([[0.0, 0, 8, 4], [0, 4, 8, 8]]), "labels": torch.tensor([0, 1]), "masks": masks}
+    guess = {**truth, "scores": torch.tensor([0.9, 0.9]), "masks": masks.float(), "labels": torch.tensor([0, 0])}
+    objective.model.answers = [guess]
+    objective.validation_step((torch.zeros(1, 3, 8, 8), [truth]))
+    out = objective.compute_metrics()
+    assert out["pixel_accuracy"] == 0.5                        # the lower half is called class a, truly b
+    assert out["miou"] == pytest.approx((1 / 2 + 0) / 2)        # background in neither (skipped): a 1/2, b 0

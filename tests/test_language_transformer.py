@@ -16,6 +16,8 @@ from deepatlas.catalog import Train, Data
 from deepatlas.data import pairs
 from deepatlas.engine.loop import lr_factor
 from deepatlas.models.language.transformer import (
+    SequenceConfig,
+    SequenceEncoder,
     MultiHeadAttention,
     attention,
     attention_probs,
@@ -368,3 +370,39 @@ def test_transformer_learns_dates():
     out = pairs.predict(objective, data.spec, "Saturday, Nov 21, 2026")[0]
     assert isinstance(out["predicted"], str) and out["attention"]["source"] == list("Saturday, Nov 21, 2026")
     assert all(abs(sum(r) - 1) < 1e-4 for r in out["attention"]["weights"])
+
+
+# ---- the encoder alone on the sequence tasks (the entry's sequence form) ---------------------------------------
+
+def test_sequence_encoder_masks_the_future_only_when_causal():
+    """The encoder reads a series whole: step t's output moves when a later step changes. With `causal` (the
+    decoder's mask) it never does, and the earlier steps' outputs are exactly unchanged."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 3)
+    later = x.clone()
+    later[:, 8:] += 1.0
+    for causal in (False, True):
+        model = SequenceEncoder(SequenceConfig(in_features=3, n_outputs=4, per_step=True, causal=causal)).eval()
+        moved = (model(x) - model(later)).abs().amax(-1)           # (B, T): how much each step's output moved
+        assert moved[:, 8:].min() > 1e-3
+        if causal:
+            assert moved[:, :8].max() < 1e-6
+        else:
+            assert moved[:, :8].min() > 1e-4
+
+
+def test_transformer_runs_on_the_sequence_tasks_through_its_form(tmp_path):
+    """The card names the form's task without importing the module; an embedded sequence set picks the form, which
+    `compare` trains beside an RNN (one task for both), learns the adding problem far below the mean predictor, and
+    is loaded back as the form from its run's config.json."""
+    from deepatlas import api
+    from deepatlas.tools.compare import compare
+    assert catalog.card("transformer").also == ["sequence"] == api.get("transformer").also
+    assert api.form_for(api.get("transformer"), "adding-50").build is SequenceEncoder
+    assert api.form_for(api.get("transformer"), "dates").build is not SequenceEncoder
+    rows = compare(["transformer:epochs=1", "rnn:epochs=1"], data="adding-50", out=tmp_path)
+    mse = {r["name"].split(":")[0]: r["test_mse"] for r in rows}
+    baseline = api.baseline(rows[0]["run_dir"])["mse"]
+    assert mse["transformer"] < 0.1 * baseline, (mse, baseline)
+    predictor = api.load(rows[0]["run_dir"])
+    assert predictor.task.name == "sequence" and isinstance(predictor.objective.model, SequenceEncoder)

@@ -208,6 +208,21 @@ def task_of(entry: Entry | Card):
     return get_task(entry.task)
 
 
+def form_for(entry: Entry, data: str | None = None, task: str | None = None) -> Entry:
+    """The entry as it runs on `data` (or on `task`): itself, or its form for the task whose embedded dataset `data`
+    is (and its own task's is not), with that form's config, builder, objective and recipe."""
+    from deepatlas.tasks import get_task
+    for form in entry.forms:
+        embedded = data is not None and data in get_task(form.task).embedded() and \
+            data not in task_of(entry).embedded()
+        if task == form.task or embedded:
+            return dataclasses.replace(entry, task=form.task, config=form.config, build=form.build,
+                                       objective=form.objective, train=form.train, data=form.data, forms=[],
+                                       more_bars=[],  # its bar's budget stays: the entry's time on any board
+                                       bar=dataclasses.replace(entry.bar, metric=form.metric, direction=form.direction))
+    return entry
+
+
 def _objective(entry: Entry, config, spec: dict):
     """The entry's objective around a fresh network; it knows the run's data spec (generative metrics pick
     their scores by it)."""
@@ -224,7 +239,8 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
 
     `data`: an embedded dataset's name or your file or folder; `env`: rl: a gymnasium environment id; `target`: a
     table's label column; `column`: a series' value column; `task`: "classification" or "regression" for a table's
-    target (default: from its values);
+    target (default: from its values), or for an entry that also runs on other tasks, the task to run it on (the
+    transformer on your series: "sequence"; its embedded datasets choose it themselves);
     `overrides`: {key: value} of the entry's model, train and data settings (the CLI's --set); `max_time`: seconds;
     `scaling`: Fabric's flags (`Scaling(accelerator, devices, strategy, num_nodes, precision)`)."""
     import torch
@@ -243,6 +259,9 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
         if data is not None:
             raise DeepAtlasError(f"{option('env')} names an environment, {option('data')} a dataset: give one")
         data = env
+    form = None
+    if task is not None and name is not None and task in get(name).also:
+        form, task = task, None
     if task is not None:
         catalog.apply_overrides(Data(), {"task": task}, "--" if errors.SPELL_AS_FLAGS else "")  # named as typed
         overrides["data.task"] = task
@@ -268,7 +287,7 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
         if name is None:
             raise DeepAtlasError("name an entry to train (see `deepatlas list`) or give --resume RUN_DIR")
         check_seed(seed)
-        entry = get(name)
+        entry = form_for(get(name), data or overrides.get("data", overrides.get("data.data")), form)
         model_over, settings = settings_for(entry, overrides, data)
         run = RunDir(out or RunDir.default_path(entry.name))
         check_output(run.final, "--out", "folder")
@@ -337,6 +356,10 @@ def _saved_entry(run, saved: dict) -> tuple[Entry, object]:
     if not isinstance(saved.get("name"), str):
         raise DeepAtlasError(f"{run.config}: not a deepatlas config (no entry name)")
     entry = get(saved["name"])
+    if saved.get("task", entry.task) != entry.task:  # a run of one of its forms (older runs name no task)
+        if not isinstance(saved["task"], str):
+            raise DeepAtlasError(f"{run.config}: task {saved['task']!r} is not a task name")
+        entry = form_for(entry, task=saved["task"])
     model = saved_model(saved) if isinstance(saved.get("model"), dict) else None
     if model is None or not isinstance(saved.get("data"), dict):
         raise DeepAtlasError(f"{run.config}: not a deepatlas config (no model or data part)")
@@ -388,7 +411,8 @@ def _run_config(entry: Entry, seed: int, target: str | None, config, settings: S
     any phases', the data options) and the data's spec (how new inputs are encoded as training encoded them); and
     the CPU threads it trains with (a resumed run uses them again: another count sums in another order)."""
     import torch
-    return {"deepatlas": VERSION, "name": entry.name, "seed": seed, "target": target, "threads": torch.get_num_threads(),
+    return {"deepatlas": VERSION, "name": entry.name, "task": entry.task, "seed": seed, "target": target,
+            "threads": torch.get_num_threads(),
             "model": dataclasses.asdict(config), **settings.to_json(), "data": spec}
 
 

@@ -204,6 +204,23 @@ def split_recipe(recipe: dict) -> tuple[Train, Data]:
 
 
 @dataclass(kw_only=True)
+class Form:
+    """The same architecture on another task, through that task's contract: what builds it there and the recipe it
+    trains with. A run on one of that task's embedded datasets (and not of the entry's own task) takes the form
+    (`api.form_for`); the entry's name, card and bar budget stay: the transformer's encoder reading the sequence
+    tasks' series is still the transformer on the sequence leaderboards."""
+    task: str
+    config: type
+    build: Callable[[Any], Any]
+    objective: Callable[[Any], Any]
+    train: Train = field(default_factory=Train)
+    data: Data = field(default_factory=Data)
+    metric: str = "loss"
+    """the validation metric that picks its best epoch (and that `compare` ranks it by) on that task"""
+    direction: Literal["max", "min"] = "min"
+
+
+@dataclass(kw_only=True)
 class Card:
     """What is known of an entry without importing its module: the literal arguments of its `register` call."""
     name: str
@@ -233,6 +250,8 @@ class Card:
     """typed edges to other entries (builds_on, variant_of, uses, alternative_to), each with its reason"""
     offers: list[str] = field(default_factory=list)
     """needs its architecture meets by construction (`recommend --need`): invariance, uncertainty, interpretability"""
+    also: list[str] = field(default_factory=list)
+    """the other tasks it runs on (the tasks of its `Entry.forms`, read from them, never written by hand)"""
 
     def __post_init__(self):
         self.related = list(dict.fromkeys([r.entry for r in self.relations] + list(self.related)))
@@ -255,6 +274,12 @@ class Entry(Card):
     """the Train fields a method that owns its loop reads (`--set` refuses the others); None: the fit loop's all"""
     phases: dict[str, Train] = field(default_factory=dict)
     """training settings of each phase before the main training (the objective's `phases`), by phase name"""
+    forms: list[Form] = field(default_factory=list)
+    """the architecture on other tasks (the transformer's encoder on the sequence tasks)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.also = [f.task for f in self.forms]
 
     def card(self) -> dict:
         """The JSON card of `info --json`: the static card and the default config."""
@@ -269,7 +294,7 @@ def card_json(c: Entry | Card) -> dict:
         "when_not": c.when_not, "related": list(c.related), "task": c.task, "notes": c.notes,
         "relations": [{"kind": r.kind, "entry": r.entry, "why": r.why, **({"later": r.later} if r.later else {})}
                       for r in c.relations],
-        "offers": list(c.offers), "bar": _bar_card(c.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
+        "offers": list(c.offers), "also": list(c.also), "bar": _bar_card(c.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
         "train": dataclasses.asdict(c.train), "data": dataclasses.asdict(c.data),
     }
 
@@ -331,8 +356,10 @@ def _read_card(module: str) -> Card:
              and getattr(node.value.func, "id", None) == "register"]
     if len(calls) != 1 or not isinstance(calls[0], ast.Call):
         raise DeepAtlasError(f"{module}: expected one top-level register(Entry(...)) call, found {len(calls)}")
-    values = {k.arg: _literal(k.value, module) for k in calls[0].keywords if k.arg in _CARD_FIELDS}
-    return Card(**values, module=module)
+    values = {k.arg: _literal(k.value, module) for k in calls[0].keywords if k.arg in _CARD_FIELDS - {"also"}}
+    forms = next((k.value for k in calls[0].keywords if k.arg == "forms"), None)
+    also = [_literal(k.value, module) for f in getattr(forms, "elts", ()) for k in f.keywords if k.arg == "task"]
+    return Card(**values, also=also, module=module)
 
 
 @cache

@@ -104,6 +104,12 @@ def info(name, as_json, summary):
              ("data (--set [data.]key=value)", entry.data, keys["data"]),
              *[(f"phase {name}, before training (--set {name}.key=value)", settings, keys[name])
                for name, settings in entry.phases.items()]]
+    for form in entry.forms:  # the same architecture through another task's contract
+        on = api.form_for(entry, task=form.task)
+        out.print(f"also runs on the {form.task} task: its embedded data "
+                  f"({', '.join(api.task_of(on).embedded())}) takes this form, e.g. --data {form.data.data}")
+        parts += [(f"model on {form.task}", form.config(), None),
+                  (f"train on {form.task}", form.train, api.settings_keys(on)["train"])]
     for title, obj, shown in parts:
         table = Table("field", "default", "meaning", title=escape(title), title_justify="left")
         docs = api.field_help(type(obj))
@@ -136,7 +142,8 @@ def _layer_summary(name: str, as_json: bool) -> None:
 @click.option("--target", help="label column of a CSV file")
 @click.option("--column", help="value column of a CSV time series (forecasting)")
 @click.option("--task", help="tables: regression or classification of the --target (default: regression for a "
-                             "numeric target with many values)")
+                             "numeric target with many values); an entry that also runs on other tasks: the task "
+                             "(transformer: sequence, for your series)")
 @click.option("--max-time", type=float, help="stop training after this many seconds")
 @click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="override a model, train or data setting (model.width=64, train.lr=3e-4, data.window=20; "
                    "the part may be left out where the key is unambiguous)")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.data.detection import box_masks
+from deepatlas.data.detection import SHOW_THRESHOLD, box_masks
 from deepatlas.nn.boxes import box_iou
 from deepatlas.tasks import Objective, Task
 
@@ -230,6 +230,22 @@ class ConfusionMatrix:
         return {"miou": mean_iou(self.matrix).item(), "pixel_accuracy": (self.matrix.trace() / total).item()}
 
 
+def painted(found: list[dict], size: tuple[int, int], min_score: float = 0.0) -> Tensor:
+    """Instance masks as semantic label maps (B, H, W): 0 background, class + 1 where a mask covers the pixel, the
+    highest-scoring mask's where several do, masks of detections scoring below `min_score` left out (targets have no
+    scores: their visible masks never overlap). All images at once, their masks padded to the most any has."""
+    H, W = size
+    masks = _pad([_binary(f["masks"]).view(-1, H, W).cpu() for f in found], 0.0).bool()        # (B, m, H, W)
+    scores = _pad([f.get("scores", torch.ones(len(f["labels"]))).detach().float().cpu() for f in found], -1.0)
+    labels = _pad([f["labels"].detach().cpu().long() for f in found], -1)                        # (B, m)
+    if masks.shape[1] == 0:
+        return torch.zeros(len(found), H, W, dtype=torch.long)
+    inside = masks & (scores >= min_score)[:, :, None, None]                                     # (B, m, H, W)
+    top = torch.where(inside, scores[:, :, None, None], -2.0).argmax(1)                          # (B, H, W)
+    label = labels.gather(1, top.flatten(1)).view_as(top) + 1
+    return torch.where(inside.any(1), label, 0)
+
+
 class Detection(Objective):
     """Base objective of a detector; batches are (images (B, 3, H, W), targets: list of B dicts).
 
@@ -240,7 +256,9 @@ class Detection(Objective):
     ({"boxes", "scores", "labels"} and "masks" for instance segmentation, see the module docstring),
     post-processing included (score threshold, NMS where the architecture uses it). Validation feeds
     those predictions to a MeanAveragePrecision, whose whole-split values the engine adds at the end of
-    every evaluation (through `reset_metrics` / `compute_metrics`)."""
+    every evaluation (through `reset_metrics` / `compute_metrics`). A detector with masks is also scored as a
+    semantic segmenter would be on the same images: its masks scoring at least SHOW_THRESHOLD `painted` into
+    one class map, against the targets' masks painted the same way ("miou", "pixel_accuracy")."""
 
     metric = "map_50"
     export_note = "the network's raw outputs, before box decoding, the score threshold and NMS"
@@ -248,6 +266,7 @@ class Detection(Objective):
     def __init__(self, model: nn.Module, iou_type: str | Sequence[str] = "bbox", max_detections: int = 100):
         super().__init__(model)
         self.average_precision = MeanAveragePrecision(iou_type, max_detections)
+        self.confusion: ConfusionMatrix | None = None
 
     def loss(self, images: Tensor, targets: list[dict]) -> dict[str, Tensor]:
         raise NotImplementedError("a detector's objective implements loss(images, targets) -> {'loss': ...}")
@@ -260,7 +279,12 @@ class Detection(Objective):
     def validation_step(self, batch) -> dict[str, Tensor]:
         images, targets = batch
         logs = self.measure(batch)
-        self.average_precision.update(self.model.detect(images), targets)
+        found = self.model.detect(images)
+        self.average_precision.update(found, targets)
+        if "segm" in self.average_precision.iou_types and self.data_spec.get("classes"):
+            if self.confusion is None:
+                self.confusion = ConfusionMatrix(len(self.data_spec["classes"]) + 1)  # background first
+            self.confusion.update(painted(found, images.shape[-2:], SHOW_THRESHOLD), painted(targets, images.shape[-2:]))
         return logs
 
     @torch.no_grad()
@@ -269,9 +293,10 @@ class Detection(Objective):
 
     def reset_metrics(self) -> None:
         self.average_precision.reset()
+        self.confusion = None
 
     def compute_metrics(self) -> dict[str, float]:
-        return self.average_precision.compute()
+        return {**self.average_precision.compute(), **(self.confusion.compute() if self.confusion else {})}
 
 
 class Segmentation(Objective):

@@ -94,23 +94,27 @@ def compare(names: list[str], data: str | None = None, seed: int = 0, out: str |
     columns = {k: v for k, v in (("target", target), ("column", column), ("task", task)) if v is not None}
     variants = [parse_variant(n) for n in names]
     entries = [api.get(name) for name, _ in variants]
-    tasks = {e.task for e in entries}
-    if len(tasks) > 1:
+    common = set.intersection(*({e.task, *e.also} for e in entries))
+    if not common:
         raise DeepAtlasError("compare needs entries of one task; got " +
                              ", ".join(f"{e.name} ({e.task})" for e in entries))
+    shared = entries[0].task if entries[0].task in common else sorted(common)[0]
+    forms = {e.name: shared for e in entries if e.task != shared}  # the transformer beside the RNNs: its encoder
+    entries = [api.form_for(e, data, forms.get(e.name)) for e in entries]
     planned = []  # every run's folder and reusable metrics, checked before any training
     for entry, (_, overrides) in zip(entries, variants):
         model_over, settings = api.settings_for(entry, overrides, data)
-        run_dir = Path(out) / f"{entry.name}-{_run_key(entry.name, settings, model_over, seed, columns)}"
-        planned.append((settings, run_dir, _finished(run_dir / "metrics.json")))
+        its = {**columns, **({"task": forms[entry.name]} if entry.name in forms else {})}  # a form: in its key
+        run_dir = Path(out) / f"{entry.name}-{_run_key(entry.name, settings, model_over, seed, its)}"
+        planned.append((settings, run_dir, _finished(run_dir / "metrics.json"), its))
     rows = []
-    for label, entry, (_, overrides), (settings, run_dir, metrics) in zip(names, entries, variants, planned):
+    for label, entry, (_, overrides), (settings, run_dir, metrics, its) in zip(names, entries, variants, planned):
         reused = metrics is not None
         if metrics is None and any(run_dir.glob("checkpoint*.safetensors")):  # an interrupted run: continue it
             metrics = api.train(resume=run_dir)
         elif metrics is None:
             metrics = api.train(entry.name, data=data, overrides=overrides, seed=seed, out=run_dir, max_time=max_time,
-                                **columns)
+                                **its)
         _, saved, _, _ = api._read(run_dir)
         metric, direction = api.monitor_for(entry, api.saved_settings(saved).options, saved["data"])
         rows.append({"name": label, "data": settings.options.data, "metric": metric, "direction": direction,

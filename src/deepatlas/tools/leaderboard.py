@@ -35,6 +35,9 @@ BOARD_OF = {"image_classification": "classification"}
 """tasks that share their boards with another task: images are classified, by image and by table classifiers"""
 ALSO = {"sequence": ("sine",)}
 """boards no bar uses: the embedded forecasting series, which `recommend --goal forecast` reads"""
+SCORED_AS = {"detection": "segmentation"}
+"""a task whose runs are also scored on another task's boards where they measure its metric on the same images:
+a mask detector's masks painted into one class map (mIoU) on the shapes scenes the segmenters are ranked on"""
 
 
 def board_task(task: str) -> str:
@@ -89,12 +92,16 @@ def bar_metrics(task: str, data: str) -> dict[str, str]:
 
 
 def boards(entry) -> list[str]:
-    """The embedded datasets `entry` is measured on: its task's board datasets that its data module reads."""
+    """The embedded datasets `entry` is measured on: its task's board datasets that its data module reads, then those
+    of each other task it has a form for."""
     from deepatlas import api
-    task = board_task(entry.task)
-    used = {d for d, _ in _bars_on(task)}
-    readable = set(api.task_of(entry).embedded())
-    return sorted(d for d in used | set(ALSO.get(task, ())) if d in readable)
+    found = []
+    for on in (entry, *(api.form_for(entry, task=f.task) for f in entry.forms)):
+        task = board_task(on.task)
+        used = {d for d, _ in _bars_on(task)}
+        readable = set(api.task_of(on).embedded())
+        found += sorted(d for d in used | set(ALSO.get(task, ())) if d in readable)
+    return found
 
 
 def board_metrics(task: str, data: str, test: dict) -> dict[str, str]:
@@ -159,11 +166,14 @@ def rows_of(entry, run: dict, overrides: dict, seed: int, source: str,
     metrics = metrics if metrics is not None else board_metrics(task, data, test)
     settings = {k: v for k, v in overrides.items() if k != "data"}
     date = datetime.date.today().isoformat()
-    return [{"task": task, "data": data, "name": entry.name, "overrides": settings, "metric": m, "direction": d,
+    scored = [(task, m, d) for m, d in metrics.items()]
+    if task in SCORED_AS:
+        scored += [(SCORED_AS[task], m, d) for m, d in bar_metrics(SCORED_AS[task], data).items()]
+    return [{"task": t, "data": data, "name": entry.name, "overrides": settings, "metric": m, "direction": d,
              "value": round(test[m], 4), "seconds": round(run["seconds"], 2), "params": run["metrics"]["params"],
              "latency_ms": run["latency_ms"], "peak_mb": run["peak_mb"], "status": run["metrics"]["status"],
              "seed": seed, "date": date, "commit": _commit(), "machine": run["machine"], "source": source}
-            for m, d in metrics.items() if m in test]
+            for t, m, d in scored if m in test]
 
 
 def record(new_rows: list[dict], new_unable: list[dict] = ()) -> None:
@@ -184,18 +194,19 @@ def record(new_rows: list[dict], new_unable: list[dict] = ()) -> None:
 
 def record_boards(name: str, seed: int = 0, done: set[str] = frozenset(), say=print) -> None:
     """Run `name` on each of its boards but those in `done` (its bars' data), recording each as it finishes."""
+    from deepatlas import api
     entry = catalog.get(name)
     for data in boards(entry):
         if data in done:
             continue
         say(f"board: {name} on {data}")
-        overrides = {"data": data}
+        overrides, on = {"data": data}, api.form_for(entry, data)
         try:
             run = measured_run(name, overrides, seed, entry.bar.budget_s)
         except Exception as err:  # noqa: BLE001 - the reason is stored and shown, a shape error or a refusal alike
             why = str(err).splitlines()[0] if isinstance(err, DeepAtlasError) else \
                 f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             say(f"  cannot: {why}")
-            record([], [{"task": board_task(entry.task), "data": data, "name": name, "overrides": {}, "why": why}])
+            record([], [{"task": board_task(on.task), "data": data, "name": name, "overrides": {}, "why": why}])
             continue
-        record(rows_of(entry, run, overrides, seed, "board"))
+        record(rows_of(on, run, overrides, seed, "board"))

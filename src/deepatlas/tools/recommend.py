@@ -1,7 +1,9 @@
 """`deepatlas recommend`: which entries to use for a kind of data and a goal, ranked by what was measured.
 
 The rule (`RULE`), in full:
-1. Candidates are the entries whose task does the goal on that kind of data (`ROUTES`, one line per pair).
+1. Candidates are the entries whose task does the goal on that kind of data (`ROUTES`, one line per pair), or
+   that run on that task through a form (the transformer's encoder on series), or whose runs are scored as that
+   task's are (a mask detector's masks as a segmentation).
 2. A constraint rules an entry out, with the reason: `budget` (its measured training seconds on the reference
    board), `max_params`, `latency` (its measured milliseconds per input), `labels` (few labels: more than
    `PARAMS_PER_LABEL` parameters per labelled example overfit them), `need` (a property its card says its
@@ -164,13 +166,13 @@ def recommend(data: str, goal: str | None = None, budget: float | None = None, m
     for need in needs:
         if need not in NEEDS:
             raise DeepAtlasError(f"{option('need')} {need}: one of {', '.join(NEEDS)}")
-    cards = [c for c in catalog.cards() if c.task in tasks]
+    cards = [c for c in catalog.cards() if {c.task, *c.also, leaderboard.SCORED_AS.get(c.task)} & set(tasks)]
     reference = boards[0]
     metric = _ranking_metric(tasks[0], reference, {c.name for c in cards})
     ranked, excluded = [], []
     for card in cards:
-        evidence = [r for d in boards for r in leaderboard.rows(card.task, d) if r["name"] == card.name
-                    and _recipe(r)]
+        evidence = [r for t in dict.fromkeys(map(leaderboard.board_task, tasks)) for d in boards
+                    for r in leaderboard.rows(t, d) if r["name"] == card.name and _recipe(r)]
         main = next((r for r in evidence if r["data"] == reference and r["metric"] == metric), None)
         why = _ruled_out(card, main, budget, max_params, latency, labels, needs)
         if why:

@@ -42,9 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, NonNegative, Paper, Probability, Relation, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Form, NonNegative, Paper, Probability, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.regularization import DropPath
+from deepatlas.tasks.sequence import SequenceObjective
 from deepatlas.tasks.translation import BOS, EOS, PAD, Translation
 
 POSITIONS = 256  # rows of the precomputed sinusoid table; longer sequences compute theirs when met
@@ -381,6 +382,69 @@ class Transformer(nn.Module):
         return out[:, 1:].view(B, K, -1), log_p, lengths
 
 
+# ---- the encoder alone, on the sequence tasks ------------------------------------------------------------------
+
+@dataclass
+class SequenceConfig:
+    """The encoder stack reading a series of feature vectors (the sequence tasks' contract)."""
+    in_features: Size = 2
+    """input features per time step (set from the data)"""
+    n_outputs: Size = 1
+    """outputs: 1 for regression, the number of classes for classification (set from the data)"""
+    per_step: bool = False
+    """one output per time step (many-to-many) instead of one from the last step (set from the data)"""
+    d_model: Size = 64
+    """width of every position's state"""
+    heads: Size = 4
+    """attention heads per layer"""
+    layers: Size = 2
+    """encoder layers N"""
+    d_ff: Size = 128
+    """hidden width of the position-wise feed-forward network, ReLU"""
+    dropout: Probability = 0.0
+    """P_drop on the input + positions, sublayer outputs, attention weights and the MLP's hidden layer"""
+    norm_first: bool = False
+    """pre-norm x + f(LN(x)); false: the paper's post-norm LN(x + f(x))"""
+    causal: bool = False
+    """each step attends to itself and earlier steps only (the decoder's mask); false: the encoder's, every step
+    sees the whole sequence, as a bidirectional RNN does"""
+    fused: bool = True
+    """attention through torch's fused kernel; false: the explicit softmax(Q K^T / sqrt(d_k) + M) V"""
+
+    def __post_init__(self):
+        if self.d_model % self.heads:
+            raise DeepAtlasError(f"transformer: d_model {self.d_model} must be divisible by heads {self.heads}")
+
+
+class SequenceEncoder(nn.Module):
+    """x (B, T, F) -> (B, K) from the last step's state, or (B, T, K) with `per_step`: a linear map of each step's
+    features in place of the token embedding, the same sinusoidal positions and the same layers as the encoder."""
+
+    def __init__(self, cfg: SequenceConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.input = nn.Linear(cfg.in_features, cfg.d_model)
+        self.register_buffer("pe", sinusoidal_positions(POSITIONS, cfg.d_model), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        ratio = (cfg.d_ff + 0.5) / cfg.d_model
+        self.layers = nn.ModuleList(Block(cfg.d_model, cfg.heads, ratio, cfg.dropout, norm_first=cfg.norm_first,
+                                          activation="relu", fused=cfg.fused) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
+        self.head = nn.Linear(cfg.d_model, cfg.n_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[-1] != self.cfg.in_features:
+            raise DeepAtlasError(f"transformer: expected inputs (batch, time, {self.cfg.in_features}), "
+                                 f"got {tuple(x.shape)}")
+        T = x.shape[1]
+        pe = self.pe[:T] if T <= len(self.pe) else sinusoidal_positions(T, self.cfg.d_model).to(self.pe)
+        h = self.drop(self.input(x) + pe)                                     # (B, T, d)
+        for layer in self.layers:
+            h = layer(h, causal=self.cfg.causal)
+        h = self.norm(h)
+        return self.head(h) if self.cfg.per_step else self.head(h[:, -1])    # (B, T, K) or (B, K)
+
+
 def objective(model: Transformer) -> Translation:
     """Cross-entropy of the next target token with the model's label smoothing."""
     return Translation(model, label_smoothing=model.cfg.label_smoothing)
@@ -407,4 +471,7 @@ register(Entry(
     train=Train(epochs=3, batch_size=128, lr=2e-3, schedule="inverse_sqrt", warmup=300, grad_clip=1.0),
     data=Data("dates"),
     bar=Bar("exact_match", 0.98, "max", 180),
+    forms=[Form(task="sequence", config=SequenceConfig, build=SequenceEncoder, objective=SequenceObjective,
+                train=Train(epochs=2, batch_size=64, lr=1e-3, warmup=100, grad_clip=1.0), data=Data("adding-50"),
+                metric="mse")],
 ))
