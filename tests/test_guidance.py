@@ -71,6 +71,22 @@ def test_a_measured_run_has_latency_and_its_own_peak_memory(store):
     assert 0 < rows[0]["latency_ms"] < 100 and 100 < rows[0]["peak_mb"] < 10_000 and "cores" in rows[0]["machine"]
 
 
+def test_compare_record_stores_fresh_runs_only_and_only_on_boards(store, tmp_path):
+    """`compare --record`: a fresh run is measured in a child and stored (source compare, its variant's settings);
+    the same comparison again reuses the run and stores nothing new; a user's file is refused in one line."""
+    from deepatlas.tools.compare import compare
+    said = []
+    rows = compare(["perceptron:epochs=2"], data="iris_setosa", out=tmp_path / "runs", record=True, say=said.append)
+    stored = leaderboard.rows("classification", "iris_setosa")
+    assert [(r["name"], r["overrides"], r["source"]) for r in stored] == [("perceptron", {"epochs": "2"}, "compare")]
+    assert stored[0]["value"] == rows[0]["test_accuracy"] and 100 < stored[0]["peak_mb"] < 10_000
+    again = compare(["perceptron:epochs=2"], data="iris_setosa", out=tmp_path / "runs", record=True, say=said.append)
+    assert again[0]["reused"] and "not recorded" in said[-1] and leaderboard.rows() == stored
+    (tmp_path / "mine.csv").write_text("a,b\n1,0\n2,1\n3,0\n")
+    with pytest.raises(DeepAtlasError, match="your own data"):
+        compare(["perceptron"], data=str(tmp_path / "mine.csv"), record=True)
+
+
 def _within_two_points(top: float, best: float, metric_is_share: bool) -> bool:
     return abs(top - best) <= (0.02 if metric_is_share else 0.02 * abs(best))
 

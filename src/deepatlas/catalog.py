@@ -294,7 +294,8 @@ def card_json(c: Entry | Card) -> dict:
         "when_not": c.when_not, "related": list(c.related), "task": c.task, "notes": c.notes,
         "relations": [{"kind": r.kind, "entry": r.entry, "why": r.why, **({"later": r.later} if r.later else {})}
                       for r in c.relations],
-        "offers": list(c.offers), "also": list(c.also), "bar": _bar_card(c.bar), "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
+        "offers": list(c.offers), "also": list(c.also), "bar": _bar_card(c.bar),
+        "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
         "train": dataclasses.asdict(c.train), "data": dataclasses.asdict(c.data),
     }
 

@@ -385,7 +385,9 @@ def recommend(data, goal, budget, max_params, latency, labels, needs, try_, targ
 @click.option("--column", help="value column of a CSV time series (forecasting)")
 @click.option("--task", help="tables: regression or classification of the --target")
 @click.option("--max-time", type=float, help="stop each entry's training after this many seconds")
-def compare(names, data, seed, out_dir, chart, json_file, target, column, task, max_time):
+@click.option("--record", is_flag=True, help="measure each fresh run as `bench --record` does (in a child process) "
+                                             "and store its rows in the leaderboards (embedded data only)")
+def compare(names, data, seed, out_dir, chart, json_file, target, column, task, max_time, record):
     """Train (or reuse) several entries of one task on the same data and compare them."""
     from deepatlas.tools import compare as comparing
     api.check_seed(seed)
@@ -393,7 +395,7 @@ def compare(names, data, seed, out_dir, chart, json_file, target, column, task, 
         api.check_output(path, flag, kind)
     _share_cores()
     rows = comparing.compare(list(names), data=data, seed=seed, out=out_dir, target=target, column=column, task=task,
-                             max_time=max_time)
+                             max_time=max_time, record=record, say=out.print)
     metric, direction = rows[0]["metric"], rows[0]["direction"]
     table = Table("name", f"test {metric}", "params", "train s", "latency ms", "run")
     for r in sorted(rows, key=lambda r: -r[f"test_{metric}"] if direction == "max" else r[f"test_{metric}"]):

@@ -284,7 +284,8 @@ class Detection(Objective):
         if "segm" in self.average_precision.iou_types and self.data_spec.get("classes"):
             if self.confusion is None:
                 self.confusion = ConfusionMatrix(len(self.data_spec["classes"]) + 1)  # background first
-            self.confusion.update(painted(found, images.shape[-2:], SHOW_THRESHOLD), painted(targets, images.shape[-2:]))
+            size = images.shape[-2:]
+            self.confusion.update(painted(found, size, SHOW_THRESHOLD), painted(targets, size))
         return logs
 
     @torch.no_grad()

@@ -87,11 +87,21 @@ def one_input_latency_ms(run_dir: str | Path) -> float | None:
 
 def compare(names: list[str], data: str | None = None, seed: int = 0, out: str | Path = "runs/compare",
             target: str | None = None, column: str | None = None, task: str | None = None,
-            max_time: float | None = None) -> list[dict]:
+            max_time: float | None = None, record: bool = False, say=print) -> list[dict]:
     """Each of `names` ("NAME" or "NAME:key=value,...") trained on `data` (or reused), measured. `target`, `column`
     and `task` are `train`'s (a table's label column, a series' value column, regression or classification);
-    `max_time` caps each run. Each row holds the run's own metric and direction (a regressed table's is mse)."""
+    `max_time` caps each run. Each row holds the run's own metric and direction (a regressed table's is mse).
+    `record`: each run trained here is measured in a child process as `bench --record` measures (its peak memory its
+    own) and its rows go into the leaderboards' store; only on embedded data (the boards), and reused runs are not
+    stored (they were not measured here)."""
+    from deepatlas.tools import leaderboard
+    if record and data is not None and Path(data).exists():
+        raise DeepAtlasError(f"--record stores rows of the leaderboards' boards (embedded data); {data} is your own "
+                             f"data: compare it without --record")
     columns = {k: v for k, v in (("target", target), ("column", column), ("task", task)) if v is not None}
+    if record and columns:
+        raise DeepAtlasError("--record stores rows of the embedded boards: --target, --column and --task name your "
+                             "own file's columns")
     variants = [parse_variant(n) for n in names]
     entries = [api.get(name) for name, _ in variants]
     common = set.intersection(*({e.task, *e.also} for e in entries))
@@ -112,9 +122,16 @@ def compare(names: list[str], data: str | None = None, seed: int = 0, out: str |
         reused = metrics is not None
         if metrics is None and any(run_dir.glob("checkpoint*.safetensors")):  # an interrupted run: continue it
             metrics = api.train(resume=run_dir)
+        elif metrics is None and record:
+            on = {**overrides, "data": settings.options.data}
+            run = leaderboard.measured_run(entry.name, on, seed, max_time or entry.bar.budget_s, out=run_dir)
+            leaderboard.record(leaderboard.rows_of(entry, run, on, seed, "compare"))
+            metrics = run["metrics"]
         elif metrics is None:
             metrics = api.train(entry.name, data=data, overrides=overrides, seed=seed, out=run_dir, max_time=max_time,
                                 **its)
+        if reused and record:
+            say(f"{label}: reused from {run_dir}, not measured here: not recorded (give another --out to measure it)")
         _, saved, _, _ = api._read(run_dir)
         metric, direction = api.monitor_for(entry, api.saved_settings(saved).options, saved["data"])
         rows.append({"name": label, "data": settings.options.data, "metric": metric, "direction": direction,

@@ -8,7 +8,8 @@ seconds, parameters, latency per input (a batch of one, median of repeated calls
 
 The store is `results.json` beside this file: a JSON object with `rows` (one per run and metric) and `unable`
 (entries that cannot run on a board, with the one-line reason). `deepatlas bench --all --record` refreshes it:
-each bar's run and each board run replace the rows with the same task, data, entry, settings and metric.
+each bar's run and each board run replace the rows with the same task, data, entry, settings and metric;
+`deepatlas compare NAMES --data BOARD --record` adds (or replaces) the rows of the variants it trains fresh.
 Reading it imports no torch, so `leaderboard` and `recommend` answer at once.
 """
 from __future__ import annotations
@@ -136,26 +137,27 @@ def _commit() -> str:
         return "unknown"
 
 
-def _run_in_child(name: str, overrides: dict, seed: int, max_time: float) -> dict:
-    """Train and measure in this (fresh) process: metrics, seconds, latency per input, peak memory."""
+def _run_in_child(name: str, overrides: dict, seed: int, max_time: float, out: str | None = None) -> dict:
+    """Train (into `out`, or a folder deleted after) and measure in this (fresh) process: metrics, seconds, latency
+    per input, peak memory."""
     import resource
 
     from deepatlas import api
     from deepatlas.tools.compare import one_input_latency_ms
     with tempfile.TemporaryDirectory(prefix=f"record-{name}-") as tmp:
         start = time.perf_counter()
-        metrics = api.train(name, overrides=overrides, seed=seed, out=tmp, max_time=max_time)
+        metrics = api.train(name, overrides=overrides, seed=seed, out=out or tmp, max_time=max_time)
         seconds = time.perf_counter() - start
-        latency = one_input_latency_ms(tmp)
+        latency = one_input_latency_ms(out or tmp)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"metrics": metrics, "seconds": seconds, "latency_ms": latency, "peak_mb": round(peak_mb, 1),
             "machine": machine()}
 
 
-def measured_run(name: str, overrides: dict, seed: int, max_time: float) -> dict:
+def measured_run(name: str, overrides: dict, seed: int, max_time: float, out: str | None = None) -> dict:
     """One fresh run of `name` in a child process (so its peak memory is its own and no state leaks)."""
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_run_in_child, name, overrides, seed, max_time).result()
+        return pool.submit(_run_in_child, name, overrides, seed, max_time, out and str(out)).result()
 
 
 def rows_of(entry, run: dict, overrides: dict, seed: int, source: str,

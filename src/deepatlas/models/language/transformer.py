@@ -27,6 +27,10 @@ log p / lp(Y) with Wu et al.'s length penalty lp(Y) = ((5 + |Y|) / 6)^α.
 Here the learning-rate schedule (3) is the engine's `inverse_sqrt` schedule: linear warm-up to the
 recipe's peak lr over `warmup` steps, then ∝ 1/sqrt(step).
 
+The encoder alone also reads series (`SequenceEncoder`, the entry's form for the sequence tasks): a linear map of
+each step's features in place of the token embedding, the same positions and layers, every step attending to the
+whole series (or, with `causal`, to itself and the past only), and a head on the last step or on every step.
+
 The attention (1) is written out in this file (`attention`, `MultiHeadAttention`, `Block`), and
 GPT, BERT and ViT import it from here. By default the layers compute the same function through
 torch's fused kernel `F.scaled_dot_product_attention` (`fused=True`: one kernel, no (T, S) weights
@@ -42,7 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, Form, NonNegative, Paper, Probability, Relation, Size, Train, register
+from deepatlas.catalog import (Bar, Count, Data, Entry, Form, NonNegative, Paper, Probability, Relation, Size, Train,
+                               register)
 from deepatlas.errors import DeepAtlasError
 from deepatlas.nn.regularization import DropPath
 from deepatlas.tasks.sequence import SequenceObjective
