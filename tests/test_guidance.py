@@ -39,6 +39,18 @@ def test_shipped_store_keeps_the_contract():
     assert {r["machine"] for r in rows} and all("GPU" in r["machine"] for r in rows)
 
 
+def test_shipped_boards_hold_every_entry_that_does_the_job():
+    """The issue's boards: the transformer's encoder beside the recurrent nets and the TCN on every sequence board,
+    Mask R-CNN's painted masks beside FCN and U-Net on the segmentation board; recommend takes them as candidates,
+    and a detector that was never scored as a segmenter is no candidate for segmenting."""
+    for data in ("adding-200", "adding-50", "copy-100", "future-tagging", "sine"):
+        assert {"rnn", "lstm", "gru", "tcn", "transformer"} <= {r["name"] for r in leaderboard.rows("sequence", data)}
+    assert {r["name"] for r in leaderboard.rows("segmentation", "shapes")} == {"fcn", "unet", "mask_rcnn"}
+    segmenters = [r["name"] for r in recommend.recommend("image", "segment")["ranked"]]
+    assert "mask_rcnn" in segmenters and "yolo" not in segmenters
+    assert "transformer" in [r["name"] for r in recommend.recommend("sequence", "forecast")["ranked"]]
+
+
 def test_record_replaces_the_same_run_and_sorts_by_direction(store):
     leaderboard.record([_row("mlp", 0.90), _row("lenet", 0.95), _row("vit", 0.95, seconds=5.0)])
     leaderboard.record([_row("mlp", 0.97)])  # measured again: replaces, never duplicates

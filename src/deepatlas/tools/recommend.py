@@ -2,8 +2,8 @@
 
 The rule (`RULE`), in full:
 1. Candidates are the entries whose task does the goal on that kind of data (`ROUTES`, one line per pair), or
-   that run on that task through a form (the transformer's encoder on series), or whose runs are scored as that
-   task's are (a mask detector's masks as a segmentation).
+   that run on that task through a form (the transformer's encoder on series), or that were measured on the
+   route's boards (a mask detector's masks scored as a segmentation).
 2. A constraint rules an entry out, with the reason: `budget` (its measured training seconds on the reference
    board), `max_params`, `latency` (its measured milliseconds per input), `labels` (few labels: more than
    `PARAMS_PER_LABEL` parameters per labelled example overfit them), `need` (a property its card says its
@@ -166,7 +166,8 @@ def recommend(data: str, goal: str | None = None, budget: float | None = None, m
     for need in needs:
         if need not in NEEDS:
             raise DeepAtlasError(f"{option('need')} {need}: one of {', '.join(NEEDS)}")
-    cards = [c for c in catalog.cards() if {c.task, *c.also, leaderboard.SCORED_AS.get(c.task)} & set(tasks)]
+    measured = {r["name"] for t in tasks for d in boards for r in leaderboard.rows(t, d)}  # scored as the task's
+    cards = [c for c in catalog.cards() if {c.task, *c.also} & set(tasks) or c.name in measured]
     reference = boards[0]
     metric = _ranking_metric(tasks[0], reference, {c.name for c in cards})
     ranked, excluded = [], []
