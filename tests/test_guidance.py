@@ -162,6 +162,11 @@ def test_recommend_inspects_a_users_file_and_folder(tmp_path):
     assert recommend.inspect("CartPole-v1")["kind"] == "env"
     with pytest.raises(DeepAtlasError, match="no such file or folder"):
         recommend.inspect(str(tmp_path / "missing.csv"))
+    yearly = tmp_path / "sunspots.csv"  # years, not dates: read as a table until the goal says forecast
+    yearly.write_text('"YEAR","SUNACTIVITY"\n' + "".join(f"{1700 + i},{(i * 7) % 90}\n" for i in range(60)))
+    assert recommend.inspect(str(yearly))["kind"] == "table"
+    answer = recommend.recommend(str(yearly), "forecast")
+    assert answer["data"]["kind"] == "sequence" and "target" not in answer["data"] and answer["board"] == "sine"
 
 
 def test_recommend_imports_no_torch():

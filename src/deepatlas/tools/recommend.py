@@ -158,6 +158,10 @@ def recommend(data: str, goal: str | None = None, budget: float | None = None, m
     """{data: what was read, goal, board, ranked: [{name, rank, reason, evidence}], excluded: [{name, why}], rule}."""
     found = {"kind": data} if data in KINDS else inspect(data)
     kind, goal = found["kind"], goal or found.get("goal")
+    other = {"table": "sequence", "sequence": "table"}.get(kind)
+    if "path" in found and other and (kind, goal) not in ROUTES and (other, goal) in ROUTES:
+        kind = found["kind"] = other  # a CSV is a table or a series: the goal you give says which (yearly counts)
+        found = {k: v for k, v in found.items() if k not in ("target", "classes")}
     if goal is None:
         raise DeepAtlasError(f"{option('goal')}: say what to do with {kind} data ({', '.join(_kinds_for(kind))})")
     if kind == "table" and goal == "regress":
