@@ -84,6 +84,12 @@ def _flat_images(x: torch.Tensor, y: np.ndarray, classes: list[str]):
     return x, np.asarray(y), [f"pixel{i}" for i in range(x.shape[1])], classes
 
 
+def _graph_features(name: str):
+    """A graph's node features alone as a table, split as the graph's nodes are: an mlp beside a gcn, same nodes."""
+    from deepatlas.data import graphs
+    return graphs.feature_table(name)
+
+
 EMBEDDED = {
     "breast_cancer": _sklearn("load_breast_cancer"),
     "wine": _sklearn("load_wine"),
@@ -91,6 +97,7 @@ EMBEDDED = {
     "iris_setosa": _sklearn("load_iris", keep=lambda y, c: ((y == 0).astype(int), ["other", "setosa"])),
     "digits": _sklearn("load_digits"),  # 8x8 images flattened to 64 features
     "rotated-digits": lambda: _flat_images(*images.rotated_digits(12)),  # the image task's set, 12x12 flattened
+    "sbm-features": lambda: _graph_features("sbm"),
 }
 
 

@@ -32,6 +32,7 @@ TASK_MODULES = {
     "embedding": "deepatlas.tasks.embedding", "generation": "deepatlas.tasks.generative",
     "detection": "deepatlas.tasks.detection", "segmentation": "deepatlas.tasks.detection",
     "rl": "deepatlas.tasks.rl", "search": "deepatlas.tasks.rl",
+    "graph": "deepatlas.tasks.graph",
 }
 """task name -> the module that defines its Task in `TASKS`; adding a domain adds a line here"""
 

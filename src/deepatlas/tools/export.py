@@ -10,7 +10,8 @@ search, a planner) says what it is instead in `not_exported`, and export refuses
 The file is written by torch.onnx's TorchScript exporter, which is fast and keeps the batch axis dynamic; where it
 has no translation for an operator (rot90 in gcnn), by the dynamo exporter. The batch axis is checked to be
 really dynamic by running the file on a smaller batch too; where tracing fixed it, the file is written again for
-the test batch's size, and the result says so.
+the test batch's size, and the result says so. An objective may free further axes with `export_axes` ({input: {axis:
+name}}): a graph network's edge count (its batch axis is the nodes).
 
 The summary runs one example of an entry's default data through its default-config network, untrained, with a
 forward hook on each layer: a table of module, output shape and parameters.
@@ -147,9 +148,13 @@ def _write_onnx(name: str, objective, inputs: dict[str, Tensor], outputs: dict[s
     axis (the first, of the inputs and of the outputs that have it) is left free."""
     batch = len(next(iter(inputs.values())))
     free = [k for k, v in (*inputs.items(), *outputs.items()) if dynamic and v.dim() and len(v) == batch]
-    ways = {"torchscript": {"dynamo": False, "dynamic_axes": {k: {0: "batch"} for k in free}},
+    axes = {k: {0: "batch"} for k in free}
+    for k, more in (getattr(objective, "export_axes", {}) if dynamic else {}).items():  # a graph's edge axis
+        axes.setdefault(k, {}).update(more)
+    ways = {"torchscript": {"dynamo": False, "dynamic_axes": axes},
             "dynamo": {"dynamo": True, "external_data": False,  # one file: the weights inside
-                       "dynamic_shapes": (tuple({0: torch.export.Dim.AUTO} if k in free else None for k in inputs),)}}
+                       "dynamic_shapes": (tuple({a: torch.export.Dim.AUTO for a in axes[k]} if k in axes else None
+                                                for k in inputs),)}}
     failed = None
     for exporter, options in ways.items():
         try:
