@@ -328,6 +328,34 @@ def test_a_tudataset_folder_trains_graph_classification_and_predicts_graphs(tmp_
     assert code == 0 and json.loads(out)[0]["input"] == "six.graphml"
 
 
+def test_a_regressed_tudataset_reports_errors_in_its_units_beside_the_training_mean(tmp_path, cli_run):
+    write_tudataset(tmp_path / "tu")
+    sizes = np.bincount(np.loadtxt(tmp_path / "tu" / "TOY_graph_indicator.txt", dtype=int))[1:]
+    (tmp_path / "tu" / "TOY_graph_labels.txt").unlink()
+    (tmp_path / "tu" / "TOY_graph_attributes.txt").write_text("\n".join(f"{10.0 * n + 0.5}" for n in sizes) + "\n")
+    result = deepatlas.train("gcn", data=str(tmp_path / "tu"), out=tmp_path / "run",
+                             overrides={"epochs": "30", "batch_size": "16", "readout": "sum", "dropout": "0"})
+    test, base = result["test"], result["baseline"]
+    assert {"mse", "mae", "rmse"} <= set(test) and {"mse", "mae", "rmse"} <= set(base)
+    assert test["rmse"] == pytest.approx(test["mse"] ** 0.5) and test["mae"] < base["mae"]   # node count: summable
+    code, out, err = cli_run("predict", tmp_path / "run", tmp_path / "tu", "--json")
+    assert code == 0, err
+    assert isinstance(json.loads(out)[0]["predicted"], float)
+
+
+def test_sbm_features_are_the_same_nodes_for_the_table_classifiers():
+    from deepatlas.data import tabular
+    table, graph = tabular.load("sbm-features"), graphs.load("sbm").test.graph
+    rows = graph.x[graph.mask]
+    assert torch.allclose(table.test.tensors[0].sort(0).values, rows.sort(0).values, atol=1e-5)
+
+
+def test_the_molecules_hook_gives_regressed_molecule_graphs():
+    data = graphs.load("molecules")
+    assert data.spec["level"] == "graph" and data.spec["target"] == "regression" and data.spec["units"] == "Å²"
+    assert data.dims["edge_features"] > 0 and "molecules-logp" in graphs.EMBEDDED
+
+
 def test_gcn_trains_on_structure_with_a_mean_readout(tmp_path):
     result = deepatlas.train("gcn", data="structure", out=tmp_path / "run",
                              overrides={"epochs": "1", "batch_size": "128", "readout": "mean"})

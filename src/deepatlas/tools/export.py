@@ -121,11 +121,13 @@ def write(name: str, objective: nn.Module, data, out: Path) -> dict:
     finally:
         partial.unlink(missing_ok=True)
 
-    def shape(t: Tensor) -> list:
-        return ["batch" if dynamic and i == 0 and n == batch else n for i, n in enumerate(t.shape)]
+    free = getattr(objective, "export_axes", {}) if dynamic else {}
 
-    return {"name": name, "file": str(out), "exporter": exporter, "inputs": {k: shape(v) for k, v in inputs.items()},
-            "outputs": {k: shape(v) for k, v in expected.items()}, "dynamic_batch": dynamic, "checked_on": batch,
+    def shape(k: str, t: Tensor) -> list:
+        return ["batch" if dynamic and i == 0 and n == batch else free.get(k, {}).get(i, n) for i, n in enumerate(t.shape)]
+
+    return {"name": name, "file": str(out), "exporter": exporter, "inputs": {k: shape(k, v) for k, v in inputs.items()},
+            "outputs": {k: shape(k, v) for k, v in expected.items()}, "dynamic_batch": dynamic, "checked_on": batch,
             "max_abs_diff": diff, "note": objective.export_note}
 
 
