@@ -2,10 +2,11 @@
 
 A dataset is either one graph whose nodes are classified (node level, transductive: the whole graph is seen in
 training, only the training nodes' labels are) or many graphs each classified or regressed (graph level). The
-JSON `spec` says which: "level" is "node" or "graph", "target" is "classes" or "regression". Items are
-`deepatlas.nn.graph.GraphBatch`es and every split's `collate` makes a disjoint union of them:
+JSON `spec` says which: "level" is "node" or "graph", "target" is "classes" or "regression". A split's `collate`
+gives a `deepatlas.nn.graph.GraphBatch`:
     node level   each split is ONE item, the whole graph with that split's `mask` (full-batch training)
-    graph level  each split holds its graphs, one item each; a batch is their union with a `batch` vector
+    graph level  each split's items are its graphs' numbers in a `Pool` (all graphs stored as one disjoint
+                 union); `collate` gathers a batch of them at once, their union with a `batch` vector
 A regressed target is standardized with the training part's mean and std ("target_mean", "target_std" in the
 spec); the metrics are in its own units ("units").
 
@@ -153,10 +154,18 @@ class Pool:
     edge_attr: Tensor | None = None
     """(E, D) edge features"""
 
-    def graph(self, g: int) -> GraphBatch:
-        a, b, e0, e1 = int(self.node_ptr[g]), int(self.node_ptr[g + 1]), int(self.edge_ptr[g]), int(self.edge_ptr[g + 1])
-        return single(self.x[a:b], self.edge_index[:, e0:e1], y=self.y[g:g + 1],
-                      edge_attr=None if self.edge_attr is None else self.edge_attr[e0:e1])
+    def gather(self, graphs: Tensor) -> GraphBatch:
+        """Graphs number `graphs` (G,) as one batch, their disjoint union, gathered all at once: each graph's node
+        rows and edges are a range of the pool's, its edges offset by the batch's nodes before it."""
+        nodes = self.node_ptr[graphs + 1] - self.node_ptr[graphs]                  # (G,) nodes of each graph
+        edges = self.edge_ptr[graphs + 1] - self.edge_ptr[graphs]                  # (G,) edges of each graph
+        batch = torch.arange(len(graphs)).repeat_interleave(nodes)                 # (N,) each node's graph
+        edge_graph = torch.arange(len(graphs)).repeat_interleave(edges)            # (E,) each edge's graph
+        before = nodes.cumsum(0) - nodes                                           # (G,) batch nodes before each
+        rows = self.node_ptr[graphs][batch] + torch.arange(len(batch)) - before[batch]           # (N,) pool rows
+        at = self.edge_ptr[graphs][edge_graph] + torch.arange(len(edge_graph)) - (edges.cumsum(0) - edges)[edge_graph]
+        return GraphBatch(self.x[rows], self.edge_index[:, at] + before[edge_graph], batch, len(graphs),
+                          y=self.y[graphs], edge_attr=None if self.edge_attr is None else self.edge_attr[at])
 
 
 def pool_of(graphs: list[dict], y: Tensor) -> Pool:
@@ -170,8 +179,8 @@ def pool_of(graphs: list[dict], y: Tensor) -> Pool:
 
 
 class GraphSet(Dataset):
-    """Some graphs of a Pool (a split): one GraphBatch of one graph per item; `collate` makes their union."""
-    collate = staticmethod(collate)
+    """Some graphs of a Pool (a split). Its items are graph numbers in the pool; `collate` gathers a batch of them
+    at once as one GraphBatch (no Python loop over the graphs). `graph(i)` is item i as a GraphBatch."""
 
     def __init__(self, pool: Pool, indices):
         self.pool, self.indices = pool, torch.as_tensor(np.asarray(indices), dtype=torch.long)
@@ -179,21 +188,27 @@ class GraphSet(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> GraphBatch:
-        return self.pool.graph(int(self.indices[i]))
+    def __getitem__(self, i: int) -> int:
+        return int(self.indices[i])
+
+    def collate(self, numbers: list[int]) -> GraphBatch:
+        return self.pool.gather(torch.tensor(numbers, dtype=torch.long))
+
+    def graph(self, i: int) -> GraphBatch:
+        return self.pool.gather(self.indices[i:i + 1])
 
     def targets(self) -> Tensor:
         return self.pool.y[self.indices]
 
     def everything(self) -> GraphBatch:
         """The whole split as one batch."""
-        return collate([self[i] for i in range(len(self))])
+        return self.pool.gather(self.indices)
 
 
 class GraphData(Splits):
     @property
     def dims(self) -> dict:
-        first = self.train[0]
+        first = self.train.graph if isinstance(self.train, NodeSplit) else self.train.graph(0)
         return {"in_features": first.x.shape[1], "n_outputs": len(self.spec.get("classes", [])) or 1,
                 "level": self.spec["level"], "edge_features": 0 if first.edge_attr is None else first.edge_attr.shape[1]}
 

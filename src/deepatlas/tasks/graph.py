@@ -63,7 +63,7 @@ class GraphObjective(Objective):
         """Node level: node 0 of the test graph and up to n - 1 of its neighbours, with the edges among them; graph
         level: the first n test graphs as one batch (x, edge_index, batch)."""
         if self.data_spec["level"] == "graph":
-            g = data.test.collate([data.test[i] for i in range(min(n, len(data.test)))])
+            g = data.test.collate(data.test.indices[:n].tolist())           # the pool's numbers of the first n
             return {"x": g.x, "edge_index": g.edge_index, "batch": g.batch}
         g = data.test.graph
         near = g.edge_index[1][g.edge_index[0] == 0]                      # node 0's neighbours
