@@ -63,7 +63,8 @@ Numeric labels with a non-integer or more than MAX_CLASSES distinct values are r
 without them every unlabelled node) on the run's own graph or another graph file; for a graph-level run, each
 graph's class or value in a GraphML/GML file, a TUDataset folder (or a SMILES file for a molecules run). The
 user's node ids are kept in the rows. After training, `plot_predictions` draws the learned node (or graph)
-embeddings, the network's last hidden layer projected to 2-D by PCA and coloured by class, to embeddings.png.
+embeddings, the network's last hidden layer projected to 2-D by PCA and coloured by class, to embeddings.png; a
+network with `attention(batch)` (gat) also gets attention.png, one node's neighbourhood weighted by its attention.
 
 A graph network takes a GraphBatch and returns (N, K) node outputs or (G, K) graph outputs; its config gets
 `in_features`, `n_outputs`, `level` and `edge_features` from `dims`, and its `embed(batch)` gives the last hidden
@@ -744,6 +745,8 @@ def plot_predictions(objective, spec: dict, dataset: Dataset, path: Path) -> Non
     was = model.training
     model.eval()
     h = model.embed(batch.to(device)).cpu().double().numpy()
+    if spec["level"] == "node" and hasattr(model, "attention"):   # an attention network (gat): attention.png beside
+        plot_attention(model, batch.to(device), spec, path.with_name("attention.png"))
     model.train(was)
     chosen = np.flatnonzero(keep.numpy())
     if len(chosen) > PLOT_POINTS:
@@ -766,6 +769,59 @@ def plot_predictions(objective, spec: dict, dataset: Dataset, path: Path) -> Non
     ax.set(title=f"{type(model).__name__} on {Path(spec['source']).name}: {what}, last hidden layer (PCA)",
            xlabel="PC 1", ylabel="PC 2")
     ax.title.set_fontsize(9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+ATTENTION_NEIGHBOURS = 16
+"""attention.png draws the labelled node with the most neighbours up to this many"""
+
+
+def plot_attention(model, batch: GraphBatch, spec: dict, path: Path) -> None:
+    """attention.png: one labelled node (the one with the most neighbours, up to ATTENTION_NEIGHBOURS) in the
+    middle, its neighbours around it coloured by their class (or value), each edge j -> i drawn as wide and as
+    bright as the last layer's attention α_ij (the mean of its heads); `model.attention(batch)` gives the edges
+    (loops included) and α (E, heads)."""
+    from matplotlib.collections import LineCollection
+
+    from deepatlas.data.draw import PALETTE, _pyplot
+    edge_index, alpha = model.attention(batch)
+    edge_index, alpha = edge_index.cpu(), alpha.float().mean(1).cpu()          # (2, E), (E,) mean of heads
+    y = batch.y.cpu()
+    loop = edge_index[0] == edge_index[1]
+    degree = torch.bincount(edge_index[1][~loop], minlength=batch.num_nodes)  # (N,) neighbours, loop aside
+    fits = _labelled(y) & (degree > 0) & (degree <= ATTENTION_NEIGHBOURS)
+    if not fits.any():
+        return
+    node = int(torch.where(fits, degree, -1).argmax())
+    into = (edge_index[1] == node) & ~loop
+    near, weight = edge_index[0][into], alpha[into]                           # (d,) neighbours j, their α_ij
+    order = torch.argsort(y[near], stable=True)                               # neighbours of a class side by side
+    near, weight = near[order], weight[order]
+    own = float(alpha[(edge_index[1] == node) & loop].sum())                  # α_ii
+    angle = 2 * np.pi * np.arange(len(near)) / len(near)
+    xy = np.c_[np.cos(angle), np.sin(angle)]                                  # (d, 2) neighbours on a circle
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    lines = LineCollection(np.stack([np.zeros_like(xy), xy], 1), array=weight.numpy(), cmap="viridis",
+                           linewidths=1 + 9 * weight.numpy() / float(weight.max()), zorder=1)
+    lines.set_clim(0, float(weight.max()))
+    ax.add_collection(lines)
+    fig.colorbar(lines, ax=ax, label="attention α_ij (last layer, mean of heads)")
+    if spec["target"] == "regression":
+        ax.scatter(xy[:, 0], xy[:, 1], c=y[near].numpy(), cmap="coolwarm", s=140, zorder=2, edgecolors="k")
+        ax.scatter([0], [0], c="k", s=260, zorder=2)
+        told, share = f"value {float(y[node]) * spec['target_std'] + spec['target_mean']:.3g}", ""
+    else:
+        colours = np.array([PALETTE[c % len(PALETTE)] for c in range(len(spec["classes"]))] + ["lightgray"])  # -1
+        ax.scatter(xy[:, 0], xy[:, 1], c=colours[y[near].numpy()], s=140, zorder=2, edgecolors="k")
+        ax.scatter([0], [0], c=colours[int(y[node])], s=260, zorder=2, edgecolors="k", linewidths=2)
+        told = spec["classes"][int(y[node])]
+        share = f"{float(weight[y[near] == y[node]].sum()):.0%} on neighbours of its class, "
+    ax.set(xlim=(-1.3, 1.3), ylim=(-1.3, 1.3), aspect="equal", xticks=[], yticks=[])
+    ax.set_title(f"{type(model).__name__} on {Path(spec['source']).name}: node {node} ({told}) and its {len(near)} "
+                 f"neighbours\nits attention in the last layer: {share}{own:.2f} on itself", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
