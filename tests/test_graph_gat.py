@@ -143,3 +143,18 @@ def test_gat_learns_a_small_planted_partition_far_beyond_its_features_alone(tmp_
     assert result["test"]["accuracy"] >= 0.8 and result["test"]["accuracy"] >= features_alone + 0.25
     assert (tmp_path / "run" / "attention.png").stat().st_size > 10_000
     assert (tmp_path / "run" / "embeddings.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("target", ["classes", "regression"])
+def test_the_attention_plot_draws_one_labelled_nodes_neighbourhood_with_unlabelled_neighbours(tmp_path, target):
+    g = random_graph(20, p=0.4)
+    if target == "classes":
+        y, spec = torch.arange(20) % 3, {"target": "classes", "classes": ["a", "b", "c"], "source": "mine.csv"}
+        y[::4] = -1                                                  # unlabelled nodes: grey, never the centre
+    else:
+        y, spec = torch.randn(20), {"target": "regression", "target_std": 2.0, "target_mean": 1.0, "source": "mine.csv"}
+        y[::4] = torch.nan
+    model = GAT(Config(in_features=5, n_outputs=3 if target == "classes" else 1, heads=2)).eval()
+    with torch.no_grad():
+        graphs.plot_attention(model, g._replace(y=y), spec, tmp_path / "attention.png")
+    assert (tmp_path / "attention.png").stat().st_size > 10_000
