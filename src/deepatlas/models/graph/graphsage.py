@@ -256,14 +256,20 @@ register(Entry(
     when_not="Small graphs where a full-batch GCN is simpler and as good; heterophilous graphs; telling graph "
              "structures apart (mean and max aggregation cannot count: use gin); edge features that matter (mpnn).",
     relations=[
-        Relation("builds_on", "gcn", "replaces the fixed full-neighbourhood average with learned aggregators over "
-                 "sampled neighbourhoods, concatenated with the node's own state"),
-        Relation("alternative_to", "gcn", "mini-batches of sampled computation graphs instead of full-batch "
-                 "training on one graph, and inference on unseen nodes and graphs"),
+        Relation("builds_on", "gcn", "learned aggregators over sampled neighbourhoods, concatenated with the node's "
+                 "own state, replace GCN's fixed average"),
+        Relation("alternative_to", "gcn", "mini-batches of sampled computation graphs instead of one full batch; "
+                 "embeds unseen nodes and graphs"),
     ],
     config=Config, build=GraphSAGE, objective=SAGEObjective, task="graph",
     train=Train(epochs=3, batch_size=512, lr=0.01, schedule="cosine"),
     data=Data("sbm-large"),
     bar=Bar("accuracy", 0.85, "max", 300),
-    notes="Peak memory of the bench run to be measured.",
+    notes="Measured at one thread on the 2-core CPU shared with other jobs: sbm-large (200,000 nodes, 2.0M edges) "
+          "test accuracy 0.936 in 39 s (3 epochs of 235 sampled mini-batches of 512 seeds, fan-outs 25 and 10, "
+          "mean aggregator, width 64, AdamW lr 0.01 with a cosine schedule; validation and test over the whole graph "
+          "with all neighbours), peak resident memory of the whole `deepatlas bench graphsage` process 1.29 GiB "
+          "(/usr/bin/time -v; the 4 GiB bar). The same nodes' features alone: about 0.48 (logistic regression). "
+          "benchmarks/graph_vs_pyg.py: sampled mini-batches as fast as PyG's SAGEConv on the same bipartite blocks, "
+          "about 7x faster than running every layer over the whole sampled subgraph (NeighborLoader's usage).",
 ))
