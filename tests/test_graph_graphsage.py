@@ -124,6 +124,22 @@ def test_a_sampled_batch_computes_what_the_whole_graph_computes_where_sampling_h
     assert model(batch).shape == (4, 3) and model.embed(batch).shape == (4, 6)
 
 
+@pytest.mark.parametrize("readout", ["mean", "max"])
+def test_graph_level_data_trains_on_whole_graphs_and_its_readout_ignores_node_order(readout):
+    from deepatlas.models.graph.graphsage import SAGEObjective
+    from deepatlas.nn.graph import collate
+    torch.manual_seed(6)
+    batch = collate([random_graph(9, seed=1), random_graph(13, seed=2), random_graph(6, seed=3)])
+    model = GraphSAGE(Config(in_features=5, n_outputs=4, width=8, level="graph", readout=readout)).eval()
+    perm = torch.randperm(batch.num_nodes)
+    assert model(batch).shape == (3, 4) and torch.allclose(model(permuted(batch, perm)), model(batch), atol=1e-5)
+    structure = graphs.load("structure")
+    assert SAGEObjective(model).prepare(structure) is None                     # graphs: no neighbour sampling
+    nodes = graphs.load("sbm-200")
+    sampled = SAGEObjective(GraphSAGE(Config(in_features=8, fanouts=[3, 2]))).prepare(nodes)
+    assert isinstance(sampled, SampledNodes) and len(sampled) == int(nodes.train.graph.mask.sum())
+
+
 def test_bad_configs_are_refused_in_one_line():
     with pytest.raises(DeepAtlasError, match="fanouts"):
         GraphSAGE(Config(fanouts=[]))
