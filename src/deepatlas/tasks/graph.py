@@ -9,8 +9,10 @@ from the data.
 At node level only the nodes of the batch's `mask` are scored (the split's nodes of the one graph); at graph level
 every graph. Classes: cross-entropy, accuracy. Regression (the target standardized with the training part's mean
 and std): the MSE of the standardized target trains; mse, mae and rmse are reported in the target's own units
-(rmse from the split's mean squared error, not a mean of batch values). Each value is weighed by the count of
-nodes or graphs it averages over ("NAME#n"), so a split's mean is over its nodes or graphs whatever the batching.
+(rmse from the split's mean squared error, not a mean of batch values), and in evaluation mae_vs_mean, the mae
+over that of always predicting the training mean (1: no better than the mean; 0: exact). Each value is weighed by
+the count of nodes or graphs it averages over ("NAME#n"), so a split's mean is over its nodes or graphs whatever the
+batching.
 
 `prepare(data)` may return the dataset to train on instead of `data.train` (GraphSAGE's sampled mini-batches).
 """
@@ -44,14 +46,23 @@ class GraphObjective(Objective):
             out, y = out[batch.mask], y[batch.mask]
         n = torch.tensor(float(len(y)), device=out.device)
         if y.is_floating_point():
-            logs = regression(out.reshape(y.shape), y, self.data_spec.get("target_std", 1.0))
+            std = self.data_spec.get("target_std", 1.0)
+            logs = regression(out.reshape(y.shape), y, std)
+            if not self.training:   # the training mean's error (0 in standardized units) for mae_vs_mean
+                logs["mean_mae"] = y.abs().mean() * std
         else:
             logs = {"loss": F.cross_entropy(out, y), "accuracy": (out.argmax(-1) == y).float().mean()}
         return {**logs, **{f"{k}#n": n for k in logs}}
 
     def summarize(self, means: dict[str, float]) -> dict[str, float]:
-        """rmse of a regressed split: the square root of its mean squared error (target units)."""
-        return {**means, "rmse": math.sqrt(means["mse"])} if "mse" in means else means
+        """rmse of a regressed split: the square root of its mean squared error (target units); mae_vs_mean: its
+        mae over that of always predicting the training mean on the same split (a ratio of the split's means)."""
+        if "mse" not in means:
+            return means
+        means = {**means, "rmse": math.sqrt(means["mse"])}
+        if "mean_mae" in means:
+            means["mae_vs_mean"] = means["mae"] / max(means.pop("mean_mae"), 1e-12)
+        return means
 
     # ---- export: the network's forward pass on (x, edge_index[, batch]) ----------------------------------
 
