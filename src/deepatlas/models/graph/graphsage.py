@@ -124,7 +124,7 @@ def computation_graph(seeds: Tensor, adjacency: Neighbours, fanouts: list[int], 
     """(nodes (n_0,) the nested sets B^K ⊂ ... ⊂ B^0 as one numbering, the (n_k, S_k) tables of layers 1..K).
     Outwards from the seeds, layer K first: B^{k-1} = B^k followed by the sampled nodes not already in it."""
     local = torch.full((num_nodes,), -1, dtype=torch.long, device=seeds.device)   # node number -> row, -1: none
-    nodes = seeds                                                                  # B^K (distinct seeds)
+    nodes = seeds                                                                  # B^K (a repeat: computed twice)
     local[nodes] = torch.arange(len(nodes), device=seeds.device)
     tables = []
     for fanout in reversed(fanouts):                                               # S_K, ..., S_1: K steps
