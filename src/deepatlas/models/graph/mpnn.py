@@ -12,8 +12,8 @@ attends over a molecule's atoms for a few processing steps, gives an order-invar
 MLP maps it to the predicted property.
 
     h_v^0 = ReLU(W_in x_v)                                                  input projection of atom features to d
-    m_v^{t+1} = Σ_{w ∈ N(v)} A(e_vw) h_w^t,   A: R^D -> R^{d×d}  an MLP     edge network message (eq. 1, sec. 5.1)
-    h_v^{t+1} = GRU(h_v^t, m_v^{t+1})                                       update, weights tied over t (sec. 5.1)
+    m_v^{t+1} = Σ_{w ∈ N(v)} A(e_vw) h_w^t,   A: R^D -> R^{d×d}  an MLP     message (eq. 1; sec. 5.1 Edge Network)
+    h_v^{t+1} = GRU(h_v^t, m_v^{t+1})                                       update (eq. 2; GG-NN's), tied over t
     q_s = LSTM(q*_{s-1}),  a_{v,s} = softmax_{v in graph}(h_v^T · q_s)     set2set (Vinyals et al., eq. 3-7)
     r_s = Σ_v a_{v,s} h_v^T,   q*_s = [q_s ‖ r_s]                           S processing steps, q*_0 = 0
     ŷ = MLP(q*_S)                                                           (+ Σ_v w·h_v^T: readout "set2set+sum")
