@@ -67,15 +67,17 @@ class GraphObjective(Objective):
     # ---- export: the network's forward pass on (x, edge_index[, batch]) ----------------------------------
 
     export_note = "node rows (N, K) or graph rows (G, K); edges to a node not given are left out"
-    export_axes = {"edge_index": {1: "edges"}}
+    export_axes = {"edge_index": {1: "edges"}, "edge_attr": {0: "edges"}}
     """besides the nodes (the batch axis), the edge count is free (tools/export.py)"""
 
     def export_inputs(self, data, n: int) -> dict[str, Tensor]:
         """Node level: node 0 of the test graph and up to n - 1 of its neighbours, with the edges among them; graph
-        level: the first n test graphs as one batch (x, edge_index, batch)."""
+        level: the first n test graphs as one batch (x, edge_index, batch). Edge features (bonds), where the data
+        has them, follow as edge_attr (E, D)."""
         if self.data_spec["level"] == "graph":
             g = data.test.collate(data.test.indices[:n].tolist())           # the pool's numbers of the first n
-            return {"x": g.x, "edge_index": g.edge_index, "batch": g.batch}
+            inputs = {"x": g.x, "edge_index": g.edge_index, "batch": g.batch}
+            return inputs if g.edge_attr is None else {**inputs, "edge_attr": g.edge_attr}
         g = data.test.graph
         near = g.edge_index[1][g.edge_index[0] == 0]                      # node 0's neighbours
         nodes = torch.cat([torch.zeros(1, dtype=torch.long), near[near != 0]]).unique()[:n]
@@ -83,15 +85,21 @@ class GraphObjective(Objective):
         number[nodes] = torch.arange(len(nodes))
         ends = number[g.edge_index]                                         # (2, E) -1 for a node left out
         inside = (ends >= 0).all(0)
-        return {"x": g.x[nodes], "edge_index": ends[:, inside]}
+        inputs = {"x": g.x[nodes], "edge_index": ends[:, inside]}
+        if g.edge_attr is None:
+            return inputs
+        return {**inputs, "batch": torch.zeros(len(nodes), dtype=torch.long), "edge_attr": g.edge_attr[inside]}
 
-    def infer(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None) -> Tensor:
-        """The network's output for nodes x (N, F) and edges (2, E) (edges to nodes beyond N are left out)."""
+    def infer(self, x: Tensor, edge_index: Tensor, batch: Tensor | None = None,
+              edge_attr: Tensor | None = None) -> Tensor:
+        """The network's output for nodes x (N, F) and edges (2, E) with their features (E, D) if any (edges to
+        nodes beyond N are left out)."""
         inside = (edge_index < x.shape[0]).all(0)
         edge_index = edge_index[:, inside]
+        edge_attr = None if edge_attr is None else edge_attr[inside]
         if batch is None:
             return self(single(x, edge_index))
-        return self(GraphBatch(x, edge_index, batch, int(batch.max()) + 1))
+        return self(GraphBatch(x, edge_index, batch, int(batch.max()) + 1, edge_attr=edge_attr))
 
 
 @dataclass(frozen=True)

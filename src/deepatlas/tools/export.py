@@ -104,7 +104,8 @@ def write(name: str, objective: nn.Module, data, out: Path) -> dict:
     inputs = objective.export_inputs(data, BATCH)
     expected = _outputs(objective, inputs)
     batch = len(next(iter(inputs.values())))
-    smaller = {k: v[: max(batch // 2, 1)] for k, v in inputs.items()}
+    edges = {k for k, axes in getattr(objective, "export_axes", {}).items() if 0 in axes}  # not the batch axis
+    smaller = {k: v if k in edges else v[: max(batch // 2, 1)] for k, v in inputs.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     try:
