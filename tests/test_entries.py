@@ -33,6 +33,10 @@ def test_card_is_complete(name):
         assert bar.direction in ("max", "min") and bar.budget_s > 0
         _, settings = api.settings_for(entry, bar.overrides)  # every key is a setting the run reads
         assert settings.options.data in get_task(entry.task).embedded()
+        if bar.over:  # a margin over another entry's run: that entry and its settings exist
+            other = catalog.get(bar.over["entry"])
+            _, theirs = api.settings_for(other, {k: v for k, v in bar.over.items() if k != "entry"})
+            assert theirs.options.data in get_task(other.task).embedded()
     assert not entry.bar.overrides, "the main bar runs the recipe as it is"
     assert entry.data.data in get_task(entry.task).embedded(), "default recipe must train on embedded data"
 

@@ -237,6 +237,27 @@ def test_gcn_learns_a_small_planted_partition_far_beyond_its_features_alone(tmp_
     assert (tmp_path / "run" / "embeddings.png").stat().st_size > 10_000
 
 
+def test_a_bar_over_the_mlp_is_met_by_the_margin_measured_in_the_same_bench(monkeypatch):
+    """gcn's second bar: its sbm accuracy ≥ the mlp's on the same nodes' features + 0.2, both run by one bench."""
+    from deepatlas.tools import bench
+    runs = []
+
+    def fake(name, bar, seed=0, out=None, record=False):
+        runs.append((name, dict(bar.overrides), bar.budget_s))
+        value = {"gcn": 0.9, "mlp": mlp_value}[name]
+        return bench._measure(name, {"test": {"accuracy": value}, "params": 1, "status": "done"}, bar, 5.0)
+
+    monkeypatch.setattr(bench, "bench_bar", fake)
+    over = next(b for b in deepatlas.api.get("gcn").bars if b.over)
+    for mlp_value, passed in ((0.46, True), (0.75, False)):
+        runs.clear()
+        result = next(r for r in bench.bench("gcn") if r["metric"] == "accuracy over mlp")
+        assert runs[:2] == [("gcn", {}, 60), ("mlp", {"data": "sbm-features"}, 60)]  # gcn's sbm run is shared
+        assert result["value"] == pytest.approx(0.9 - mlp_value) and result["passed"] is passed
+        assert result["over"]["value"] == mlp_value
+    assert over.describe("sbm") == "accuracy ≥ mlp (data=sbm-features) + 0.2 on sbm in 60 s"
+
+
 def test_gcn_on_karate_from_two_labelled_nodes(tmp_path):
     result = deepatlas.train("gcn", data="karate", out=tmp_path / "run", overrides={"epochs": "100"})
     assert result["test"]["accuracy"] >= 0.85 > result["baseline"]["accuracy"]

@@ -116,16 +116,28 @@ class Bar:
     budget_s: float
     overrides: dict[str, str] = field(default_factory=dict, compare=False)
     """`--set` pairs for a further bar of the same entry (other data or config); empty for the main bar"""
+    over: dict[str, str] = field(default_factory=dict, compare=False)
+    """another entry run in the same bench ({"entry": NAME, and its `--set` pairs}): the goal is then a margin over
+    that run's value of the metric (gcn's accuracy ≥ the mlp's on the same node features + 0.2)"""
 
     def met_by(self, value: float) -> bool:
+        """`value`: the metric, or for a bar `over` another run, the margin (better by how much)."""
         return value >= self.goal if self.direction == "max" else value <= self.goal
+
+    def goal_text(self) -> str:
+        """E.g. "≥ 0.95", or "≥ mlp (data=sbm-features) + 0.2" for a bar over another entry's run."""
+        op = "≥" if self.direction == "max" else "≤"
+        if not self.over:
+            return f"{op} {self.goal:g}"
+        sets = ", ".join(f"{k}={v}" for k, v in self.over.items() if k != "entry")
+        return f"{op} {self.over['entry']}{f' ({sets})' if sets else ''} {'+' if self.direction == 'max' else '-'} " \
+               f"{self.goal:g}"
 
     def describe(self, default_data: str) -> str:
         """E.g. "accuracy ≥ 0.95 on future-tagging (bidirectional=true) in 120 s"."""
         data = self.overrides.get("data", default_data)
         rest = ", ".join(f"{k}={v}" for k, v in self.overrides.items() if k != "data")
-        op = "≥" if self.direction == "max" else "≤"
-        return f"{self.metric} {op} {self.goal:g} on {data}{f' ({rest})' if rest else ''} in {self.budget_s:g} s"
+        return f"{self.metric} {self.goal_text()} on {data}{f' ({rest})' if rest else ''} in {self.budget_s:g} s"
 
 
 @dataclass
@@ -296,7 +308,8 @@ def card_json(c: Entry | Card) -> dict:
         "relations": [{"kind": r.kind, "entry": r.entry, "why": r.why, **({"later": r.later} if r.later else {})}
                       for r in c.relations],
         "offers": list(c.offers), "also": list(c.also), "bar": _bar_card(c.bar),
-        "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides)} for b in c.more_bars],
+        "more_bars": [{**_bar_card(b), "overrides": dict(b.overrides), **({"over": dict(b.over)} if b.over else {})}
+                      for b in c.more_bars],
         "train": dataclasses.asdict(c.train), "data": dataclasses.asdict(c.data),
     }
 

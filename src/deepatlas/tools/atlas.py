@@ -232,7 +232,7 @@ def entry_page(entry: catalog.Entry, all_rows: list[dict], figs: list[tuple[str,
     parts.append("<h2>Bars</h2><p class=note>each a promise that the default recipe reaches it on the held-out test "
                  "split within its budget on a 2-core CPU (<code>deepatlas bench</code> checks)</p>")
     parts.append(_table(["metric", "goal", "data and settings", "budget s"], [
-        [esc(b.metric), f"{'≥' if b.direction == 'max' else '≤'} {b.goal:g}",
+        [esc(b.metric), esc(b.goal_text()),
          esc(b.describe(c.data.data).split(" on ", 1)[1].rsplit(" in ", 1)[0]), f"{b.budget_s:g}"] for b in c.bars],
         ))
     mine = [r for r in all_rows if r["name"] == c.name]

@@ -34,6 +34,18 @@ def _measure(name: str, metrics: dict, bar: Bar, seconds: float) -> dict:
             "status": metrics["status"], "metrics": metrics}
 
 
+def _over(result: dict, bar: Bar, seed: int) -> dict:
+    """A bar over another entry: that entry's run (its recipe with the bar's `over` pairs, under the same budget),
+    and the margin by which this run beats it as the bar's value."""
+    other = {k: v for k, v in bar.over.items() if k != "entry"}
+    theirs = bench_bar(bar.over["entry"], Bar(bar.metric, 0.0, bar.direction, bar.budget_s, other), seed)
+    margin = (result["metrics"]["test"][bar.metric] - theirs["value"]) * (1 if bar.direction == "max" else -1)
+    return {**result, "metric": f"{bar.metric} over {bar.over['entry']}", "value": round(margin, 4),
+            "passed": bool(bar.met_by(margin) and result["seconds"] <= bar.budget_s),
+            "over": {"entry": bar.over["entry"], "overrides": other, "value": theirs["value"],
+                     "seconds": theirs["seconds"]}}
+
+
 def bench(name: str, seed: int = 0, record: bool = False, say=print) -> list[dict]:
     """Every bar of entry `name`: the main one, then any further ones. Bars with the same overrides (two
     promises about one run: a GAN's mode count and its sample quality) share one fresh run. `record`: the runs'
@@ -44,6 +56,8 @@ def bench(name: str, seed: int = 0, record: bool = False, say=print) -> list[dic
         twin = next((r for r in results if r["overrides"] == bar.overrides), None)
         results.append(bench_bar(name, bar, seed, record=record) if twin is None else
                        {**_measure(name, twin["metrics"], bar, twin["seconds"]), "run": twin.get("run")})
+        if bar.over:
+            results[-1] = _over(results[-1], bar, seed)
     if record:
         for run in {id(r["run"]): r for r in results}.values():  # one entry per run, its bars' metrics together
             shared = {r["metric"]: r["direction"] for r in results if r["run"] is run["run"]}

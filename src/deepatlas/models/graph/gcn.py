@@ -135,7 +135,8 @@ register(Entry(
     train=Train(epochs=200, lr=0.01, weight_decay=5e-4, schedule="constant"),
     data=Data("sbm"),
     bar=Bar("accuracy", 0.85, "max", 60),
-    more_bars=[Bar("accuracy", 0.9, "max", 10, overrides={"data": "karate"}),
+    more_bars=[Bar("accuracy", 0.2, "max", 60, over={"entry": "mlp", "data": "sbm-features"}),
+               Bar("accuracy", 0.9, "max", 10, overrides={"data": "karate"}),
                Bar("accuracy", 0.75, "min", 180, overrides={"data": "structure", "readout": "mean"})],
     notes="Measured at one thread on the 2-core CPU: sbm test accuracy 0.925 in 6 s (200 full-batch epochs, the "
           "paper's lr 0.01, weight decay 5e-4, dropout 0.5, width 32); karate 1.0 on its 24 test nodes from two "
