@@ -48,6 +48,9 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
     ("text", "classify"): (("language_model",), ("planted-topics",)),
     ("env", "control"): (("rl",), ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "tictactoe")),
     ("table", "search"): (("search",), ("digits",)),
+    ("graph", "classify"): (("graph",), ("sbm", "karate")),  # a graph's nodes, from a few labelled ones
+    ("graph", "classify-graphs"): (("graph",), ("structure",)),  # whole graphs (a TUDataset folder)
+    ("graph", "regress"): (("graph",), ("molecules",)),  # a value per graph (a molecule's property)
 }
 KINDS = ("image", "table", "sequence", "text", "graph", "points", "video", "env", "audio", "tree")
 NEEDS = {"invariance": "its output is unchanged by construction under a group of input transformations",
@@ -87,6 +90,12 @@ def inspect(path: str) -> dict:
         if re.fullmatch(r"[A-Za-z0-9_/]+-v\d+", path):  # a gymnasium id
             return {"path": path, "kind": "env", "goal": "control"}
         raise DeepAtlasError(f"{option('data')} {path}: no such file or folder, nor a kind ({', '.join(KINDS)})")
+    if p.is_dir() and any(p.glob("*_A.txt")):  # a TUDataset: many graphs, a class or a value each
+        labels = next(p.glob("*_graph_labels.txt"), None)
+        graphs = len(labels.read_text().split()) if labels else None
+        return {"path": path, "kind": "graph", "goal": "classify-graphs" if labels else "regress", "graphs": graphs}
+    if p.is_dir() and (p / "edges.csv").is_file():
+        return _inspect_edges(p / "edges.csv", path)
     if p.is_dir():
         files = [f for f in p.rglob("*") if f.is_file()]
         pictures = [f for f in files if f.suffix.lower() in IMAGES]
@@ -100,6 +109,8 @@ def inspect(path: str) -> dict:
         raise DeepAtlasError(f"{path}: a folder with no images (expected one sub-folder of images per class, a COCO "
                              f"or YOLO folder, or images/ and masks/)")
     suffix = p.suffix.lower()
+    if suffix == ".csv" and (p.parent / "nodes.csv").is_file() and p.name != "nodes.csv":
+        return _inspect_edges(p, path)
     if suffix == ".csv":
         return _inspect_csv(p)
     if suffix in (".txt", ".md", ".text"):
@@ -121,6 +132,15 @@ def inspect(path: str) -> dict:
     except UnicodeDecodeError:
         raise DeepAtlasError(f"{path}: cannot tell what kind of data a {suffix or 'suffix-less'} file holds; name the "
                              f"kind with {option('data')} ({', '.join(KINDS)})") from None
+
+
+def _inspect_edges(edges: Path, path: str) -> dict:
+    """An edge list (source,target[,weight]) with nodes.csv beside it: node classification on one graph."""
+    with open(edges, errors="replace") as f:
+        count = sum(1 for line in f if line.strip()) - 1
+    with open(edges.parent / "nodes.csv", errors="replace") as f:
+        nodes = sum(1 for line in f if line.strip()) - 1
+    return {"path": path, "kind": "graph", "goal": "classify", "nodes": nodes, "edges": count}
 
 
 def _inspect_csv(p: Path) -> dict:
