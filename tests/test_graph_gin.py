@@ -184,3 +184,10 @@ def test_gin_trains_on_structure_through_the_api_and_runs_at_node_level(tmp_path
     assert deepatlas.evaluate(tmp_path / "run")["accuracy"] == pytest.approx(result["test"]["accuracy"])
     node = deepatlas.train("gin", data="karate", out=tmp_path / "karate", overrides={"epochs": "60"})
     assert node["test"]["accuracy"] > node["baseline"]["accuracy"]
+
+
+def test_a_steps_budget_draws_whole_graphs_batched_as_the_set_batches_them(tmp_path):
+    """`steps` draws a random subset of the training graphs once; the subset keeps the graph set's collate."""
+    result = deepatlas.train("gin", data="structure", out=tmp_path / "run",
+                             overrides={"epochs": "2", "steps": "40", "batch_size": "32"})
+    assert result["status"] == "completed" and result["test"]["accuracy"] > result["baseline"]["accuracy"]

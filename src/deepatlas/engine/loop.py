@@ -136,7 +136,9 @@ def within_steps(train_set: Dataset, train: Train) -> Dataset:
     n = train.steps * train.batch_size // max(train.epochs, 1)
     if not 0 < n < len(train_set):
         return train_set
-    return Subset(train_set, torch.randperm(len(train_set))[:n].tolist())
+    drawn = Subset(train_set, torch.randperm(len(train_set))[:n].tolist())
+    drawn.collate = getattr(train_set, "collate", None)  # its items are the set's own: batched the same way
+    return drawn
 
 
 def make_loader(fabric: Fabric, dataset: Dataset, batch_size: int, train: bool, seed: int) -> DataLoader:
