@@ -33,6 +33,7 @@ TASK_MODULES = {
     "detection": "deepatlas.tasks.detection", "segmentation": "deepatlas.tasks.detection",
     "rl": "deepatlas.tasks.rl", "search": "deepatlas.tasks.rl",
     "graph": "deepatlas.tasks.graph",
+    "irregular": "deepatlas.tasks.irregular",
 }
 """task name -> the module that defines its Task in `TASKS`; adding a domain adds a line here"""
 

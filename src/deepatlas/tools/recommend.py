@@ -37,7 +37,7 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
     ("image", "generate"): (("generation",), ("digits",)),
     ("points", "generate"): (("generation",), ("8gaussians",)),
     ("audio", "generate"): (("generation",), ("tones",)),
-    ("sequence", "forecast"): (("sequence",), ("sine",)),
+    ("sequence", "forecast"): (("sequence", "irregular"), ("sine",)),  # irregular: series on their own stamps
     ("sequence", "regress"): (("sequence",), ("adding-200", "adding-50")),
     ("sequence", "tag"): (("sequence",), ("future-tagging",)),
     ("sequence", "memorize"): (("sequence",), ("copy-100",)),
@@ -55,7 +55,8 @@ ROUTES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
 KINDS = ("image", "table", "sequence", "text", "graph", "points", "video", "env", "audio", "tree")
 NEEDS = {"invariance": "its output is unchanged by construction under a group of input transformations",
          "uncertainty": "it gives a calibrated predictive distribution, not only a point prediction",
-         "interpretability": "a reader can see how it decides (a weight per input feature)"}
+         "interpretability": "a reader can see how it decides (a weight per input feature)",
+         "irregular-times": "it reads each series at its own irregular time stamps and predicts at any time"}
 PARAMS_PER_LABEL = 1000
 """--labels N rules out entries with more parameters than this per labelled example (they overfit N examples)"""
 TRIED = 3

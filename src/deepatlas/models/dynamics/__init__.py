@@ -1,0 +1,1 @@
+"""Continuous-time and scientific models: networks for differential equations (issue 21)."""
