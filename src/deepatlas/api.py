@@ -622,7 +622,11 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
                                        columns=INTERPOLATION_STEPS)
         else:
             default = run.path / ("samples" if spec.get("kind") == "audio" else "samples.png")
-            files = task.write_samples(spec, objective.sample(n), Path(out or default))
+            samples = objective.sample(n)
+            files = task.write_samples(spec, samples, Path(out or default))
+            if hasattr(task.module, "plot_density"):  # models with exact log-densities draw them (ffjord)
+                first = Path(files[0])
+                files += task.module.plot_density(objective, spec, samples, first.with_name(f"{first.stem}-density.png"))
     return {"files": [str(f) for f in files], "n": n}
 
 

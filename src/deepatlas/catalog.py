@@ -38,6 +38,7 @@ MODULES = tuple(f"deepatlas.models.{m}" for m in (
     "rl.reinforce", "rl.dqn", "rl.a2c", "rl.ppo", "rl.alphazero", "rl.mpc",
     "evolution.genetic", "evolution.evolution_strategies", "evolution.ga_search",
     "dynamics.latent_ode",
+    "dynamics.ffjord",
 ))
 """every architecture's module, in the order a reader meets them; adding an architecture adds a line here"""
 

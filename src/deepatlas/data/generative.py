@@ -175,6 +175,51 @@ def _scatter(samples: Tensor, name: str, path: Path) -> None:
     plt.close(fig)
 
 
+DENSITY_GRID = 120
+
+
+def plot_density(objective, spec: dict, samples: Tensor, path: Path) -> list[Path]:
+    """A model with exact log-densities (`objective.log_prob(x) -> (N,)`) on 2-D points: its log-density on a grid,
+    its samples, and the true density, side by side (log scale, down to 8 nats below each peak). [] otherwise."""
+    if spec.get("kind") != "points" or not hasattr(objective, "log_prob") or spec["source"] not in toy2d.NAMES:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    d = toy2d.density(spec["source"])
+    reference, _ = d.sample(20_000, torch.Generator().manual_seed(0))
+    lo, hi = (reference.min(0).values - 0.5).tolist(), (reference.max(0).values + 0.5).tolist()
+    n = DENSITY_GRID
+    gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], n), torch.linspace(lo[1], hi[1], n), indexing="xy")
+    grid = torch.stack([gx.flatten(), gy.flatten()], -1)  # (n², 2)
+    like = next(objective.parameters())
+    with torch.no_grad():
+        model = torch.cat([objective.log_prob(g.to(like)).float().cpu() for g in grid.split(4096)]).view(n, n)
+    true = d.log_prob(grid).view(n, n)
+    samples = samples.detach().float().cpu()
+    extent = (lo[0], hi[0], lo[1], hi[1])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    for ax, logp, title in ((axes[0], model, "model log-density"), (axes[2], true, f"true density ({d.name})")):
+        ax.imshow(logp.clamp(min=logp.max() - 8).numpy(), extent=extent, origin="lower", cmap="Blues")
+        ax.set(title=title, xlim=extent[:2], ylim=extent[2:])
+    axes[1].scatter(samples[:, 0], samples[:, 1], s=3, c="tab:red", alpha=0.5)
+    axes[1].set(title=f"{len(samples)} samples", xlim=extent[:2], ylim=extent[2:], aspect="equal")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return [path]
+
+
+def plot_predictions(objective, spec: dict, dataset, path: Path) -> None:
+    """After training, a model with exact log-densities on 2-D points draws density.png beside `path` (seeded
+    samples); other generative models draw nothing here."""
+    if spec.get("kind") == "points" and hasattr(objective, "log_prob"):
+        from deepatlas.tasks.generative import SAMPLE_SEED, seeded
+        with seeded(SAMPLE_SEED, next(objective.parameters()).device):
+            plot_density(objective, spec, objective.sample(1000), path.with_name("density.png"))
+
+
 def write_samples(spec: dict, samples: Tensor, out: Path, columns: int = 0) -> list[Path]:
     """A PNG grid (images), a scatter over the true density (points) or one WAV per sample (audio, `out` a folder)."""
     samples = samples.detach().float().cpu()
