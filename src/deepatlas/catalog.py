@@ -39,6 +39,7 @@ MODULES = tuple(f"deepatlas.models.{m}" for m in (
     "evolution.genetic", "evolution.evolution_strategies", "evolution.ga_search",
     "dynamics.latent_ode",
     "dynamics.ffjord",
+    "dynamics.fno",
 ))
 """every architecture's module, in the order a reader meets them; adding an architecture adds a line here"""
 

@@ -34,6 +34,7 @@ TASK_MODULES = {
     "rl": "deepatlas.tasks.rl", "search": "deepatlas.tasks.rl",
     "graph": "deepatlas.tasks.graph",
     "irregular": "deepatlas.tasks.irregular",
+    "operator": "deepatlas.tasks.operator",
 }
 """task name -> the module that defines its Task in `TASKS`; adding a domain adds a line here"""
 
