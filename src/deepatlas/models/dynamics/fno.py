@@ -170,7 +170,8 @@ register(Entry(
           "(width 64, 16 modes, 4 layers, 550k parameters), its relative L2 loss, AdamW lr 1e-3, weight decay 1e-4, "
           "batch 20, cosine schedule, 50 epochs: burgers test rel_l2 0.0064 in 135 s of training (the data, 1,300 "
           "fields solved at 1,024 points, about 6 s more); the same weights at 512 points 0.0064 (resolution_ratio "
-          "0.996). The best trivial predictor, u0's spatial mean everywhere (conserved; at ν = 0.1 the rest decays "
-          "by T = 1), scores 0.033; the input held still 2.1. Width 32 for 20 epochs: 0.016 in 28 s. Li et al. "
+          "0.996). `deepatlas bench fno`: both bars from one run, 194 s wall (data, training and evaluation, "
+          "contended). The best trivial predictor, u0's spatial mean everywhere (conserved; at ν = 0.1 the rest "
+          "decays by T = 1), scores 0.033; the input held still 2.1. Width 32 for 20 epochs: 0.016 in 28 s. Li et al. "
           "train 500 epochs on fields subsampled from 8,192 points.",
 ))
