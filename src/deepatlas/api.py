@@ -626,7 +626,8 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
             files = task.write_samples(spec, samples, Path(out or default))
             if hasattr(task.module, "plot_density"):  # models with exact log-densities draw them (ffjord)
                 first = Path(files[0])
-                files += task.module.plot_density(objective, spec, samples, first.with_name(f"{first.stem}-density.png"))
+                files += task.module.plot_density(objective, spec, samples,
+                                                  first.with_name(f"{first.stem}-density.png"))
     return {"files": [str(f) for f in files], "n": n}
 
 

@@ -287,12 +287,19 @@ register(Entry(
     relations=[
         Relation("alternative_to", "vae", "an exact log-density and an invertible map instead of a bound"),
         Relation("alternative_to", "gan", "samples from an invertible ODE map, with an exact likelihood"),
-        Relation("alternative_to", "pixelcnn", "an exact likelihood from a continuous flow, not autoregressive factors"),
+        Relation("alternative_to", "pixelcnn", "an exact likelihood from a continuous flow, not from autoregressive "
+                 "factors"),
     ],
     config=Config, build=FFJORD, objective=FlowObjective, task="generation",
-    train=Train(epochs=15, batch_size=1024, lr=5e-3, schedule="cosine"),
+    train=Train(epochs=25, batch_size=1024, lr=5e-3, schedule="cosine"),
     data=Data("moons"),
     bar=Bar("nll_gap", 0.2, "min", 300),
     more_bars=[Bar("nll_gap", 0.2, "min", 300, overrides={"data": "8gaussians"})],
-    notes="",
+    notes="Measured on core 1 of the 2-core machine shared with 3-4 other processes (each had about a quarter of the "
+          "core): moons, 25 epochs of 20 steps (batch 1024, lr 5e-3, cosine), val nll_gap 0.054 in 285 s (NLL 1.075 "
+          "against the true 1.020); 15 epochs gave 0.224 in 119 s. Training tolerances 1e-4 (the paper's 1e-5 doubled "
+          "the NFE); evaluation at 1e-5. 8gaussians (σ = 0.02: the true NLL is −2.89 nats) is far harder for a flow "
+          "from N(0, I): nll_gap 5.8 after 3 epochs, 3.9 after 6, the NFE climbing past 60; see the issue's closing "
+          "note for the 300 s figure. Training through the solver is the default: on this CPU the adjoint's backward "
+          "solve costs as many evaluations as the forward one and saves memory we do not need in 2-D.",
 ))
