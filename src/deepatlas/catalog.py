@@ -37,6 +37,7 @@ MODULES = tuple(f"deepatlas.models.{m}" for m in (
     "graph.gcn", "graph.graphsage", "graph.mpnn", "graph.gat", "graph.gin",
     "rl.reinforce", "rl.dqn", "rl.a2c", "rl.ppo", "rl.alphazero", "rl.mpc",
     "evolution.genetic", "evolution.evolution_strategies", "evolution.ga_search",
+    "dynamics.pinn",
     "dynamics.latent_ode",
     "dynamics.ffjord",
     "dynamics.fno",

@@ -33,6 +33,7 @@ TASK_MODULES = {
     "detection": "deepatlas.tasks.detection", "segmentation": "deepatlas.tasks.detection",
     "rl": "deepatlas.tasks.rl", "search": "deepatlas.tasks.rl",
     "graph": "deepatlas.tasks.graph",
+    "pde": "deepatlas.tasks.pde",
     "irregular": "deepatlas.tasks.irregular",
     "operator": "deepatlas.tasks.operator",
 }

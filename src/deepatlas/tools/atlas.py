@@ -36,6 +36,7 @@ USE = {  # task: how a trained run in {run} is used, the input as the README's e
     "detection": "predict {run} scene.png --out annotated.png",
     "segmentation": "predict {run} scene.png --out annotated.png",
     "rl": "predict {run} --render episode.gif   # plays one test episode",
+    "pde": "predict {run} points.csv   # columns x,t: the solution u(x, t) at each point (or one point: 0.5,0.25)",
 }
 
 CSS = """
