@@ -288,6 +288,8 @@ register(Entry(
              "1-D/2-D problem: spectral and finite-volume methods are faster and more accurate.",
     relations=[
         Relation("builds_on", "mlp", "an MLP u(x, t) whose loss is the PDE residual obtained by autograd"),
+        Relation("alternative_to", "fno", "solves one PDE instance from the equation alone; fno learns the solution "
+                 "map from many solved examples"),
     ],
     config=Config, build=PINN, objective=PhysicsInformed, task="pde",
     train_keys=("lr", "stop_at"),
