@@ -596,7 +596,7 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
     Returns {"files": [...], "n": n}."""
     import torch
 
-    from deepatlas.protocols import Interpolates, Samples
+    from deepatlas.protocols import Densities, Interpolates, Samples
 
     n = n if n is not None else (8 if interpolate else 64)
     if not 1 <= n <= MAX_SAMPLES:
@@ -624,7 +624,7 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
             default = run.path / ("samples" if spec.get("kind") == "audio" else "samples.png")
             samples = objective.sample(n)
             files = task.write_samples(spec, samples, Path(out or default))
-            if hasattr(task.module, "plot_density"):  # models with exact log-densities draw them (ffjord)
+            if isinstance(objective, Densities) and spec.get("kind") == "points":  # exact log-densities drawn (ffjord)
                 first = Path(files[0])
                 files += task.module.plot_density(objective, spec, samples,
                                                   first.with_name(f"{first.stem}-density.png"))

@@ -125,6 +125,14 @@ class Samples(Protocol):
 
 
 @runtime_checkable
+class Densities(Protocol):
+    """A generative model with an exact log-density: log p(x) (B,) of points x (B, ...) (a continuous flow)."""
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        ...
+
+
+@runtime_checkable
 class Interpolates(Protocol):
     """A latent-variable model: `steps` decodings along the line between the codes of inputs a and b."""
 

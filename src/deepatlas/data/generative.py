@@ -215,9 +215,10 @@ def plot_predictions(objective, spec: dict, dataset, path: Path) -> None:
     """After training, a model with exact log-densities on 2-D points draws density.png beside `path` (seeded
     samples); other generative models draw nothing here."""
     if spec.get("kind") == "points" and hasattr(objective, "log_prob"):
-        from deepatlas.tasks.generative import SAMPLE_SEED, seeded
-        with seeded(SAMPLE_SEED, next(objective.parameters()).device):
-            plot_density(objective, spec, objective.sample(1000), path.with_name("density.png"))
+        with torch.random.fork_rng(devices=[]):  # the same samples after every run, the run's own RNG untouched
+            torch.manual_seed(0)
+            samples = objective.sample(1000)
+        plot_density(objective, spec, samples, path.with_name("density.png"))
 
 
 def write_samples(spec: dict, samples: Tensor, out: Path, columns: int = 0) -> list[Path]:
