@@ -32,7 +32,8 @@ def test_card_is_complete(name):
     for bar in entry.bars:
         assert bar.direction in ("max", "min") and bar.budget_s > 0
         _, settings = api.settings_for(entry, bar.overrides)  # every key is a setting the run reads
-        assert settings.options.data in get_task(entry.task).embedded()
+        on = api.form_for(entry, settings.options.data)  # a bar on another task's data measures the entry's form
+        assert settings.options.data in get_task(on.task).embedded()
         if bar.over:  # a margin over another entry's run: that entry and its settings exist
             other = catalog.get(bar.over["entry"])
             _, theirs = api.settings_for(other, {k: v for k, v in bar.over.items() if k != "entry"})

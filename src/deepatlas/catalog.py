@@ -37,7 +37,7 @@ MODULES = tuple(f"deepatlas.models.{m}" for m in (
     "graph.gcn", "graph.graphsage", "graph.mpnn", "graph.gat", "graph.gin",
     "rl.reinforce", "rl.dqn", "rl.a2c", "rl.ppo", "rl.alphazero", "rl.mpc",
     "evolution.genetic", "evolution.evolution_strategies", "evolution.ga_search",
-    "dynamics.pinn",
+    "dynamics.pinn", "dynamics.neural_ode",
     "dynamics.latent_ode",
     "dynamics.ffjord",
     "dynamics.fno",
@@ -192,7 +192,8 @@ class Data:
     rotate: Annotated[float, Range(0.0, 180.0)] = 0.0
     """images: random rotation within ±this many degrees (0: off)"""
     window: Annotated[int, Range(0, 2**16)] = 0
-    """time series: input window length for forecasting; text: tokens of context (0: the data's default)"""
+    """time series: input window length for forecasting; text: tokens of context (0: the data's default);
+    trajectories: observations per training window (0: the whole observed half)"""
     tokens: Literal["char", "bpe", "word"] = "char"
     """text: characters, byte-pair subwords learned on the train split, or words (spelled out for char-aware models)"""
     vocab: Annotated[int, Range(0, 2**20)] = 0

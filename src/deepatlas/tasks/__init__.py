@@ -34,6 +34,7 @@ TASK_MODULES = {
     "rl": "deepatlas.tasks.rl", "search": "deepatlas.tasks.rl",
     "graph": "deepatlas.tasks.graph",
     "pde": "deepatlas.tasks.pde",
+    "trajectory": "deepatlas.tasks.trajectory",
     "irregular": "deepatlas.tasks.irregular",
     "operator": "deepatlas.tasks.operator",
 }

@@ -37,6 +37,7 @@ USE = {  # task: how a trained run in {run} is used, the input as the README's e
     "segmentation": "predict {run} scene.png --out annotated.png",
     "rl": "predict {run} --render episode.gif   # plays one test episode",
     "pde": "predict {run} points.csv   # columns x,t: the solution u(x, t) at each point (or one point: 0.5,0.25)",
+    "trajectory": "predict {run} series.csv   # columns series id, time, value...: each series continued (--steps N)",
 }
 
 CSS = """

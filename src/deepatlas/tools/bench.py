@@ -61,9 +61,11 @@ def bench(name: str, seed: int = 0, record: bool = False, say=print) -> list[dic
     if record:
         for run in {id(r["run"]): r for r in results}.values():  # one entry per run, its bars' metrics together
             shared = {r["metric"]: r["direction"] for r in results if r["run"] is run["run"]}
-            task, data = leaderboard.board_task(entry.task), run["overrides"].get("data", entry.data.data)
+            data = run["overrides"].get("data", entry.data.data)
+            on = api.form_for(entry, data)  # a bar on another task's data is its form's run, on that task's board
+            task = leaderboard.board_task(on.task)
             metrics = {**leaderboard.board_metrics(task, data, run["run"]["metrics"]["test"]), **shared}
-            leaderboard.record(leaderboard.rows_of(entry, run["run"], run["overrides"], seed, "bench", metrics))
+            leaderboard.record(leaderboard.rows_of(on, run["run"], run["overrides"], seed, "bench", metrics))
         own = {r["overrides"].get("data", entry.data.data) for r in results if set(r["overrides"]) <= {"data"}}
         leaderboard.record_boards(name, seed, done=own, say=say)
     for r in results:
