@@ -200,7 +200,10 @@ def recommend(data: str, goal: str | None = None, budget: float | None = None, m
         evidence = [r for t in dict.fromkeys(map(leaderboard.board_task, tasks)) for d in boards
                     for r in leaderboard.rows(t, d) if r["name"] == card.name and _recipe(r)]
         main = next((r for r in evidence if r["data"] == reference and r["metric"] == metric), None)
-        why = _ruled_out(card, main, budget, max_params, latency, labels, needs)
+        cannot = next((u["why"] for t in tasks for u in leaderboard.unable(t, reference) if u["name"] == card.name),
+                      None)  # recorded as unable to run there: out, with the reason it gave
+        why = f"cannot run on {reference}: {cannot}" if main is None and cannot else \
+            _ruled_out(card, main, budget, max_params, latency, labels, needs)
         if why:
             excluded.append({"name": card.name, "why": why})
         else:
