@@ -104,12 +104,7 @@ class IrregularObjective(Objective):
             means = {**means, "mse_vs_gru": means["mse"] / max(means["gru_mse"], 1e-12)}
         return means
 
-    def export_inputs(self, data, n: int) -> dict[str, Tensor]:
-        values, times, observed, _, _ = data.test.collate([data.test[i] for i in range(n)])
-        return {"values": values, "times": times, "observed": observed}
-
-    def infer(self, values: Tensor, times: Tensor, observed: Tensor) -> Tensor:
-        return self(values, times, observed)
+    not_exported = "an ODE-RNN over a batch's own time stamps and an adaptive ODE solve (steps depend on the inputs)"
 
 
 @dataclass(frozen=True)
