@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from deepatlas import catalog
+from deepatlas import api, catalog
 from deepatlas.errors import DeepAtlasError
 from deepatlas.tools import leaderboard, recommend
 
@@ -195,3 +195,17 @@ def test_recommend_try_on_a_csv_reranks_by_what_it_measured(tmp_path, cli_run):
     values = [r["value"] for r in tried["reranked"]]
     assert values == sorted(values, reverse=True) and values[0] > 0.75  # the majority class is ~0.6
     assert sum(r["train_seconds"] for r in tried["tried"]) < 120
+
+
+def test_info_shows_an_entrys_recorded_evaluations_with_the_solvers_nfe(store, cli_run):
+    leaderboard.record([{**_row("neural_ode", 0.001, seconds=17, task="trajectory", data="spiral",
+                                metric="mse_vs_velocity", direction="min"), "nfe": 62.0},
+                        _row("neural_ode", 0.986, seconds=42)])
+    code, out, _ = cli_run("info", "neural_ode")
+    assert code == 0
+    assert "measured (2026-12-03): trajectory/spiral mse_vs_velocity 0.001 in 17 s, NFE 62" in out
+    assert "measured (2026-12-03): classification/digits accuracy 0.986 in 42 s" in out
+    run = {"metrics": {"test": {"mse_vs_velocity": 0.001, "nfe": 61.96}, "params": 10, "status": "completed"},
+           "seconds": 1.0, "latency_ms": 1.0, "peak_mb": 1.0, "machine": "test"}
+    recorded = leaderboard.rows_of(api.get("neural_ode"), run, {}, 0, "board")
+    assert recorded and all(r["nfe"] == 62.0 for r in recorded)

@@ -98,6 +98,11 @@ def info(name, as_json, summary):
         out.print(f"receptive field (default config): {receptive_field} steps")
     for b in entry.bars:
         out.print(f"bar (test split): {b.describe(entry.data.data)}")
+    from deepatlas.tools import leaderboard
+    for r in leaderboard.rows_for(entry.name):  # its last recorded evaluations, the solver's NFE where it counts one
+        settings = "".join(f" {k}={v}" for k, v in r["overrides"].items())
+        out.print(f"measured ({r['date']}): {r['task']}/{r['data']}{settings} {r['metric']} {r['value']:g} in "
+                  f"{r['seconds']:.0f} s" + (f", NFE {r['nfe']:g}" if "nfe" in r else ""))
     keys = api.settings_keys(entry)
     parts = [("model (--set [model.]key=value)", entry.config(), None),
              ("train (--set [train.]key=value)", entry.train, keys["train"]),

@@ -63,6 +63,11 @@ def rows(task: str | None = None, data: str | None = None) -> list[dict]:
                                         -r["value"] if r["direction"] == "max" else r["value"], r["seconds"]))
 
 
+def rows_for(name: str) -> list[dict]:
+    """The stored rows of entry `name`, on every board."""
+    return [r for r in rows() if r["name"] == name]
+
+
 def unable(task: str | None = None, data: str | None = None) -> list[dict]:
     task = task and board_task(task)
     return [u for u in _store()["unable"] if task in (None, u["task"]) and data in (None, u["data"])]
@@ -174,7 +179,8 @@ def rows_of(entry, run: dict, overrides: dict, seed: int, source: str,
     return [{"task": t, "data": data, "name": entry.name, "overrides": settings, "metric": m, "direction": d,
              "value": round(test[m], 4), "seconds": round(run["seconds"], 2), "params": run["metrics"]["params"],
              "latency_ms": run["latency_ms"], "peak_mb": run["peak_mb"], "status": run["metrics"]["status"],
-             "seed": seed, "date": date, "commit": _commit(), "machine": run["machine"], "source": source}
+             "seed": seed, "date": date, "commit": _commit(), "machine": run["machine"], "source": source,
+             **({"nfe": round(test["nfe"], 1)} if "nfe" in test else {})}  # an ODE solver's evaluations per solve
             for t, m, d in scored if m in test]
 
 
