@@ -20,11 +20,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from deepatlas.data import Splits, audio, images, split_indices, toy2d
+from deepatlas.data import Splits, audio, glyphs, images, split_indices, toy2d
 from deepatlas.errors import DeepAtlasError
 
 DEFAULT_WINDOW = 2048
-EMBEDDED = {"digits", "tones", *toy2d.NAMES}
+EMBEDDED = {"digits", "tones", *glyphs.NAMES, *toy2d.NAMES}
 
 
 class GenerativeData(Splits):
@@ -55,15 +55,19 @@ def _image_view(x: Tensor, size: int, binarize: bool) -> Tensor:
 
 
 def _load_images(source: str, size: int, binarize: bool) -> GenerativeData:
+    extra = {}
     if source == "digits":
         x, y, classes = images._digits()
         splits = None
+    elif source in glyphs.NAMES:  # 32×32 characters, greyscale or over photographs (data/glyphs.py)
+        x, y, classes, splits, extra = glyphs.load(source)
     else:
         x, y, classes, splits = _read_images(Path(source))
     x = _image_view(x, size, binarize)
     train, val, test = splits if splits is not None else split_indices(y, source, "images")
     yt = torch.as_tensor(y, dtype=torch.long)
-    spec = {"kind": "images", "source": source, "shape": list(x.shape[1:]), "binary": binarize, "classes": classes}
+    spec = {"kind": "images", "source": source, "shape": list(x.shape[1:]), "binary": binarize, "classes": classes,
+            **extra}
     return GenerativeData(*(TensorDataset(x[i], yt[i]) for i in (train, val, test)), spec)
 
 
@@ -101,7 +105,7 @@ def load_for(options, target: str | None = None) -> GenerativeData:
         return _load_points(source)
     if source == "tones" or (Path(source).is_dir() and any(Path(source).glob("*.wav"))):
         return _load_audio(source, options.window or DEFAULT_WINDOW)
-    if source == "digits" or Path(source).is_dir():
+    if source in ("digits", *glyphs.NAMES) or Path(source).is_dir():
         return _load_images(source, options.image_size, options.binarize)
     if Path(source).exists():
         raise DeepAtlasError(f"{source}: expected a folder of images or of .wav files")
