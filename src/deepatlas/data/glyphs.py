@@ -78,14 +78,12 @@ def render(labels: np.ndarray, seed: int = SEED) -> Tensor:
 
 
 def photos() -> tuple[list[np.ndarray], list[str]]:
-    """The colour photographs (H, W, 3) uint8 that ship with scikit-learn, and scikit-image's if installed."""
+    """The colour photographs (H, W, 3) uint8 that ship with scikit-learn and scikit-image (both dependencies, so
+    glyphs-m is the same everywhere)."""
+    import skimage.data
     from sklearn.datasets import load_sample_images
     found = load_sample_images()
     images, names = list(found.images), [n.rsplit("/", 1)[-1] for n in found.filenames]
-    try:
-        import skimage.data
-    except ImportError:
-        return images, names
     for name in SKIMAGE_PHOTOS:
         images.append(np.asarray(getattr(skimage.data, name)())[..., :3])
         names.append(f"skimage.{name}")
