@@ -89,16 +89,29 @@ def build_judge() -> Judge:
     return judge.eval()
 
 
-def save_judge(model: Judge, path: Path = JUDGE_FILE) -> Path:
-    """Write the judge's weights (safetensors), noting the torch build and CPU kernels that trained them in
-    one metadata entry (one, so that a rebuild writes the same bytes)."""
+def save_weights(model: nn.Module, path: Path, rebuild: str) -> Path:
+    """Write a judge's weights (safetensors), noting the torch build and CPU kernels that trained them and the
+    command that rebuilds them in one metadata entry (one, so that a rebuild writes the same bytes)."""
     import json
     from safetensors.torch import save_file
     build = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": 1,
-             "rebuild": JUDGE_REBUILD}
+             "rebuild": rebuild}
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
               metadata={"build": json.dumps(build, sort_keys=True)})
     return path
+
+
+def load_weights(model: nn.Module, path: Path, rebuild: str, what: str) -> nn.Module:
+    """`model` with the shipped weights at `path`, frozen in eval mode; one line naming `rebuild` if missing."""
+    from safetensors.torch import load_file
+    if not path.is_file():
+        raise DeepAtlasError(f"the {what} judge's weights are missing ({path}); rebuild them with `{rebuild}`")
+    model.load_state_dict(load_file(str(path)))
+    return model.eval().requires_grad_(False)
+
+
+def save_judge(model: Judge, path: Path = JUDGE_FILE) -> Path:
+    return save_weights(model, path, JUDGE_REBUILD)
 
 
 _JUDGE: Judge | None = None
@@ -108,13 +121,7 @@ def judge() -> Judge:
     """The digits judge, loaded once per process from the weights shipped with the package."""
     global _JUDGE
     if _JUDGE is None:
-        from safetensors.torch import load_file
-        if not JUDGE_FILE.is_file():
-            raise DeepAtlasError(f"the digits judge's weights are missing ({JUDGE_FILE}); rebuild them with "
-                                 f"`{JUDGE_REBUILD}`")
-        model = Judge()
-        model.load_state_dict(load_file(str(JUDGE_FILE)))
-        _JUDGE = model.eval().requires_grad_(False)
+        _JUDGE = load_weights(Judge(), JUDGE_FILE, JUDGE_REBUILD, "digits")
     return _JUDGE
 
 
@@ -141,15 +148,22 @@ def judge_features(x: Tensor) -> tuple[Tensor, Tensor]:
     return features, model.head(features).softmax(-1)
 
 
+def judge_scores(fake: Tensor, probs: Tensor, true: Tensor, name: str) -> dict[str, float]:
+    """From a judge's features of samples (with its class probabilities) and of real images: NAME_fd,
+    fd_real_halves (the real images' two halves against each other), class_entropy of the predicted classes and
+    class_coverage (classes given at least a fifth of a uniform share)."""
+    classes = probs.shape[-1]
+    half = len(true) // 2
+    counts = torch.bincount(probs.argmax(-1), minlength=classes)
+    share = counts.float() / len(probs)
+    entropy = -(share * share.clamp(min=1e-12).log()).sum()
+    return {f"{name}_fd": frechet_distance(fake, true), "fd_real_halves": frechet_distance(true[:half], true[half:]),
+            "class_entropy": entropy.item(), "class_coverage": float((counts * 5 * classes >= len(probs)).sum())}
+
+
 def digits_scores(samples: Tensor, real: Tensor) -> dict[str, float]:
     """digits_fd of samples against the real images, fd_real_halves, class_entropy and class_coverage."""
-    fake, probs = judge_features(samples)
-    true, _ = judge_features(real)
-    half = len(true) // 2
-    share = torch.bincount(probs.argmax(-1), minlength=10).float() / len(probs)
-    entropy = -(share * share.clamp(min=1e-12).log()).sum()
-    return {"digits_fd": frechet_distance(fake, true), "fd_real_halves": frechet_distance(true[:half], true[half:]),
-            "class_entropy": entropy.item(), "class_coverage": float((share >= 0.02).sum())}
+    return judge_scores(*judge_features(samples), judge_features(real)[0], "digits")
 
 
 def bits_per_dim(nll_nats: Tensor, dims: int) -> Tensor:

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.errors import DeepAtlasError
-from deepatlas.tasks.generative import frechet_distance, seeded
+from deepatlas.tasks.generative import frechet_distance, judge_scores, load_weights, save_weights, seeded
 
 JUDGE_FILE = Path(__file__).with_name("judge-glyphs.safetensors")
 JUDGE_REBUILD = "python -m deepatlas.tasks.glyphs_judge"
@@ -73,12 +72,7 @@ def build_judge(epochs: int = 8) -> GlyphJudge:
 
 
 def save_judge(model: GlyphJudge, path: Path = JUDGE_FILE) -> Path:
-    from safetensors.torch import save_file
-    build = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": 1,
-             "rebuild": JUDGE_REBUILD}
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={"build": json.dumps(build, sort_keys=True)})
-    return path
+    return save_weights(model, path, JUDGE_REBUILD)
 
 
 _JUDGE: GlyphJudge | None = None
@@ -88,13 +82,7 @@ def judge() -> GlyphJudge:
     """The glyphs judge, loaded once per process from the weights shipped with the package."""
     global _JUDGE
     if _JUDGE is None:
-        from safetensors.torch import load_file
-        if not JUDGE_FILE.is_file():
-            raise DeepAtlasError(f"the glyphs judge's weights are missing ({JUDGE_FILE}); rebuild them with "
-                                 f"`{JUDGE_REBUILD}`")
-        model = GlyphJudge()
-        model.load_state_dict(load_file(str(JUDGE_FILE)))
-        _JUDGE = model.eval().requires_grad_(False)
+        _JUDGE = load_weights(GlyphJudge(), JUDGE_FILE, JUDGE_REBUILD, "glyphs")
     return _JUDGE
 
 
@@ -112,13 +100,7 @@ def judge_features(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def glyphs_scores(samples: Tensor, real: Tensor) -> dict[str, float]:
     """glyphs_fd of samples against the real images, fd_real_halves, class_entropy and class_coverage."""
-    fake, probs = judge_features(samples)
-    true, _ = judge_features(real)
-    half = len(true) // 2
-    share = torch.bincount(probs.argmax(-1), minlength=N_CLASSES).float() / len(probs)
-    entropy = -(share * share.clamp(min=1e-12).log()).sum()
-    return {"glyphs_fd": frechet_distance(fake, true), "fd_real_halves": frechet_distance(true[:half], true[half:]),
-            "class_entropy": entropy.item(), "class_coverage": float((share >= 0.02 * 10 / N_CLASSES).sum())}
+    return judge_scores(*judge_features(samples), judge_features(real)[0], "glyphs")
 
 
 def calibration(halvings: int = 200) -> dict[str, float]:
