@@ -12,6 +12,7 @@ from torch import nn
 
 from deepatlas import data
 from deepatlas.catalog import Data, Train
+from deepatlas.cores import cpu_name
 from deepatlas.data import audio, generative, toy2d
 from deepatlas.engine.checkpoint import load_state
 from deepatlas.engine.loop import Scaling, fit, make_fabric
@@ -156,15 +157,16 @@ def test_judge_is_rebuilt_deterministically_into_the_shipped_weights(built_judge
     assert shipped.keys() == built.keys()
     with safe_open(str(metrics.JUDGE_FILE), "pt") as f:
         build = json.loads(f.metadata()["build"])
-    if (build["torch"], build["cpu_capability"]) == (torch.__version__, torch.backends.cpu.get_cpu_capability()):
-        # the same torch build and CPU kernels: the rebuild is bit-identical, whatever the thread count of
+    here = (torch.__version__, torch.backends.cpu.get_cpu_capability(), cpu_name())
+    if (build["torch"], build["cpu_capability"], build.get("cpu")) == here:
+        # the same torch build, CPU and kernels: the rebuild is bit-identical, whatever the thread count of
         # the process (the build pins one thread; trained on 1 and on 2 threads unpinned, weights differ)
         assert all(torch.equal(built[k], shipped[k]) for k in built)
     else:
-        # other kernels (AVX2 vs AVX512, another torch) sum in another order, and 40 epochs carry the
-        # rounding into other weights, not other judges: measured across thread counts and kernels, the
-        # test-split features differ by at most 5% (relative norm) and the classes agree on >= 99.4%;
-        # an untrained judge's features are 100% off
+        # other kernels (AVX2 vs AVX512, another torch, AVX512 of another CPU) sum in another order, and 40
+        # epochs carry the rounding into other weights, not other judges: measured across thread counts, kernels
+        # and CPUs, the test-split features differ by at most 5% (relative norm) and the classes agree on
+        # >= 99.4%; an untrained judge's features are 100% off
         x = load("digits").test.tensors[0]
         shipped_judge = metrics.Judge()
         shipped_judge.load_state_dict(shipped)

@@ -20,6 +20,16 @@ USER_SET = "OMP_NUM_THREADS" in os.environ
 """the user chose the thread count (read when deepatlas is imported, before it sets anything)"""
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform module knows."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _busy_seconds() -> float | None:
     """CPU-seconds the machine's cores have spent busy since boot (None where /proc/stat is missing)."""
     try:

@@ -90,12 +90,13 @@ def build_judge() -> Judge:
 
 
 def save_weights(model: nn.Module, path: Path, rebuild: str) -> Path:
-    """Write a judge's weights (safetensors), noting the torch build and CPU kernels that trained them and the
+    """Write a judge's weights (safetensors), noting the torch build, CPU and kernels that trained them and the
     command that rebuilds them in one metadata entry (one, so that a rebuild writes the same bytes)."""
     import json
     from safetensors.torch import save_file
-    build = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": 1,
-             "rebuild": rebuild}
+    from deepatlas.cores import cpu_name
+    build = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+             "cpu": cpu_name(), "threads": 1, "rebuild": rebuild}
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path),
               metadata={"build": json.dumps(build, sort_keys=True)})
     return path

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from deepatlas import catalog
+from deepatlas.cores import cpu_name
 from deepatlas.errors import DeepAtlasError
 
 STORE = Path(os.environ.get("DEEPATLAS_RESULTS", Path(__file__).with_name("results.json")))
@@ -123,12 +123,7 @@ def board_metrics(task: str, data: str, test: dict) -> dict[str, str]:
 def machine() -> str:
     """The CPU, its cores and the threads used, and the accelerator (if one is used)."""
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     threads = torch.get_num_threads()
     return f"{cpu}, {os.cpu_count()} cores, {threads} thread{'s' if threads > 1 else ''} used, {gpu}"
