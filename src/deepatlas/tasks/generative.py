@@ -199,6 +199,10 @@ class Generative(Objective):
         if kind == "images" and source == "digits":
             with seeded(SAMPLE_SEED, real.device):
                 return digits_scores(self.sample(len(real)), real)
+        if kind == "images" and source == "glyphs":
+            from deepatlas.tasks.glyphs_judge import glyphs_scores
+            with seeded(SAMPLE_SEED, real.device):
+                return glyphs_scores(self.sample(len(real)), real)
         if kind == "points" and toy2d.density(source).modes is not None:
             with seeded(SAMPLE_SEED, real.device):
                 return toy2d.mode_scores(self.sample(TOY2D_SAMPLES).float(), toy2d.density(source))
