@@ -34,6 +34,7 @@ MODULES = tuple(f"deepatlas.models.{m}" for m in (
     "language.fasttext", "language.elmo",
     "generative.autoencoder", "generative.denoising_autoencoder", "generative.vae", "generative.gan",
     "generative.pixelcnn", "generative.wavenet", "generative.rbm", "generative.dbn",
+    "generative.cyclegan",
     "graph.gcn", "graph.graphsage", "graph.mpnn", "graph.gat", "graph.gin",
     "rl.reinforce", "rl.dqn", "rl.a2c", "rl.ppo", "rl.alphazero", "rl.mpc",
     "evolution.genetic", "evolution.evolution_strategies", "evolution.ga_search",

@@ -223,6 +223,8 @@ def eval_(run_dir, data, episodes, as_json):
 @click.option("--temperature", type=float, help="text: sampling temperature (0: greedy)")
 @click.option("--top-k", "top_k", type=int, help="text: sample among the k likeliest tokens (0: all)")
 @click.option("--seed", type=int, help="text: random seed of the sampling")
+@click.option("--reverse", is_flag=True, default=None,
+              help="image translation (cyclegan): translate B → A instead of A → B")
 @click.option("--node", help="graph runs: the id of a node to classify (several: comma-separated)")
 @click.option("--nodes", help="graph runs: a file of node ids to classify, one a line (a CSV: its first column)")
 def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file, **options):

@@ -30,6 +30,7 @@ TASK_MODULES = {
     "sequence": "deepatlas.tasks.sequence", "tree": "deepatlas.tasks.sequence",
     "translation": "deepatlas.tasks.translation", "language_model": "deepatlas.tasks.language",
     "embedding": "deepatlas.tasks.embedding", "generation": "deepatlas.tasks.generative",
+    "image_translation": "deepatlas.tasks.generative",
     "detection": "deepatlas.tasks.detection", "segmentation": "deepatlas.tasks.detection",
     "rl": "deepatlas.tasks.rl", "search": "deepatlas.tasks.rl",
     "graph": "deepatlas.tasks.graph",

@@ -209,7 +209,8 @@ class Generative(Objective):
         return {}
 
 
-TASKS = [Task("generation", "deepatlas.data.generative", options=("image_size", "binarize", "window"))]
+TASKS = [Task("generation", "deepatlas.data.generative", options=("image_size", "binarize", "window")),
+         Task("image_translation", "deepatlas.data.unpaired", draws=True, options=("image_size",))]
 
 
 if __name__ == "__main__":  # python -m deepatlas.tasks.generative: rebuild the shipped judge
