@@ -589,14 +589,16 @@ INTERPOLATION_STEPS = 10
 
 
 def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = None, interpolate: bool = False,
-           seed: int = 0) -> dict:
+           seed: int = 0, steps: int | None = None, sampler: str | None = None, trajectory: bool = False) -> dict:
     """Draw `n` samples (default 64) from a trained generative run and write them where people look at them:
     a PNG grid (images), a scatter over the true density (toy2d) or WAV files (audio). With `interpolate`,
     a grid whose rows decode the line between the latent codes of two test images (`n` rows, default 8).
+    Diffusion and score models (ddpm, ncsn, score_sde) take `steps` and `sampler`, also write each image as its
+    own PNG (a folder beside the grid), and with `trajectory` the sampling chain as an animated GIF.
     Returns {"files": [...], "n": n}."""
     import torch
 
-    from deepatlas.protocols import Densities, Interpolates, Samples
+    from deepatlas.protocols import Denoises, Densities, Interpolates, Samples
 
     n = n if n is not None else (8 if interpolate else 64)
     if not 1 <= n <= MAX_SAMPLES:
@@ -620,7 +622,27 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
             grid = objective.interpolate(ends[:n], ends[n:], INTERPOLATION_STEPS)  # (n, steps, *shape)
             files = task.write_samples(spec, grid.flatten(0, 1), Path(out or run.path / "interpolation.png"),
                                        columns=INTERPOLATION_STEPS)
+        elif isinstance(objective, Denoises):
+            from deepatlas.data.generative import write_each, write_trajectory
+            if sampler is not None and sampler not in objective.samplers:
+                raise DeepAtlasError(f"--sampler {sampler}: {entry.name} samples with "
+                                     f"{' or '.join(objective.samplers)}")
+            if steps is not None and steps < 1:
+                raise DeepAtlasError(f"--steps {steps}: sample with at least 1 step")
+            try:
+                result = objective.sample(n, steps=steps, sampler=sampler, trajectory=trajectory)
+            except ValueError as err:  # steps beyond the model's T, and the like
+                raise DeepAtlasError(f"{entry.name}: {err}") from None
+            samples, frames = result if trajectory else (result, None)
+            grid = Path(out or run.path / "samples.png")
+            files = task.write_samples(spec, samples, grid)
+            files += write_each(samples, grid.with_suffix(""))
+            if frames is not None:
+                files.append(write_trajectory(frames, grid.with_name(f"{grid.stem}-trajectory.gif")))
         else:
+            if steps is not None or sampler is not None or trajectory:
+                raise DeepAtlasError(f"{entry.name} samples in one pass: --steps, --sampler and --trajectory are "
+                                     "for diffusion and score models (ddpm, ncsn, score_sde)")
             default = run.path / ("samples" if spec.get("kind") == "audio" else "samples.png")
             samples = objective.sample(n)
             files = task.write_samples(spec, samples, Path(out or default))

@@ -32,7 +32,7 @@ MODULES = tuple(f"deepatlas.models.{m}" for m in (
     "sequence.rnn", "sequence.lstm", "sequence.gru", "sequence.tcn", "sequence.seq2seq", "sequence.recursive_nn",
     "language.transformer", "language.gpt", "language.bert", "language.word2vec", "language.glove",
     "language.fasttext", "language.elmo",
-    "generative.autoencoder", "generative.denoising_autoencoder", "generative.vae", "generative.gan",
+    "generative.autoencoder", "generative.denoising_autoencoder", "generative.vae", "generative.gan", "generative.ddpm",
     "generative.ncsn",
     "generative.pixelcnn", "generative.wavenet", "generative.rbm", "generative.dbn",
     "generative.cyclegan",

@@ -260,9 +260,14 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file, *
               help="PNG file (images, toy2d) or folder of WAV files (audio); default inside RUN_DIR")
 @click.option("--interpolate", is_flag=True, help="decode lines between pairs of test images' latent codes (VAE)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same samples)")
-def sample(run_dir, n, out_file, interpolate, seed):
+@click.option("--steps", type=int, help="diffusion and score models: denoising steps (default: the run's)")
+@click.option("--sampler", help="diffusion and score models: ddim or ancestral (ddpm), langevin (ncsn), pc or ode "
+                                "(score_sde)")
+@click.option("--trajectory", is_flag=True, help="diffusion and score models: also the sampling chain as a GIF")
+def sample(run_dir, n, out_file, interpolate, seed, steps, sampler, trajectory):
     """Generate from a trained generative model: a PNG grid of images, a scatter over a toy density, or WAV files."""
-    result = api.sample(run_dir, n=n, out=out_file, interpolate=interpolate, seed=seed)
+    result = api.sample(run_dir, n=n, out=out_file, interpolate=interpolate, seed=seed, steps=steps, sampler=sampler,
+                        trajectory=trajectory)
     files = result["files"]
     what = "interpolation rows" if interpolate else "samples"
     shown = files[0] if len(files) == 1 else f"{len(files)} files in {Path(files[0]).parent}"

@@ -125,6 +125,18 @@ class Samples(Protocol):
 
 
 @runtime_checkable
+class Denoises(Protocol):
+    """A model that samples by many denoising steps (diffusion, score models): `samplers` names its samplers (the
+    first is the default); `sample(n, steps, sampler, trajectory)` returns the samples, or with `trajectory` a
+    pair (samples, frames (F, n, *shape)) of the states on the way."""
+
+    samplers: tuple[str, ...]
+
+    def sample(self, n: int, steps: int | None = None, sampler: str | None = None, trajectory: bool = False):
+        ...
+
+
+@runtime_checkable
 class Densities(Protocol):
     """A generative model with an exact log-density: log p(x) (B,) of points x (B, ...) (a continuous flow)."""
 

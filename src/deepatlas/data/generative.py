@@ -153,6 +153,29 @@ def image_grid(x: Tensor, columns: int, cell: int = 48) -> np.ndarray:
     return (grid * 255).round().byte().numpy()
 
 
+def write_each(samples: Tensor, folder: Path) -> list[Path]:
+    """One PNG per image (N, C, H, W) in [0, 1], at its own size: folder/sample-0.png, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"sample-{i}.png" for i in range(len(samples))]
+    for path, image in zip(paths, samples.detach().float().cpu()):
+        _write_png((image.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy(), path)
+    return paths
+
+
+def write_trajectory(frames: Tensor, path: Path, seconds: float = 4.0) -> Path:
+    """An animated GIF of the sampling chain, frames (F, N, C, H, W) in [0, 1]: each frame the grid of the N
+    samples at one step, the last held for a second."""
+    from PIL import Image
+    columns = int(np.ceil(np.sqrt(frames.shape[1])))
+    grids = [image_grid(f.float().cpu(), columns) for f in frames]
+    images = [Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g) for g in grids]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    duration = int(1000 * seconds / len(images))
+    images[0].save(path, save_all=True, append_images=images[1:], loop=0,
+                   duration=[duration] * (len(images) - 1) + [1000])
+    return path
+
+
 def _write_png(grid: np.ndarray, path: Path) -> None:
     from PIL import Image
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)

@@ -159,7 +159,8 @@ def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = Non
     of things (tokens, queries) that batch's NAME averages over, which then weighs it instead. A `Summarize`
     objective derives further values (a ratio of two means). A `SampleMetrics` objective scores its samples
     against the split's whole input tensor (single device); during training only when the `monitor`ed metric
-    is not already among the batch means. A `SplitMetrics` objective accumulates what its validation_step sees
+    is not already among the batch means, and unless its `sample_metrics_per_epoch` is False (diffusion models,
+    whose hundreds of network passes per sample would spend the budget on scoring). A `SplitMetrics` objective accumulates what its validation_step sees
     (predictions and targets for mAP) and adds the split's metrics at the end (single device)."""
     objective.eval()
     plain = unwrap(objective)  # the objective itself: Fabric's wrapper forwards only the step methods
@@ -187,7 +188,9 @@ def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = Non
         means.update(plain.compute_metrics())
     if isinstance(plain, Summarize):
         means = plain.summarize(means)
-    if scores_samples and real and monitor not in means:  # per epoch only if they pick the best epoch
+    # per epoch only if they pick the best epoch, and not for samplers too slow for that (the lowest loss picks then)
+    per_epoch = getattr(plain, "sample_metrics_per_epoch", True)
+    if scores_samples and real and monitor not in means and (monitor is None or per_epoch):
         means.update(plain.sample_metrics(torch.cat(real)))
     return means
 
