@@ -33,7 +33,7 @@ MODULES = tuple(f"deepatlas.models.{m}" for m in (
     "language.transformer", "language.gpt", "language.bert", "language.word2vec", "language.glove",
     "language.fasttext", "language.elmo",
     "generative.autoencoder", "generative.denoising_autoencoder", "generative.vae", "generative.gan", "generative.ddpm",
-    "generative.ncsn",
+    "generative.ncsn", "generative.score_sde",
     "generative.pixelcnn", "generative.wavenet", "generative.rbm", "generative.dbn",
     "generative.cyclegan",
     "graph.gcn", "graph.graphsage", "graph.mpnn", "graph.gat", "graph.gin",
