@@ -41,7 +41,7 @@ def _over(result: dict, bar: Bar, seed: int) -> dict:
     theirs = bench_bar(bar.over["entry"], Bar(bar.metric, 0.0, bar.direction, bar.budget_s, other), seed)
     margin = (result["metrics"]["test"][bar.metric] - theirs["value"]) * (1 if bar.direction == "max" else -1)
     return {**result, "metric": f"{bar.metric} over {bar.over['entry']}", "value": round(margin, 4),
-            "passed": bool(bar.met_by(margin) and result["seconds"] <= bar.budget_s),
+            "passed": bool(margin >= bar.goal and result["seconds"] <= bar.budget_s),  # better by ≥ goal, max or min
             "over": {"entry": bar.over["entry"], "overrides": other, "value": theirs["value"],
                      "seconds": theirs["seconds"]}}
 
