@@ -127,14 +127,21 @@ def domain_judge() -> DomainJudge:
 
 
 @torch.no_grad()
+def judge_features(domain: str, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(features (B, 64), class probabilities (B, 36)) of images (B, C, H, W) in [0, 1] by the judge of `domain`."""
+    if domain == "glyphs":
+        from deepatlas.tasks.glyphs_judge import judge_features as glyphs_features
+        return glyphs_features(x)
+    if domain == "glyphs-m":
+        model = glyphs_m_judge()
+        features = model.body(_colour(x))
+        return features, model.head(features).softmax(-1)
+    raise ValueError(f"no judge for domain {domain!r}")
+
+
 def class_probs(domain: str, x: Tensor) -> Tensor:
     """(B, 36) class probabilities of images (B, C, H, W) in [0, 1] by the judge of `domain`."""
-    if domain == "glyphs":
-        from deepatlas.tasks.glyphs_judge import judge_features
-        return judge_features(x)[1]
-    if domain == "glyphs-m":
-        return glyphs_m_judge()(_colour(x)).softmax(-1)
-    raise ValueError(f"no judge for domain {domain!r}")
+    return judge_features(domain, x)[1]
 
 
 @torch.no_grad()
@@ -143,30 +150,41 @@ def in_domain_b(x: Tensor) -> Tensor:
     return torch.sigmoid(domain_judge()(_colour(x)))
 
 
+def judged(domains) -> bool:
+    """Whether the judges here score translations between `domains` (A, B): glyphs and glyphs-m, either way."""
+    return domains is not None and len(domains) == 2 and set(domains) == set(DOMAINS)
+
+
 @torch.no_grad()
 def translation_scores(domains: list[str], fake_b: Tensor, y_a: Tensor, fake_a: Tensor, y_b: Tensor
-                       ) -> dict[str, Tensor]:
-    """Batch means for translations between `domains` (A, B), both among glyphs and glyphs-m: content_ab (the B
-    judge reads G(a) as a's class), domain_ab (the domain classifier calls G(a) B), and content_ba, domain_ba."""
+                       ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """For a batch of translations between `domains` (A, B), glyphs and glyphs-m: batch means content_ab (the B
+    judge reads G(a) as a's class), domain_ab (the domain classifier calls G(a) B), content_ba and domain_ba; and
+    the judges' features of G(a) and F(b) ("ab", "ba"), for a Fréchet distance to the real images over the split."""
     a, b = domains
-    if {a, b} != set(DOMAINS):
-        return {}
     p_b = in_domain_b(fake_b) if b == DOMAINS[1] else 1 - in_domain_b(fake_b)       # P(G(a) is in B)
     p_a = in_domain_b(fake_a) if a == DOMAINS[1] else 1 - in_domain_b(fake_a)       # P(F(b) is in A)
-    return {"content_ab": class_probs(b, fake_b).argmax(-1).eq(y_a.cpu()).float().mean(),
-            "domain_ab": (p_b > 0.5).float().mean(),
-            "content_ba": class_probs(a, fake_a).argmax(-1).eq(y_b.cpu()).float().mean(),
-            "domain_ba": (p_a > 0.5).float().mean()}
+    (feat_ab, probs_ab), (feat_ba, probs_ba) = judge_features(b, fake_b), judge_features(a, fake_a)
+    return ({"content_ab": probs_ab.argmax(-1).eq(y_a.cpu()).float().mean(), "domain_ab": (p_b > 0.5).float().mean(),
+             "content_ba": probs_ba.argmax(-1).eq(y_b.cpu()).float().mean(), "domain_ba": (p_a > 0.5).float().mean()},
+            {"ab": feat_ab, "ba": feat_ba})
 
 
 def calibration() -> dict[str, float]:
     """Test accuracy of both judges, and what they say of untranslated images and of noise: the glyphs-m judge on
     plain glyphs (replicated), the domain classifier on test glyphs, test glyphs-m and uniform noise (share called
-    glyphs-m)."""
+    glyphs-m); and the FD yardsticks of fd_ab (glyphs-m judge features): two random halves of the glyphs-m test
+    split, the glyphs test split copied as its translation, and uniform noise, each against the glyphs-m test split."""
+    from deepatlas.tasks.generative import frechet_distance
     grey, y = _splits("glyphs")["test"]
     colour, y_m = _splits("glyphs-m")["test"]
     noise = torch.rand(colour.shape, generator=torch.Generator().manual_seed(0))
-    return {"glyphs_m_judge_test_accuracy": class_probs("glyphs-m", colour).argmax(-1).eq(y_m).float().mean().item(),
+    real = judge_features("glyphs-m", colour)[0]
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    halves = frechet_distance(real[order[: len(real) // 2]], real[order[len(real) // 2:]])
+    return {"fd_ab_real_halves": halves, "fd_ab_identity_copy": frechet_distance(judge_features("glyphs-m", grey)[0], real),
+            "fd_ab_noise": frechet_distance(judge_features("glyphs-m", noise)[0], real),
+            "glyphs_m_judge_test_accuracy": class_probs("glyphs-m", colour).argmax(-1).eq(y_m).float().mean().item(),
             "glyphs_m_judge_on_plain_glyphs": class_probs("glyphs-m", grey).argmax(-1).eq(y).float().mean().item(),
             "glyphs_judge_on_glyphs_m": class_probs("glyphs", colour).argmax(-1).eq(y_m).float().mean().item(),
             "domain_test_accuracy": 0.5 * ((in_domain_b(colour) > 0.5).float().mean().item()
