@@ -586,21 +586,27 @@ def predict_many(run_dir: str | Path, inputs: list[str | Path], out: str | Path 
 
 
 INTERPOLATION_STEPS = 10
+MIX_COLUMNS, MIX_COLUMNS_MAX = 5, 64
 
 
 def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = None, interpolate: bool = False,
-           seed: int = 0, steps: int | None = None, sampler: str | None = None, trajectory: bool = False) -> dict:
+           seed: int = 0, steps: int | None = None, sampler: str | None = None, trajectory: bool = False,
+           mix: bool = False) -> dict:
     """Draw `n` samples (default 64) from a trained generative run and write them where people look at them:
     a PNG grid (images), a scatter over the true density (toy2d) or WAV files (audio). With `interpolate`,
     a grid whose rows decode the line between the latent codes of two test images (`n` rows, default 8).
     Diffusion and score models (ddpm, ncsn, score_sde) take `steps` and `sampler`, also write each image as its
     own PNG (a folder beside the grid), and with `trajectory` the sampling chain as an animated GIF.
+    With `mix` (stylegan), the style-mixing grid: `n` sources B (default 5) across the top, sources A down the side,
+    each cell A with B's coarse, middle or fine styles (StyleGAN's figure 3).
     Returns {"files": [...], "n": n}."""
     import torch
 
-    from deepatlas.protocols import Denoises, Densities, Interpolates, Samples
+    from deepatlas.protocols import Denoises, Densities, Interpolates, Mixes, Samples
 
-    n = n if n is not None else (8 if interpolate else 64)
+    if mix and interpolate:
+        raise DeepAtlasError("--mix and --interpolate: choose one")
+    n = n if n is not None else (8 if interpolate else MIX_COLUMNS if mix else 64)
     if not 1 <= n <= MAX_SAMPLES:
         raise DeepAtlasError(f"-n {n}: ask for 1 to {MAX_SAMPLES:,} samples")
     check_seed(seed)
@@ -612,7 +618,15 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
     spec, task = saved["data"], task_of(entry)
     torch.manual_seed(seed)
     with torch.no_grad():
-        if interpolate:
+        if mix:
+            if not isinstance(objective, Mixes):
+                raise DeepAtlasError(f"{entry.name} has no styles to mix (stylegan has)")
+            if n > MIX_COLUMNS_MAX:
+                raise DeepAtlasError(f"-n {n}: a style-mixing grid takes 1 to {MIX_COLUMNS_MAX} sources B")
+            grid = objective.mix(n)  # (rows, 1 + n, *shape)
+            files = task.write_samples(spec, grid.flatten(0, 1), Path(out or run.path / "mixing.png"),
+                                       columns=grid.shape[1])
+        elif interpolate:
             if not isinstance(objective, Interpolates):
                 raise DeepAtlasError(f"{entry.name} has no latent space to interpolate in")
             test = task.load(saved_settings(saved).options, saved.get("target")).test

@@ -264,12 +264,14 @@ def predict(run_dir, inputs, words, out_file, as_json, plot_file, render_file, *
 @click.option("--sampler", help="diffusion and score models: ddim or ancestral (ddpm), langevin (ncsn), pc or ode "
                                 "(score_sde)")
 @click.option("--trajectory", is_flag=True, help="diffusion and score models: also the sampling chain as a GIF")
-def sample(run_dir, n, out_file, interpolate, seed, steps, sampler, trajectory):
+@click.option("--mix", is_flag=True, help="stylegan: a style-mixing grid, sources B's coarse/middle/fine styles over "
+                                          "sources A (-n: columns B, default 5)")
+def sample(run_dir, n, out_file, interpolate, seed, steps, sampler, trajectory, mix):
     """Generate from a trained generative model: a PNG grid of images, a scatter over a toy density, or WAV files."""
     result = api.sample(run_dir, n=n, out=out_file, interpolate=interpolate, seed=seed, steps=steps, sampler=sampler,
-                        trajectory=trajectory)
+                        trajectory=trajectory, mix=mix)
     files = result["files"]
-    what = "interpolation rows" if interpolate else "samples"
+    what = "interpolation rows" if interpolate else "style-mixing columns" if mix else "samples"
     shown = files[0] if len(files) == 1 else f"{len(files)} files in {Path(files[0]).parent}"
     out.print(f"{result['n']} {what} -> {shown}")
 

@@ -153,6 +153,15 @@ class Interpolates(Protocol):
 
 
 @runtime_checkable
+class Mixes(Protocol):
+    """A style-based generator: the style-mixing grid of StyleGAN's figure 3."""
+
+    def mix(self, n: int) -> Tensor:
+        """(rows, 1 + n, *shape): a top row of n sources B after a blank corner, then one row per source A, its
+        first image A itself and the others A with one level of styles (coarse, middle, fine) copied from B."""
+
+
+@runtime_checkable
 class OwnLoop(Protocol):
     """A method whose loop is the algorithm (rl rollouts, evolutionary generations, a search over runs)."""
 
