@@ -94,9 +94,11 @@ def load_for(options, target: str | None = None) -> UnpairedData:
     else:
         found = domain_folders(Path(source))
         if found is None:
-            what = "a folder with sub-folders A/ and B/ of images" if Path(source).exists() else "not a folder"
-            raise DeepAtlasError(f"{source}: {what if not Path(source).is_dir() else 'expected ' + what}; or one of "
-                                 f"{', '.join(sorted(EMBEDDED))}")
+            path = Path(source)
+            what = ("expected only the sub-folders A/ and B/, each of images" if path.is_dir() else
+                    "expected a folder with sub-folders A/ and B/ of images, not a file" if path.exists() else
+                    "no such folder")
+            raise DeepAtlasError(f"{source}: {what}; or one of the embedded pairs {', '.join(sorted(EMBEDDED))}")
         (xa, ya, pa), (xb, yb, pb) = (_folder(p, options.image_size) for p in found)
         if xb.shape[-2:] != xa.shape[-2:]:  # both domains at A's size: one generator's input and output
             xb = F.interpolate(xb, size=tuple(xa.shape[-2:]), mode="bilinear", antialias=True,
