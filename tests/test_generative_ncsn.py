@@ -121,7 +121,7 @@ def test_ncsn_learns_digits():
     x = torch.stack([data.train[i][0] for i in range(len(data.train))])
     real = torch.stack([data.test[i][0] for i in range(len(data.test))])
     obj = _objective(data_shape=[1, 8, 8], channels=16, mults=[1, 2], levels=8, sigma_max=1.0, sigma_min=0.02,
-                     steps_per_level=5, step_lr=4e-5, ema=0.99)
+                     steps_per_level=5, step_lr=4e-4, ema=0.99)
     opt = torch.optim.Adam(obj.optimizer_groups()["model"], lr=2e-3)
 
     def optimize(name, loss):
