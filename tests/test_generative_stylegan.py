@@ -298,9 +298,8 @@ def test_stylegan_learns_glyphs():
     for _ in range(STEPS):
         obj.training_step((x[torch.randint(len(x), (32,), generator=generator)],), optimize)
     fd_after, ink_after = measured()
-    print("fd", fd_before, fd_after, "ink", ink_before, ink_after)
-    assert ink_after < 0.3 * ink_before, (ink_before, ink_after)
-    assert fd_after < 0.9 * fd_before, (fd_before, fd_after)
+    assert ink_after < 0.4 * ink_before, (ink_before, ink_after)  # measured: 0.287 -> 0.070
+    assert fd_after < 0.9 * fd_before, (fd_before, fd_after)  # measured: 11,429 -> 8,946
 
 
 STEPS = 150
