@@ -137,7 +137,8 @@ def test_noise_changes_fine_detail_and_coarse_styles_the_global_shape(noisy):
     low_w, high_w = _band_energy(by_w, 4)
     # the noise's change lies at high frequencies (above 4 cycles per image) far more than a change of w's does
     # (measured: 0.53 of its energy against 0.28, seeds 0 and 1)
-    assert high_noise / (low_noise + high_noise) > 1.5 * high_w / (low_w + high_w), (low_noise, high_noise, low_w, high_w)
+    noise_share, w_share = high_noise / (low_noise + high_noise), high_w / (low_w + high_w)
+    assert noise_share > 1.5 * w_share, (noise_share, w_share)
     # coarse styles move the low frequencies (the overall shape) much more than noise does (measured: 10–20×)
     assert low_coarse > 5 * low_noise, (low_coarse, low_noise)
 
@@ -158,7 +159,8 @@ def test_style_mixing_swaps_w_exactly_at_the_crossover_layer():
     for _ in range(40):
         ws, k = obj.draw_styles(4, w1)
         crossovers.add(k)
-        assert torch.equal(ws[:, :k], ws[:, :1].expand(-1, k, -1)) and torch.equal(ws[:, k:], ws[:, k:k + 1].expand(-1, L - k, -1))
+        assert torch.equal(ws[:, :k], ws[:, :1].expand(-1, k, -1))
+        assert torch.equal(ws[:, k:], ws[:, k:k + 1].expand(-1, L - k, -1))
         assert not torch.equal(ws[:, k - 1], ws[:, k])
     assert crossovers == set(range(1, L))
     obj.model.cfg.style_mixing = 0.0
@@ -202,7 +204,8 @@ def test_r1_is_lazy_and_scaled():
     logs = [obj.training_step((torch.rand(8, 1, 32, 32),), optimize)[1] for _ in range(6)]
     assert ["r1" in l for l in logs] == [True, False, False, True, False, False]
     d_losses = [v for name, v in losses if name == "discriminator"]
-    torch.testing.assert_close(d_losses[0], (logs[0]["d_loss"] + 2.0 / 2 * logs[0]["r1"] * 3).item(), rtol=1e-5, atol=1e-5)
+    expected = logs[0]["d_loss"] + 2.0 / 2 * logs[0]["r1"] * 3  # + (γ/2) R1 × r1_every
+    torch.testing.assert_close(d_losses[0], expected.item(), rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()
@@ -217,7 +220,8 @@ def test_truncation_psi_0_is_the_average_image_and_psi_1_no_truncation():
     w = m.mapping(z)
     torch.testing.assert_close(m(z, psi=1.0, noise=noise), m.synthesis(w[:, None].expand(-1, m.n_layers, -1), noise))
     half = m(z, psi=0.5, noise=noise)
-    torch.testing.assert_close(half, m.synthesis((m.w_avg + 0.5 * (w - m.w_avg))[:, None].expand(-1, m.n_layers, -1), noise))
+    truncated = m.w_avg + 0.5 * (w - m.w_avg)  # w' = w_avg + ψ (w − w_avg)
+    torch.testing.assert_close(half, m.synthesis(truncated[:, None].expand(-1, m.n_layers, -1), noise))
 
 
 def test_w_avg_is_the_moving_average_of_w_over_training():

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import (Bar, Count, Data, Entry, MAX_SIZE, NonNegative, Paper, Probability, Range, Relation,
+from deepatlas.catalog import (Bar, Data, Entry, MAX_SIZE, NonNegative, Paper, Probability, Range, Relation,
                                Size, Train, register)
 from deepatlas.tasks.generative import SAMPLE_SEED, Generative, seeded
 
@@ -374,7 +374,8 @@ class StyleAdversarial(Generative):
 
     def draw_styles(self, n: int, like: Tensor) -> tuple[Tensor, int]:
         """Per-layer styles (n, L, w_dim) for a training batch and the crossover layer: with probability p, w1 before
-        a crossover drawn uniformly from 1..L−1 and w2 from there on (style mixing); else w1 everywhere (crossover L)."""
+        a crossover drawn uniformly from 1..L−1 and w2 from there on (style mixing); else w1 everywhere (crossover
+        L)."""
         L, w1 = self.model.n_layers, self.model.mapping(self.noise(n, like))
         if torch.rand(()).item() < self.model.cfg.style_mixing:
             crossover = int(torch.randint(1, L, ()).item())
@@ -412,7 +413,8 @@ class StyleAdversarial(Generative):
         """The discriminator's loss on held-out reals against fresh fakes, and how it scores each side (the FD of
         `sample_metrics` picks the best epoch)."""
         x = 2 * batch[0] - 1
-        real_logits, fake_logits = self.model.discriminator(x), self.model.discriminator(self.model(self.noise(len(x), x)))
+        fake = self.model(self.noise(len(x), x))
+        real_logits, fake_logits = self.model.discriminator(x), self.model.discriminator(fake)
         return {"d_loss": F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean(),
                 "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
 
