@@ -204,7 +204,7 @@ class ScoreMatching(Generative):
             raise DeepAtlasError(f"ncsn samples with {', '.join(self.samplers)}, not {sampler!r}")
         cfg = self.model.cfg
         steps = steps or cfg.steps_per_level
-        every = max(1, cfg.levels * steps // self.FRAMES)
+        every = max(1, math.ceil(cfg.levels * steps / self.FRAMES))
         device = self.model.sigmas.device
         out, frames = [], []
         for start in range(0, n, self.CHUNK):

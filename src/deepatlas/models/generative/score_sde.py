@@ -411,7 +411,7 @@ class ContinuousScoreMatching(Generative):
             chunk = [x] if trajectory else None
             if sampler == "pc":
                 x = pc_sample(score, sde, x, steps, cfg.corrector_steps, cfg.snr, cfg.t_eps, chunk,
-                              max(1, steps // self.FRAMES))
+                              max(1, math.ceil(steps / self.FRAMES)))
             else:
                 solver_steps = steps if cfg.ode_method == "euler" else max(1, steps // 4)
                 x = ode_sample(score, sde, x, cfg.t_eps, cfg.ode_method, solver_steps, cfg.likelihood_tol, chunk,
@@ -462,5 +462,9 @@ register(Entry(
           "times a run. With 120 s of training (488 steps of 64, VP, lr 2e-3 cosine, EMA 0.999), glyphs_fd of "
           "300 samples against the validation split: pc with N = 15 and one corrector step (snr 0.16) 7,736, the "
           "predictor alone 8,092, the probability flow ODE (rk4, 20 passes) 8,790; uniform noise 12,689, goal "
-          "259: the gap is training compute. BPD_NOTE",
+          "259: the gap is training compute. Bits/dim on binarized glyphs at equal compute (150 s of training each, "
+          "the first 128 test images): score_sde (VP, K = 2 dequantization, 614 steps) 0.529 ± 0.005 by the ODE "
+          "(dopri5 at 1e-3, 62 evaluations, 22 s), pixelcnn (its recipe's lr and batches, 825 steps) 0.106 on "
+          "the same images and 0.105 on the whole test split: the discrete autoregressive model is five times "
+          "better on binary pixels, where a continuous density must put its mass in flat 1/2-wide bins.",
 ))
