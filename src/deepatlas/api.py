@@ -646,7 +646,7 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
             try:
                 result = objective.sample(n, steps=steps, sampler=sampler, trajectory=trajectory)
             except ValueError as err:  # steps beyond the model's T, and the like
-                raise DeepAtlasError(f"{entry.name}: {err}") from None
+                raise DeepAtlasError(str(err)) from None
             samples, frames = result if trajectory else (result, None)
             grid = Path(out or run.path / "samples.png")
             files = task.write_samples(spec, samples, grid)

@@ -273,6 +273,8 @@ def sample(run_dir, n, out_file, interpolate, seed, steps, sampler, trajectory, 
     files = result["files"]
     what = "interpolation rows" if interpolate else "style-mixing columns" if mix else "samples"
     shown = files[0] if len(files) == 1 else f"{len(files)} files in {Path(files[0]).parent}"
+    if len(files) > 1 and files[0].endswith(".png"):  # a grid, then each image (and the chain's GIF) beside it
+        shown = f"{files[0]} (and {len(files) - 1} files beside it: each image, and any trajectory GIF)"
     out.print(f"{result['n']} {what} -> {shown}")
 
 

@@ -185,6 +185,18 @@ def pixel_baseline_nll(x: Tensor, log_probs: Tensor) -> Tensor:
     return -table.gather(1, x.long().flatten(1).T).sum(0)
 
 
+def image_scorer(spec: dict):
+    """`scores(samples, real) -> {NAME_fd, ...}` of the judge for the run's embedded image set, or None."""
+    if spec.get("kind") != "images":
+        return None
+    if spec.get("source") == "digits":
+        return digits_scores
+    if spec.get("source") == "glyphs":
+        from deepatlas.tasks.glyphs_judge import glyphs_scores
+        return glyphs_scores
+    return None
+
+
 class Generative(Objective):
     """A generative model's objective: `sample(n) -> n examples in the data's own space` (images in [0, 1],
     points, waves in [−1, 1]). `sample_metrics` scores a seeded batch of samples against real held-out data."""
@@ -196,13 +208,10 @@ class Generative(Objective):
     def sample_metrics(self, real: Tensor) -> dict[str, float]:
         spec = getattr(self, "data_spec", {})  # the run's data spec: the engine sets it when it trains or loads
         kind, source = spec.get("kind"), spec.get("source")
-        if kind == "images" and source == "digits":
+        scores = image_scorer(spec)
+        if scores is not None:
             with seeded(SAMPLE_SEED, real.device):
-                return digits_scores(self.sample(len(real)), real)
-        if kind == "images" and source == "glyphs":
-            from deepatlas.tasks.glyphs_judge import glyphs_scores
-            with seeded(SAMPLE_SEED, real.device):
-                return glyphs_scores(self.sample(len(real)), real)
+                return scores(self.sample(len(real)), real)
         if kind == "points" and toy2d.density(source).modes is not None:
             with seeded(SAMPLE_SEED, real.device):
                 return toy2d.mode_scores(self.sample(TOY2D_SAMPLES).float(), toy2d.density(source))

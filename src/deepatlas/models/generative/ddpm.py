@@ -328,26 +328,25 @@ class Diffusion(Generative):
 
     @torch.no_grad()
     def sample_metrics(self, real: Tensor) -> dict[str, float]:
-        """The family's scores (glyphs_fd ...) of the configured sampler; on a run whose settings ask for it
-        (`compare_ancestral`), also the FD of the full T-step ancestral chain, its seconds and the speed-up."""
+        """The family's scores (glyphs_fd ...) of the configured sampler; with `compare_ancestral` = n, also the FD of
+        n samples by it and by the full T-step ancestral chain from the same weights, their ratio and the speed-up."""
         import time
-        started = time.perf_counter()
+        from deepatlas.tasks.generative import image_scorer
         scores = super().sample_metrics(real)
-        seconds = time.perf_counter() - started
-        n = self.model.cfg.compare_ancestral
-        if not scores or not n:
+        n, judge = self.model.cfg.compare_ancestral, image_scorer(getattr(self, "data_spec", {}))
+        if not n or judge is None:
             return scores
-        from deepatlas.tasks.glyphs_judge import glyphs_scores
-        timed = {}
-        for sampler, steps in ((self.model.cfg.sampler, self.model.cfg.sample_steps), ("ancestral", self.model.cfg.timesteps)):
+        cfg, measured = self.model.cfg, {}
+        for sampler, steps in ((cfg.sampler, cfg.sample_steps), ("ancestral", cfg.timesteps)):
             with seeded(SAMPLE_SEED, real.device):
                 started = time.perf_counter()
                 fake = self.sample(n, steps=steps, sampler=sampler)
-                timed[sampler] = (glyphs_scores(fake, real)["glyphs_fd"], time.perf_counter() - started)
-        scores.update({"fd_small_n": timed[self.model.cfg.sampler][0], "fd_ancestral_small_n": timed["ancestral"][0],
-                       "fd_ratio_to_ancestral": timed[self.model.cfg.sampler][0] / timed["ancestral"][0],
-                       "sampling_speedup": timed["ancestral"][1] / timed[self.model.cfg.sampler][1],
-                       "sampling_seconds": seconds})
+                seconds = time.perf_counter() - started
+            fd = next(v for k, v in judge(fake, real).items() if k.endswith("_fd"))
+            measured[sampler if sampler == "ancestral" else "configured"] = (fd, seconds)
+        (fd, seconds), (fd_anc, seconds_anc) = measured["configured"], measured["ancestral"]
+        scores.update({"fd_configured_n": fd, "fd_ancestral_n": fd_anc, "fd_ratio_to_ancestral": fd / fd_anc,
+                       "sampling_speedup": seconds_anc / seconds})
         return scores
 
 
@@ -372,9 +371,19 @@ register(Entry(
                                           "chain"),
     ],
     config=Config, build=DDPM, objective=Diffusion, task="generation",
-    train=Train(epochs=40, batch_size=64, lr=2e-3, schedule="cosine", warmup=100, grad_clip=1.0),
+    train=Train(epochs=40, batch_size=32, lr=2e-3, schedule="cosine", warmup=100, grad_clip=1.0),
     data=Data("glyphs"),
     bar=Bar("glyphs_fd", 259.0, "min", 300),
-    notes="Measured on this project's 2-core CPU: see the README's generative section for the figures behind the "
-          "recipe.",
+    more_bars=[  # DDIM-50 against the paper's 1,000-step ancestral chain, the same trained weights, 256 samples each
+        Bar("fd_ratio_to_ancestral", 1.2, "min", 300, overrides={"compare_ancestral": "256"}),
+        Bar("sampling_speedup", 10.0, "max", 300, overrides={"compare_ancestral": "256"}),
+    ],
+    notes="Measured on this project's CPU, one thread (the other core was busy): the recipe (16-wide U-Net of 280k "
+          "parameters ×2 with its EMA copy, batches of 32 at lr 2e-3) fits 6 epochs, about 1,000 steps, in 300 s and "
+          "scores glyphs-FD 2,411 with DDIM-50 (goal 259; uniform noise 12,689): the bar is not met. Samples are "
+          "glyph-like strokes with residual noise, few legible characters. The cosine schedule scored 2,693 in the "
+          "same budget. Scoring is costly: 1,800 samples × 50 steps took 830 s. On 8×8 digits (T = 1,000, 87 s of "
+          "training) DDIM-50 scores digits-FD 34.7 and the 1,000-step ancestral chain 24.4 on 360 samples each: "
+          "ratio 1.42 (bar 1.2, not met), sampling 18.5× faster (bar 10×, met). Against diffusers' UNet2DModel at "
+          "the same layout: a training step 1.04× its time, sampling 0.97×, one thread.",
 ))
