@@ -255,5 +255,7 @@ register(Entry(
           "default), and 3,254 with T = 10 at 1e-4 (300); uniform noise scores 12,689 and the goal is 259. The "
           "gap is training compute, not the sampler: more steps per level barely help. Tests use the exact "
           "scores of Gaussians and of a two-mode mixture (weights 0.8/0.2 recovered within 0.04, one scale "
-          "alone leaves them near 0.5) and a 400-step learning test on 8×8 digits.",
+          "alone leaves them near 0.5) and a 400-step learning test on 8×8 digits. `deepatlas bench ncsn` (the default "
+          "recipe, 510 steps completed, one thread sharing core 1 with another bench): test glyphs_fd 3,626 "
+          "(validation 3,623) in 893 s of wall time; params 135,346 count the EMA copy (67,673 trained).",
 ))
