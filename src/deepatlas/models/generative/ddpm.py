@@ -76,7 +76,9 @@ class Config:
     noise_schedule: Literal["linear", "cosine"] = "linear"
     """β_t: Ho et al.'s linear ramp from beta_start to beta_end, or improved DDPM's cosine ᾱ"""
     beta_start: Annotated[float, Range(0.0, 1.0, exclusive_low=True)] = 1e-4
+    """the linear schedule's first β (the paper: 1e-4)"""
     beta_end: Annotated[float, Range(0.0, 1.0, exclusive_low=True)] = 0.02
+    """the linear schedule's last β (the paper: 0.02)"""
     learn_sigma: bool = False
     """improved DDPM: learn Σ_θ between β_t and β̃_t, trained by L_hybrid (False: Σ = β̃_t, Ho et al.'s fixed small)"""
     hybrid_lambda: Annotated[float, Range(0.0, 1.0)] = 0.001

@@ -510,8 +510,8 @@ register(Entry(
              "very small data without augmentation, where its discriminator overfits; a quick baseline (DCGAN "
              "trains faster for its first minutes).",
     relations=[
-        Relation("builds_on", "gan", "the same adversarial game; the generator is re-built around a mapping network "
-                                     "and per-layer styles, the loss is non-saturating with R1"),
+        Relation("builds_on", "gan", "the same game; a generator built around a mapping network and per-layer styles, "
+                                     "R1 on D"),
         Relation("alternative_to", "vae", "samples from a learned latent without an encoder or a likelihood"),
     ],
     config=Config, build=StyleGAN, objective=StyleAdversarial, task="generation",
