@@ -382,6 +382,7 @@ register(Entry(
           "content 0.825, cycle 0.026, constant lr); width 8 at 2e-3 got there in 400 steps (60 CPU s) but its content "
           "swung by ±0.05 between evaluations. Bench (seed 0, one thread on a core shared with three other jobs): "
           "400 steps gave content_ab 0.862, domain_ab 1.0, cycle_l1 0.018 on the test split (val fd_ab 372, "
+          "and the same figures in 136 s of wall time when rerun alone on a quiet core; "
           "content_ba 0.44, domain_ba 0.90), in 441 s of wall time on a third of the core; 300 steps gave 0.817, "
           "1.0, 0.020 in 377 s of wall time and 130 s of CPU time (the whole bench: imports, data, training, "
           "evaluation), so 400 steps take about 160 s on a quiet core; on a sixth of the core the 300 s budget "
