@@ -65,7 +65,7 @@ class Config:
     """one image's shape (C, H, W), set from the data; H and W must divide by 2^(len(mults) − 1)"""
     channels: Size = 16
     """the U-Net's width at full resolution (the paper: 128 on CIFAR-10)"""
-    mults: list[int] = field(default_factory=lambda: [1, 2, 2])
+    mults: Annotated[list[int], Range(1, 64)] = field(default_factory=lambda: [1, 2, 2])
     """width multiplier per resolution level, one level per halving (the paper: 1, 2, 2, 2 on CIFAR-10)"""
     blocks: Count = 1
     """residual blocks per level on the way down (one more on the way up; the paper: 2)"""
