@@ -62,3 +62,34 @@ def fit_steps(model: torch.nn.Module, loss_fn, steps: int, lr: float = 1e-2) -> 
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def learn_digits(objective, steps: int = 400, batch: int = 64, lr: float = 2e-3) -> dict[str, float]:
+    """Train a generative objective with manual steps on the 8×8 digits for `steps` seeded batches; returns its
+    held-out validation loss and its samples' digits FD (seeded) before and after."""
+    from deepatlas.catalog import Data
+    from deepatlas.data.generative import load_for
+    from deepatlas.tasks.generative import digits_scores, seeded
+
+    data = load_for(Data("digits"))
+    x = torch.stack([data.train[i][0] for i in range(len(data.train))])
+    real = torch.stack([data.test[i][0] for i in range(len(data.test))])
+    opt = torch.optim.Adam(objective.optimizer_groups()["model"], lr=lr)
+
+    def optimize(name, loss):
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def measure(when: str) -> dict[str, float]:
+        objective.eval()
+        with seeded(0, torch.device("cpu")):
+            fd = digits_scores(objective.sample(len(real)), real)["digits_fd"]
+        return {f"{when}_loss": objective.validation_step((real,))["loss"].item(), f"{when}_fd": fd}
+
+    before = measure("before")
+    generator = torch.Generator().manual_seed(0)
+    objective.train()
+    for _ in range(steps):
+        objective.training_step((x[torch.randint(len(x), (batch,), generator=generator)],), optimize)
+    return {**before, **measure("after")}

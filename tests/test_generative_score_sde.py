@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import learn_digits
 
 from deepatlas.models.generative.score_sde import (Config, ContinuousScoreMatching, ScoreSDE, VESDE, VPSDE, dsm_loss,
                                                     make_sde, ode_log_prob, ode_sample, pc_sample)
@@ -153,32 +154,7 @@ def test_sde_is_chosen_by_config():
 def test_score_sde_learns_digits():
     """About 15 s of training on 8×8 digits (VP): the held-out DSM loss falls far below its start and the samples' FD
     to the test digits ends far below that of uniform noise (292 on this judge) and of the untrained model."""
-    from deepatlas.catalog import Data
-    from deepatlas.data.generative import load_for
-    from deepatlas.tasks.generative import digits_scores, seeded
-
-    data = load_for(Data("digits"))
-    x = torch.stack([data.train[i][0] for i in range(len(data.train))])
-    real = torch.stack([data.test[i][0] for i in range(len(data.test))])
     obj = _objective(data_shape=[1, 8, 8], channels=16, mults=[1, 2], sde="vp", sample_steps=30, ema=0.99)
-    opt = torch.optim.Adam(obj.optimizer_groups()["model"], lr=2e-3)
-
-    def optimize(name, loss):
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def fd() -> float:
-        with seeded(0, torch.device("cpu")):
-            return digits_scores(obj.eval().sample(len(real)), real)["digits_fd"]
-
-    before_loss = obj.eval().validation_step((real,))["loss"].item()
-    before_fd = fd()
-    generator = torch.Generator().manual_seed(0)
-    obj.train()
-    for _ in range(400):
-        obj.training_step((x[torch.randint(len(x), (64,), generator=generator)],), optimize)
-    after_loss = obj.eval().validation_step((real,))["loss"].item()
-    after_fd = fd()
-    assert after_loss < 0.5 * before_loss, (before_loss, after_loss)
-    assert after_fd < 0.3 * min(before_fd, 292), (before_fd, after_fd)
+    m = learn_digits(obj)
+    assert m["after_loss"] < 0.5 * m["before_loss"], m
+    assert m["after_fd"] < 0.3 * min(m["before_fd"], 292), m

@@ -329,8 +329,11 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
             if fabric.global_rank != 0:
                 return {"run_dir": str(run.path), **summary}
             task.after_training(load_objective(run.path), splits.spec, splits, run.path)
+        # samplers too slow to score every epoch are scored once, on the test split
+        val_scores = getattr(objective, "sample_metrics_per_epoch", True)
         metrics = {"run_dir": str(run.path), "name": entry.name, **summary, "params": count_params(objective),
-                   "test": evaluate(run.path, split="test"), "val": evaluate(run.path, split="val")}
+                   "test": evaluate(run.path, split="test"),
+                   "val": evaluate(run.path, split="val", sample_scores=val_scores)}
         metrics["baseline"] = task.baseline(splits.spec, splits)  # the test split's, beside "test"
         run.write_json(run.metrics, metrics)
     except KeyboardInterrupt:
@@ -526,10 +529,11 @@ def _run_data(task, saved: dict, required: bool = True):
 
 
 def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
-             episodes: int | None = None, with_baseline: bool = False) -> dict:
+             episodes: int | None = None, with_baseline: bool = False, sample_scores: bool = True) -> dict:
     """Metrics of a trained run on a held-out split of its own data, or on all rows of a user's file.
     Methods that own their loop: the return over `episodes` (default 20) episodes with the split's fixed seeds.
-    `with_baseline`: also {"baseline": ...} (see `baseline`), on the same examples and data loaded once."""
+    `with_baseline`: also {"baseline": ...} (see `baseline`), on the same examples and data loaded once.
+    `sample_scores=False`: a generative model's losses only, without scoring its samples."""
     from torch.utils.data import DataLoader
 
     from deepatlas.engine.loop import Scaling, evaluate_loader, make_fabric
@@ -555,7 +559,7 @@ def evaluate(run_dir: str | Path, data: str | None = None, split: str = "test",
     fabric = make_fabric(Scaling(devices=1))
     loader = fabric.setup_dataloaders(DataLoader(examples, batch_size=512, collate_fn=getattr(examples, "collate", None)),
                                       use_distributed_sampler=False)
-    metrics = evaluate_loader(fabric, fabric.setup_module(objective), loader)
+    metrics = evaluate_loader(fabric, fabric.setup_module(objective), loader, sample_scores=sample_scores)
     if with_baseline:
         metrics["baseline"] = task.baseline(saved["data"], splits, split, episodes, examples)
     return metrics

@@ -152,7 +152,8 @@ def make_loader(fabric: Fabric, dataset: Dataset, batch_size: int, train: bool, 
     return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
 
-def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = None) -> dict[str, float]:
+def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = None, sample_scores: bool = True
+                    ) -> dict[str, float]:
     """Mean of each validation value over all examples (all ranks).
 
     A batch mean averages over the batch's examples, unless the logs also hold "NAME#n": the number
@@ -160,7 +161,8 @@ def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = Non
     objective derives further values (a ratio of two means). A `SampleMetrics` objective scores its samples
     against the split's whole input tensor (single device); during training only when the `monitor`ed metric
     is not already among the batch means, and unless its `sample_metrics_per_epoch` is False (diffusion models,
-    whose hundreds of network passes per sample would spend the budget on scoring). A `SplitMetrics` objective accumulates what its validation_step sees
+    whose hundreds of network passes per sample would spend the budget on scoring), and never with `sample_scores`
+    False. A `SplitMetrics` objective accumulates what its validation_step sees
     (predictions and targets for mAP) and adds the split's metrics at the end (single device)."""
     objective.eval()
     plain = unwrap(objective)  # the objective itself: Fabric's wrapper forwards only the step methods
@@ -190,7 +192,7 @@ def evaluate_loader(fabric: Fabric, objective, loader, monitor: str | None = Non
         means = plain.summarize(means)
     # per epoch only if they pick the best epoch, and not for samplers too slow for that (the lowest loss picks then)
     per_epoch = getattr(plain, "sample_metrics_per_epoch", True)
-    if scores_samples and real and monitor not in means and (monitor is None or per_epoch):
+    if sample_scores and scores_samples and real and monitor not in means and (monitor is None or per_epoch):
         means.update(plain.sample_metrics(torch.cat(real)))
     return means
 

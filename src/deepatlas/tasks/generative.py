@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepatlas.catalog import MAX_SIZE, Range, Size
 from deepatlas.data import toy2d
 from deepatlas.errors import DeepAtlasError
+from deepatlas.nn.unet import UNet
 from deepatlas.tasks import Objective, Task
 
 SAMPLE_SEED = 1234
@@ -42,6 +46,34 @@ def seeded(seed: int, device: torch.device):
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
+
+
+@dataclass
+class DenoiserConfig:
+    """The settings of the time-conditional U-Net (nn/unet.py) that the denoising models (ddpm, ncsn, score_sde)
+    are built on; their Configs subclass it."""
+    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 32, 32])
+    """one image's shape (C, H, W), set from the data; H and W must divide by 2^(len(mults) − 1)"""
+    channels: Size = 8
+    """the U-Net's width at full resolution (Ho et al.: 128 on CIFAR-10)"""
+    mults: Annotated[list[int], Range(1, 64)] = field(default_factory=lambda: [1, 2, 2])
+    """width multiplier per resolution level, one level per halving (Ho et al.: 1, 2, 2, 2 on CIFAR-10)"""
+    blocks: Size = 1
+    """residual blocks per level on the way down (one more on the way up; Ho et al.: 2)"""
+    groups: Size = 8
+    """group-normalization groups (at most the channels)"""
+    attention: bool = False
+    """self-attention at the lowest resolution besides the middle (the middle always has one)"""
+
+
+def denoiser(cfg: DenoiserConfig, out_channels: int, owner: str, dropout: float = 0.0) -> UNet:
+    """The U-Net of `cfg` for its images, after checking that they are images it can halve."""
+    levels = len(cfg.mults) - 1
+    if len(cfg.data_shape) != 3 or cfg.data_shape[1] % 2 ** levels or cfg.data_shape[2] % 2 ** levels:
+        raise DeepAtlasError(f"{owner}: data_shape {cfg.data_shape} must be images (C, H, W) whose sides divide by "
+                             f"2^{levels} (one halving per U-Net level after the first)")
+    return UNet(cfg.data_shape[0], out_channels, cfg.channels, tuple(cfg.mults), cfg.blocks, cfg.groups, dropout,
+                cfg.attention)
 
 
 # ---- the judge ----------------------------------------------------------------------------

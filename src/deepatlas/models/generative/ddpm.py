@@ -43,32 +43,26 @@ Images are modelled in [−1, 1] (x -> 2x − 1) and sampled back to [0, 1].
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepatlas.catalog import Bar, Count, Data, Entry, MAX_SIZE, Paper, Range, Relation, Size, Train, register
+from deepatlas.catalog import Bar, Count, Data, Entry, Paper, Range, Relation, Size, Train, register
 from deepatlas.nn.ema import EMA
-from deepatlas.nn.unet import UNet
-from deepatlas.tasks.generative import Generative, SAMPLE_SEED, seeded
+from deepatlas.tasks.generative import DenoiserConfig, Generative, SAMPLE_SEED, denoiser, seeded
 
 TRAJECTORY_FRAMES = 20
 SAMPLE_CHUNK = 256
 
 
 @dataclass
-class Config:
-    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 32, 32])
-    """one image's shape (C, H, W), set from the data; H and W must divide by 2^(len(mults) − 1)"""
+class Config(DenoiserConfig):
     channels: Size = 16
     """the U-Net's width at full resolution (the paper: 128 on CIFAR-10)"""
-    mults: Annotated[list[int], Range(1, 64)] = field(default_factory=lambda: [1, 2, 2])
-    """width multiplier per resolution level, one level per halving (the paper: 1, 2, 2, 2 on CIFAR-10)"""
-    blocks: Count = 1
-    """residual blocks per level on the way down (one more on the way up; the paper: 2)"""
+    attention: bool = True
+    """self-attention at the lowest resolution besides the middle (the paper: at 16×16 of CIFAR-10's 32×32)"""
     dropout: Annotated[float, Range(0.0, 0.9)] = 0.0
     """dropout inside the residual blocks (the paper: 0.1 on CIFAR-10)"""
     timesteps: Annotated[int, Range(2, 100_000)] = 1000
@@ -158,14 +152,9 @@ class DDPM(nn.Module):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        if len(cfg.data_shape) != 3:
-            raise ValueError(f"ddpm: data_shape {cfg.data_shape} is not an image (C, H, W)")
-        c, h, w = cfg.data_shape
-        if h % 2 ** (len(cfg.mults) - 1) or w % 2 ** (len(cfg.mults) - 1):
-            raise ValueError(f"ddpm: images of {h}×{w} do not halve {len(cfg.mults) - 1} times (mults {cfg.mults})")
         self.cfg = cfg
-        self.net = UNet(c, 2 * c if cfg.learn_sigma else c, cfg.channels, tuple(cfg.mults), cfg.blocks,
-                        dropout=cfg.dropout)
+        c = cfg.data_shape[0]
+        self.net = denoiser(cfg, 2 * c if cfg.learn_sigma else c, "ddpm", cfg.dropout)
         self.ema = EMA(self.net, cfg.ema_decay)
         self.schedule = Schedule(make_betas(cfg))
 

@@ -41,9 +41,9 @@ weights that sample are an exponential moving average; images are modelled in [�
 VE models read [0, 1]: the σ's here are twice as large for the same effect); the likelihood of x is that of
 x(ε) = x (the process starts at t = ε as the sampler ends there).
 
-Recipe and cost, as ncsn's: scoring draws 1,800 samples three times a run, so the pc sampler takes N = 15 predictor
-steps with one corrector step each (29 passes; the paper: 1,000 and 2,000), the U-Net is 8 channels wide, and one
-engine epoch holds `epoch_passes` passes over the training images. Bits/dim are a second bar, against pixelcnn on the
+Recipe and cost, as ncsn's: scoring draws 1,800 samples, so the pc sampler takes N = 15 predictor steps with one
+corrector step each (29 passes; the paper: 1,000 and 2,000); samples and likelihoods are scored once, on the test
+split, and the averaged weights' DSM loss on the validation split picks the epoch. Bits/dim are a second bar, against pixelcnn on the
 same binarized glyphs (its Bernoulli pixels are the one quantization both models share): there the data are
 dequantized at K = 2 levels, and the ODE likelihood, an adaptive solve with a vector-Jacobian product per evaluation,
 runs on the first 128 images of the split (`likelihood_examples`), dequantization noise and probe seeded.
@@ -51,7 +51,7 @@ runs on the first 128 images of the split (`likelihood_examples`), dequantizatio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
@@ -59,29 +59,15 @@ from torch import Tensor, nn
 
 from deepatlas.catalog import Bar, Data, Entry, MAX_SIZE, Paper, Range, Relation, Size, Train, register
 from deepatlas.errors import DeepAtlasError
-from deepatlas.models.generative.ncsn import Repeated
 from deepatlas.nn.ema import EMA
 from deepatlas.nn.ode import Counted, odeint
-from deepatlas.nn.unet import UNet
-from deepatlas.tasks.generative import Generative, bits_per_dim
+from deepatlas.tasks.generative import DenoiserConfig, Generative, bits_per_dim, denoiser
 
 Positive = Annotated[float, Range(0.0, 1e6, exclusive_low=True)]
 
 
 @dataclass
-class Config:
-    data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 32, 32])
-    """(C, H, W) of one image (set from the data); H and W must divide by 2^(len(mults) − 1)"""
-    channels: Size = 8
-    """the U-Net's base width (feature maps of its first level)"""
-    mults: Annotated[list[int], Range(1, 64)] = field(default_factory=lambda: [1, 2, 2])
-    """the U-Net's width multiple per resolution level"""
-    blocks: Size = 1
-    """residual blocks per U-Net level"""
-    groups: Size = 8
-    """group-normalization groups (at most the channels)"""
-    attention: bool = False
-    """self-attention at the U-Net's lowest resolution besides its middle (the middle always has one)"""
+class Config(DenoiserConfig):
     sde: Literal["ve", "vp"] = "vp"
     """the forward process: variance exploding (NCSN's limit) or variance preserving (DDPM's limit)"""
     sigma_min: Positive = 0.02
@@ -112,8 +98,6 @@ class Config:
     """K, quantization levels of the pixels for dequantization and bits/dim (0: 2 if the data are binary, else 256)"""
     ema: Annotated[float, Range(0.0, 1.0)] = 0.999
     """decay of the weights' moving average that samples, validates and gives likelihoods (0: the trained weights)"""
-    epoch_passes: Size = 6
-    """passes over the training images in one engine epoch (the costly sample-based validation runs once per epoch)"""
 
 
 # ---- the SDEs ---------------------------------------------------------------------------------------------
@@ -209,14 +193,10 @@ class ScoreSDE(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        c, h, w = cfg.data_shape
-        if len(cfg.data_shape) != 3 or h % 2 ** (len(cfg.mults) - 1) or w % 2 ** (len(cfg.mults) - 1):
-            raise DeepAtlasError(f"score_sde: data_shape {cfg.data_shape} must be images (C, H, W) whose sides "
-                                 f"divide by 2^{len(cfg.mults) - 1}")
         if cfg.sde == "ve" and not cfg.sigma_max > cfg.sigma_min:
             raise DeepAtlasError("score_sde: sigma_max must be larger than sigma_min")
         self.sde = make_sde(cfg)
-        self.net = UNet(c, c, cfg.channels, tuple(cfg.mults), cfg.blocks, cfg.groups, 0.0, cfg.attention)
+        self.net = denoiser(cfg, cfg.data_shape[0], "score_sde")
         self.ema = EMA(self.net, cfg.ema)
 
     def score(self, x: Tensor, t: Tensor, average: bool = False) -> Tensor:
@@ -316,21 +296,14 @@ class ContinuousScoreMatching(Generative):
     or the probability flow ODE; bits/dim by the ODE on the first `likelihood_examples` of an evaluated split."""
 
     manual_optimization = True
+    sample_metrics_per_epoch = False  # the averaged weights' DSM loss picks the epoch; sampling scores the test split
     samplers = ("pc", "ode")
     not_exported = "solving the reverse-time SDE or the probability flow ODE (many network passes per sample)"
     CHUNK = 600
     FRAMES = 20
 
-    def __init__(self, model: ScoreSDE):
-        super().__init__(model)
-        self._held: list[Tensor] = []
-
     def optimizer_groups(self) -> dict:
         return {"model": [{"params": list(self.model.net.parameters())}]}
-
-    def prepare(self, data):
-        passes = self.model.cfg.epoch_passes
-        return Repeated(data.train, passes) if passes > 1 else None
 
     def to_model(self, x: Tensor) -> Tensor:
         return 2 * x - 1                                                # [0, 1] -> [−1, 1]
@@ -359,25 +332,20 @@ class ContinuousScoreMatching(Generative):
 
     @torch.no_grad()
     def validation_step(self, batch) -> dict[str, Tensor]:
-        """The DSM loss of the averaged weights on held-out images (times and noise seeded); the split's first
-        `likelihood_examples` images are kept for bits/dim (`compute_metrics`)."""
-        n = self.model.cfg.likelihood_examples - sum(len(h) for h in self._held)
-        if n > 0:
-            self._held.append(batch[0][:n])
+        """The DSM loss of the averaged weights on held-out images (times and noise seeded)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             return {"loss": self.loss(self.to_model(batch[0]), average=True)}
 
-    def reset_metrics(self) -> None:
-        self._held = []
-
-    def compute_metrics(self) -> dict[str, float]:
-        if not self._held:
-            return {}
-        x = torch.cat(self._held)
-        self._held = []
-        nll, nfe = self.nll_bits(x)
-        return {"bpd": nll.mean().item(), "likelihood_nfe": float(nfe)}
+    @torch.no_grad()
+    def sample_metrics(self, real: Tensor) -> dict[str, float]:
+        """The family's sample scores, and bits/dim by the ODE on the split's first `likelihood_examples` images."""
+        scores = super().sample_metrics(real)
+        n = self.model.cfg.likelihood_examples
+        if n:
+            nll, nfe = self.nll_bits(real[:n])
+            scores.update(bpd=nll.mean().item(), likelihood_nfe=float(nfe))
+        return scores
 
     @torch.no_grad()
     def nll_bits(self, x: Tensor, seed: int = 0) -> tuple[Tensor, int]:
@@ -449,7 +417,7 @@ register(Entry(
                                                "conditionals"),
     ],
     config=Config, build=ScoreSDE, objective=ContinuousScoreMatching, task="generation",
-    train=Train(epochs=1, batch_size=64, lr=2e-3),
+    train=Train(epochs=40, batch_size=64, lr=2e-3),
     data=Data("glyphs"),
     bar=Bar("glyphs_fd", 259.0, "min", 300),
     more_bars=[
