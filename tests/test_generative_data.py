@@ -296,3 +296,18 @@ def test_bench_shares_one_run_between_bars_with_equal_overrides(monkeypatch):
     assert results[0]["seconds"] == results[1]["seconds"] and all(r["passed"] for r in results)
     assert all("metrics" not in r for r in results)
     assert api.get("gan").bars[1].overrides == {}
+
+
+def test_the_bench_budget_is_the_training_time_not_the_evaluation(monkeypatch):
+    """A sampler's test scoring may take longer than its training: the bar's budget judges the training loop's own
+    seconds (one step past the budget is how the loop stops), while wall_s reports the whole run."""
+    from deepatlas import api
+    from deepatlas.tools import bench
+
+    bar = api.get("ddpm").bar
+    metrics = {"test": {bar.metric: bar.goal / 2}, "params": 1, "status": "stopped: time budget reached"}
+    within = bench._measure("ddpm", {**metrics, "seconds": bar.budget_s + 0.4}, bar, 3 * bar.budget_s)
+    assert within["passed"] and within["seconds"] == bar.budget_s + 0.4 and within["wall_s"] == 3 * bar.budget_s
+    assert not bench._measure("ddpm", {**metrics, "seconds": 2 * bar.budget_s}, bar, 2 * bar.budget_s)["passed"]
+    worse = {**metrics, "test": {bar.metric: bar.goal * 2}, "seconds": 10.0}
+    assert not bench._measure("ddpm", worse, bar, 10.0)["passed"]
