@@ -297,12 +297,12 @@ def bench(names, all_, json_file, seed, record):
     for name in chosen:
         api.card(name)  # fail on a bad name before hours of training
     results = []
-    table = Table("name", "metric", "value", "goal", "seconds", "budget", "params", "passed")
+    table = Table("name", "metric", "value", "goal", "seconds", "budget", "with eval", "params", "passed")
     for r in (r for name in chosen for r in run_bench(name, seed=seed, record=record, say=out.print)):
         results.append(r)
         shown = r["name"] + "".join(f" {k}={v}" for k, v in r["overrides"].items())
         table.add_row(shown, r["metric"], f"{r['value']:.4f}", f"{'≥' if r['direction'] == 'max' else '≤'} {r['goal']:g}",
-                      f"{r['seconds']:.1f}", f"{r['budget_s']:g}", f"{r['params']:,}",
+                      f"{r['seconds']:.1f}", f"{r['budget_s']:g}", f"{r['wall_s']:.0f} s", f"{r['params']:,}",
                       "[green]yes[/green]" if r["passed"] else "[red]no[/red]")
         if json_file:
             json_file.write_text(json.dumps(results, indent=2) + "\n")

@@ -61,7 +61,7 @@ def bench(name: str, seed: int = 0, record: bool = False, say=print) -> list[dic
     for bar in entry.bars:
         twin = next((r for r in results if r["overrides"] == bar.overrides), None)
         results.append(bench_bar(name, bar, seed, record=record) if twin is None else
-                       {**_measure(name, twin["metrics"], bar, twin["seconds"]), "run": twin.get("run")})
+                       {**_measure(name, twin["metrics"], bar, twin["wall_s"]), "run": twin.get("run")})
         if bar.over:
             results[-1] = _over(results[-1], bar, seed)
     if record:
