@@ -1,7 +1,7 @@
 """The "stylegan" entry: shapes; the mapping network; AdaIN and weight demodulation against their formulas; noise that
 changes only fine detail and coarse styles that change the global shape; style mixing that swaps w exactly at the
-crossover layer; R1 against its analytic gradient; truncation; path length; a short learning test on glyphs; and
-`deepatlas sample --mix`."""
+crossover layer; R1 against its analytic gradient; truncation; path length; G_ema, the weight average that samples; a
+short learning test on glyphs; and `deepatlas sample --mix`."""
 import math
 
 import pytest
@@ -212,16 +212,17 @@ def test_r1_is_lazy_and_scaled():
 def test_truncation_psi_0_is_the_average_image_and_psi_1_no_truncation():
     obj = _objective()
     m = obj.model
+    g = m.sampler()  # G_ema samples, truncated towards the w_avg tracked in training
     m.w_avg.copy_(torch.randn(16))
     z = torch.randn(5, 16)
-    noise = [n.expand(5, -1, -1, -1) for n in m.synthesis.make_noise(1, z)]
-    average = m.synthesis(m.w_avg.expand(5, m.n_layers, -1), noise)
+    noise = [n.expand(5, -1, -1, -1) for n in g.synthesis.make_noise(1, z)]
+    average = g.synthesis(m.w_avg.expand(5, m.n_layers, -1), noise)
     torch.testing.assert_close(m(z, psi=0.0, noise=noise), average)
-    w = m.mapping(z)
-    torch.testing.assert_close(m(z, psi=1.0, noise=noise), m.synthesis(w[:, None].expand(-1, m.n_layers, -1), noise))
+    w = g.mapping(z)
+    torch.testing.assert_close(m(z, psi=1.0, noise=noise), g.synthesis(w[:, None].expand(-1, m.n_layers, -1), noise))
     half = m(z, psi=0.5, noise=noise)
     truncated = m.w_avg + 0.5 * (w - m.w_avg)  # w' = w_avg + ψ (w − w_avg)
-    torch.testing.assert_close(half, m.synthesis(truncated[:, None].expand(-1, m.n_layers, -1), noise))
+    torch.testing.assert_close(half, g.synthesis(truncated[:, None].expand(-1, m.n_layers, -1), noise))
 
 
 def test_w_avg_is_the_moving_average_of_w_over_training():
@@ -244,18 +245,64 @@ def test_slerp_and_path_lengths():
     pixels = lambda x: (x.flatten(1), None)  # noqa: E731 — features: the pixels themselves
     d = obj.path_lengths(pixels, "w", n=32)
     assert d.shape == (32,) and (d > 0).all() and torch.isfinite(d).all()
-    # a generator that ignores w has zero path length
+    # a generator that ignores w has zero path length (the sampling generator, G_ema, is the one measured)
     with torch.no_grad():
-        for layer in obj.model.synthesis.layers:
+        for layer in obj.model.sampler().synthesis.layers:
             layer.affine.weight.zero_()
     assert obj.path_lengths(pixels, "z", n=8).abs().max() < 1e-3
     assert sg.StyleAdversarial.trimmed_mean(torch.cat([torch.ones(98), torch.tensor([1e6, -1e6])]).double()) == 1.0
 
 
+def test_g_ema_averages_mapping_and_synthesis_and_is_what_samples():
+    """G_ema: θ̄ ← d·θ̄ + (1 − d)·θ over the mapping and synthesis weights after each step of G (d warmed up
+    as min(d, (1 + n) / (10 + n))); G's optimizer does not hold the copies; sampling, mixing and PPL use it."""
+    obj = _objective(ema_decay=0.5)
+    m = obj.model
+    g_ema = m.sampler()
+    assert g_ema is m.ema.net and not any(p.requires_grad for p in g_ema.parameters())
+    names = {n for n, _ in m.named_parameters()}
+    assert {f"ema.net.{n}" for n, _ in m.generator().named_parameters()} <= names  # saved with the model
+    stepped = {id(p) for group in obj.optimizer_groups()["generator"] for p in group["params"]}
+    assert stepped == {id(p) for p in m.generator().parameters()}  # G's own weights, not the average's
+    optimizers = {k: torch.optim.Adam(g, lr=1e-2, betas=(0.0, 0.99)) for k, g in obj.optimizer_groups().items()}
+
+    def optimize(name, loss):
+        optimizers[name].zero_grad()
+        loss.backward()
+        optimizers[name].step()
+
+    expected = [p.detach().clone() for p in m.generator().parameters()]
+    for n in range(1, 4):
+        obj.training_step((torch.rand(8, 1, 32, 32),), optimize)
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = [e.lerp(p.detach(), 1 - d) for e, p in zip(expected, m.generator().parameters())]
+    for avg, e, p in zip(g_ema.parameters(), expected, m.generator().parameters()):
+        torch.testing.assert_close(avg, e)
+    assert not torch.equal(g_ema.synthesis.const, m.synthesis.const)  # the average lags the trained weights
+    # the samples are G_ema's: changing G leaves them, changing G_ema changes them
+    obj.eval()
+
+    def draw():
+        torch.manual_seed(5)
+        return obj.sample(4), obj.mix(2), obj.path_lengths(lambda x: (x.flatten(1), None), "w", n=8)
+
+    before = draw()
+    with torch.no_grad():
+        m.synthesis.const.add_(1.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, draw()))
+    with torch.no_grad():
+        g_ema.synthesis.const.add_(1.0)
+    assert not any(torch.equal(a, b) for a, b in zip(before, draw()))
+    # ema_decay 0: no copy, G itself samples
+    plain = _objective(ema_decay=0.0).model
+    assert plain.ema is None and plain.sampler().synthesis is plain.synthesis
+    assert not any(n.startswith("ema.") for n, _ in plain.named_parameters())
+
+
 @torch.no_grad()
 def test_mix_grid_is_figure_3():
     obj = _objective().eval()
-    m = obj.model
+    m = obj.model.sampler()  # G_ema's mapping and synthesis
     torch.manual_seed(7)
     grid = obj.mix(3)
     assert grid.shape == (7, 4, 1, 32, 32) and grid[0, 0].abs().max() == 0
@@ -267,7 +314,7 @@ def test_mix_grid_is_figure_3():
     def image(ws):
         return obj.to_data(m.synthesis(ws[None], [n for n in noise]))[0]
 
-    L = m.n_layers
+    L = obj.model.n_layers
     for c in range(3):
         torch.testing.assert_close(grid[0, 1 + c], image(w_b[c].expand(L, -1)), atol=1e-5, rtol=1e-5)
     for r, level in enumerate(["coarse", "coarse", "middle", "middle", "fine", "fine"]):
