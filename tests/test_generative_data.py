@@ -285,7 +285,7 @@ def test_bench_shares_one_run_between_bars_with_equal_overrides(monkeypatch):
     from deepatlas.tools import bench
     calls = []
 
-    def fake_train(name, overrides, seed, out, max_time):
+    def fake_train(name, overrides, seed, out, max_time, sample_scores=True):
         calls.append(overrides)
         return {"test": {"modes": 8.0, "high_quality": 0.8, "digits_fd": 30.0}, "params": 1, "status": "completed"}
 

@@ -149,7 +149,7 @@ def test_bench_runs_every_bar_with_its_overrides(monkeypatch):
     monkeypatch.setattr(entry, "more_bars", [extra])
     seen = []
 
-    def fake_train(name, overrides, seed, out, max_time):
+    def fake_train(name, overrides, seed, out, max_time, sample_scores=True):
         seen.append((overrides, max_time))
         return {"test": {"accuracy": 0.97}, "params": 1, "status": "completed"}
 

@@ -234,7 +234,7 @@ def _objective(entry: Entry, config, spec: dict):
 def train(name: str | None = None, *, data: str | None = None, env: str | None = None, target: str | None = None,
           column: str | None = None, task: str | None = None, overrides: dict | None = None, seed: int = 0,
           out: str | Path | None = None, max_time: float | None = None, resume: str | Path | None = None,
-          scaling=None) -> dict:
+          scaling=None, sample_scores: bool = True) -> dict:
     """Train entry `name` (or resume the run in `resume`) and return its metrics (with "run_dir").
 
     `data`: an embedded dataset's name or your file or folder; `env`: rl: a gymnasium environment id; `target`: a
@@ -242,7 +242,8 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
     target (default: from its values), or for an entry that also runs on other tasks, the task to run it on (the
     transformer on your series: "sequence"; its embedded datasets choose it themselves);
     `overrides`: {key: value} of the entry's model, train and data settings (the CLI's --set); `max_time`: seconds;
-    `scaling`: Fabric's flags (`Scaling(accelerator, devices, strategy, num_nodes, precision)`)."""
+    `scaling`: Fabric's flags (`Scaling(accelerator, devices, strategy, num_nodes, precision)`);
+    `sample_scores=False`: a generative model's test metrics without scoring its samples (its losses: bits/dim)."""
     import torch
 
     from deepatlas.engine.loop import Scaling, make_fabric, within_steps
@@ -332,8 +333,8 @@ def train(name: str | None = None, *, data: str | None = None, env: str | None =
         # samplers too slow to score every epoch are scored once, on the test split
         val_scores = getattr(objective, "sample_metrics_per_epoch", True)
         metrics = {"run_dir": str(run.path), "name": entry.name, **summary, "params": count_params(objective),
-                   "test": evaluate(run.path, split="test"),
-                   "val": evaluate(run.path, split="val", sample_scores=val_scores)}
+                   "test": evaluate(run.path, split="test", sample_scores=sample_scores),
+                   "val": evaluate(run.path, split="val", sample_scores=val_scores and sample_scores)}
         metrics["baseline"] = task.baseline(splits.spec, splits)  # the test split's, beside "test"
         run.write_json(run.metrics, metrics)
     except KeyboardInterrupt:

@@ -96,7 +96,7 @@ class Config(DenoiserConfig):
     """train on uniformly dequantized pixels (k + u)/K, the density bits/dim measure (off: the pixels as they are)"""
     levels: Annotated[int, Range(0, 65536)] = 0
     """K, quantization levels of the pixels for dequantization and bits/dim (0: 2 if the data are binary, else 256)"""
-    ema: Annotated[float, Range(0.0, 1.0)] = 0.999
+    ema: Annotated[float, Range(0.0, 1.0)] = 0.995
     """decay of the weights' moving average that samples, validates and gives likelihoods (0: the trained weights)"""
 
 
@@ -417,7 +417,7 @@ register(Entry(
                                                "conditionals"),
     ],
     config=Config, build=ScoreSDE, objective=ContinuousScoreMatching, task="generation",
-    train=Train(epochs=40, batch_size=64, lr=2e-3),
+    train=Train(epochs=40, batch_size=32, lr=2e-3),
     data=Data("glyphs"),
     bar=Bar("glyphs_fd", 259.0, "min", 300),
     more_bars=[
