@@ -240,3 +240,12 @@ def test_learns_digits_and_the_sampling_cli(tmp_path, cli_run):
     assert (run / "samples-trajectory.gif").exists()
     code, out, err = cli_run("sample", run, "--sampler", "pc")
     assert code == 2 and "ddim or ancestral" in err
+
+
+def test_images_the_unet_cannot_halve_are_refused_with_the_sizes_that_fit():
+    """A user's 25×25 faces: the U-Net halves twice, so the refusal names the sizes it can take."""
+    from deepatlas.errors import DeepAtlasError
+    with pytest.raises(DeepAtlasError, match=r"25×25 do not halve 2 times .*image_size=24 or 28"):
+        DDPM(Config(data_shape=[1, 25, 25]))
+    net = DDPM(Config(data_shape=[1, 24, 28], channels=8)).net
+    assert net(torch.zeros(1, 1, 24, 28), torch.zeros(1)).shape == (1, 1, 24, 28)

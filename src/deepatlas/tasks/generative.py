@@ -68,10 +68,15 @@ class DenoiserConfig:
 
 def denoiser(cfg: DenoiserConfig, out_channels: int, owner: str, dropout: float = 0.0) -> UNet:
     """The U-Net of `cfg` for its images, after checking that they are images it can halve."""
-    levels = len(cfg.mults) - 1
-    if len(cfg.data_shape) != 3 or cfg.data_shape[1] % 2 ** levels or cfg.data_shape[2] % 2 ** levels:
-        raise DeepAtlasError(f"{owner}: data_shape {cfg.data_shape} must be images (C, H, W) whose sides divide by "
-                             f"2^{levels} (one halving per U-Net level after the first)")
+    levels, step = len(cfg.mults) - 1, 2 ** (len(cfg.mults) - 1)
+    if len(cfg.data_shape) != 3:
+        raise DeepAtlasError(f"{owner}: data_shape {cfg.data_shape} is not an image's (C, H, W)")
+    side = max(cfg.data_shape[1:])
+    if cfg.data_shape[1] % step or cfg.data_shape[2] % step:
+        fits = sorted({max(step, side // step * step), -(-side // step) * step})
+        raise DeepAtlasError(f"{owner}: images of {cfg.data_shape[1]}×{cfg.data_shape[2]} do not halve {levels} "
+                             f"times (mults {cfg.mults}): resize them with --set image_size="
+                             f"{' or '.join(map(str, fits))}, or give fewer mults")
     return UNet(cfg.data_shape[0], out_channels, cfg.channels, tuple(cfg.mults), cfg.blocks, cfg.groups, dropout,
                 cfg.attention)
 
