@@ -213,17 +213,17 @@ register(Entry(
     train=Train(epochs=40, batch_size=32, lr=2e-3),
     data=Data("glyphs"),
     bar=Bar("glyphs_fd", 259.0, "min", 300),
-    notes="Not yet at its bar (measured on the project's CPU, one thread on a core shared with 4-7 other processes, so "
-          "times are CPU seconds, not wall). Costs: a network pass of the 8-wide U-Net is about 1 ms per 32×32 "
-          "image (16 wide: 3 ms), a training step of 64 about 0.2 s (16 wide: 0.4 s); scoring 1,800 samples at "
-          "L·T + 1 = 31 passes costs about 56 s and a run scores three times, which leaves about 100 s of a 300 s "
-          "budget to train. With 120 s of training (510 steps of 64, lr 2e-3 cosine, EMA 0.999) the samples are "
-          "glyph-sized blobs: glyphs_fd against the validation split (600 samples; 300 where marked) with T = 3 "
-          "is 11,091 at the paper's ε = 2e-5, 6,412 at 1e-4, 4,258 at 2e-4 (300), 3,423 at 4e-4 (300, the "
-          "default), and 3,254 with T = 10 at 1e-4 (300); uniform noise scores 12,689 and the goal is 259. The "
-          "gap is training compute, not the sampler: more steps per level barely help. Tests use the exact "
-          "scores of Gaussians and of a two-mode mixture (weights 0.8/0.2 recovered within 0.04, one scale "
-          "alone leaves them near 0.5) and a 400-step learning test on 8×8 digits. `deepatlas bench ncsn` (the default "
-          "recipe, 510 steps completed, one thread sharing core 1 with another bench): test glyphs_fd 3,626 "
-          "(validation 3,623) in 893 s of wall time; params 135,346 count the EMA copy (67,673 trained).",
+    notes="Not at its bar. Measured on the project's CPU, one thread on a core of its own (the other core ran "
+          "another bench): a network pass of the 8-wide U-Net costs about 1 ms per 32×32 image, a training step "
+          "of 32 about 0.12 s. `deepatlas bench ncsn`: 13 epochs, about 2,200 steps in 300 s, test glyphs_fd "
+          "2,459 (goal 259; uniform noise 12,689), 468 s with the scoring. The samples are blobs of ink and thin "
+          "strokes, few legible characters. What moved it: the first recipe (batches of 64, EMA 0.999, ε = 4e-4, "
+          "one long engine epoch to score once) reached 3,626; batches of 32 for the whole budget 3,489; the "
+          "Langevin step, fitted on those weights (600 validation samples): ε = 4e-4, 8e-4, 1.6e-3, 3.2e-3, "
+          "6.4e-3 at T = 3 gave 3,603, 2,895, 2,454, 3,549, 4,804, and T = 6 gave 2,870, 2,379, 3,341, 5,206 at "
+          "4e-4 to 3.2e-3 (T = 10 at 1.6e-3: 4,994): the best ε·T is about 5e-3, so the recipe takes T = 3 at "
+          "1.6e-3, half the passes of T = 6 for the same FD. Without the final Tweedie denoising step: 3,602 "
+          "against 3,603. Tests use the exact scores of Gaussians and of a two-mode mixture (weights 0.8/0.2 "
+          "recovered within 0.04, one scale alone leaves them near 0.5) and a 400-step learning test on 8×8 "
+          "digits. params 135,346 count the EMA copy (67,673 trained).",
 ))
