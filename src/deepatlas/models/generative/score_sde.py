@@ -424,15 +424,17 @@ register(Entry(
         Bar("bpd", 0.0, "min", 300, overrides={"binarize": "true", "dequantize": "true", "likelihood_examples": "128"},
             over={"entry": "pixelcnn", "data": "glyphs", "binarize": "true"}),
     ],
-    notes="Not yet at its bars (measured on the project's CPU, one thread on a core shared with 4-7 other processes: "
-          "times are CPU seconds, not wall). Costs as ncsn's: about 1 ms per 32×32 image and network pass at 8 "
-          "channels, 0.2 s per training step of 64; scoring 1,800 samples at 29 passes takes about 52 s, three "
-          "times a run. With 120 s of training (488 steps of 64, VP, lr 2e-3 cosine, EMA 0.999), glyphs_fd of "
-          "300 samples against the validation split: pc with N = 15 and one corrector step (snr 0.16) 7,736, the "
-          "predictor alone 8,092, the probability flow ODE (rk4, 20 passes) 8,790; uniform noise 12,689, goal "
-          "259: the gap is training compute. Bits/dim on binarized glyphs at equal compute (150 s of training each, "
-          "the first 128 test images): score_sde (VP, K = 2 dequantization, 614 steps) 0.529 ± 0.005 by the ODE "
-          "(dopri5 at 1e-3, 62 evaluations, 22 s), pixelcnn (its recipe's lr and batches, 825 steps) 0.106 on "
-          "the same images and 0.105 on the whole test split: the discrete autoregressive model is five times "
-          "better on binary pixels, where a continuous density must put its mass in flat 1/2-wide bins.",
+    notes="Not at its bars. Measured on the project's CPU, one thread on a core of its own (the other core ran "
+          "another bench): about 1 ms per 32×32 image and network pass of the 8-wide U-Net, 0.12 s per training "
+          "step of 32. `deepatlas bench score_sde`: VP, 12 epochs, about 2,100 steps in 300 s, test glyphs_fd "
+          "5,154 (goal 259; uniform noise 12,689), 438 s with the scoring; the samples are noisy blobs and some "
+          "all-white squares, no legible characters. The first recipe (batches of 64, EMA 0.999, one long engine "
+          "epoch to score once) reached 8,169 on the validation split. Samplers on the 5,075 weights of a 300 s run "
+          "(600 validation samples): pc with N = 15 and one corrector step at snr 0.16 4,966 (the default), at snr "
+          "0.08 5,145, at 0.32 5,259; the predictor alone 5,287 (N = 15) and 6,615 (N = 30); pc N = 30 with the "
+          "corrector 7,428; the probability flow ODE (rk4, 20 passes) 8,938. Bits/dim on binarized glyphs in "
+          "the same bench, 300 s of training each: score_sde (VP, K = 2 dequantization, the first 128 test "
+          "images, dopri5 at 1e-3) 0.374 against pixelcnn's 0.0967 on the whole test split (the first recipe: "
+          "0.529 against 0.106): the discrete autoregressive model is about four times better on binary pixels, "
+          "where a continuous density must put its mass in flat 1/2-wide bins.",
 ))
