@@ -242,10 +242,15 @@ def test_learns_digits_and_the_sampling_cli(tmp_path, cli_run):
     assert code == 2 and "ddim or ancestral" in err
 
 
-def test_images_the_unet_cannot_halve_are_refused_with_the_sizes_that_fit():
-    """A user's 25×25 faces: the U-Net halves twice, so the refusal names the sizes it can take."""
-    from deepatlas.errors import DeepAtlasError
-    with pytest.raises(DeepAtlasError, match=r"25×25 do not halve 2 times .*image_size=24 or 28"):
-        DDPM(Config(data_shape=[1, 25, 25]))
+def test_images_the_unet_cannot_halve_are_padded_and_cropped_back():
+    """A user's 25×25 faces: the U-Net halves twice, so it pads to 28 by repeating the edges and crops back; the
+    padding must not leak: the output's pixels depend on the input's pixels only, and samples keep the data's size."""
+    model = DDPM(Config(data_shape=[1, 25, 25], channels=8, timesteps=20))
+    x = torch.rand(2, 1, 25, 25, requires_grad=True)
+    out = model.net(x, torch.full((1,), 5.0))
+    assert out.shape == (2, 1, 25, 25)
+    out[0, 0, 24, 24].backward()  # the corner next to the padding still sees its neighbourhood
+    assert x.grad[0, 0, 22:, 22:].abs().sum() > 0 and x.grad[1].abs().sum() == 0
+    assert Diffusion(model).eval().sample(3, steps=5).shape == (3, 1, 25, 25)
     net = DDPM(Config(data_shape=[1, 24, 28], channels=8)).net
     assert net(torch.zeros(1, 1, 24, 28), torch.zeros(1)).shape == (1, 1, 24, 28)

@@ -39,10 +39,15 @@ def test_shapes(shape, modulation):
     assert obj.mix(3).shape == (7, 4, *shape)  # figure 3: 1 + 3·2 rows, 1 + 3 columns
 
 
-def test_refuses_shapes_it_cannot_grow_to():
-    for shape in ([1, 12, 12], [1, 16, 8], [1, 4, 4]):
-        with pytest.raises(ValueError, match="power-of-two"):
-            StyleGAN(Config(data_shape=shape, **TINY))
+def test_other_sides_are_synthesized_at_the_next_power_of_two_and_resized():
+    """A user's 25×25 or 12×20 images: the networks work at 32 (8 for 4×4), the samples come out at the data's
+    size, and the discriminator judges the data's size."""
+    for shape, side in (([1, 25, 25], 32), ([3, 12, 20], 32), ([1, 4, 4], 8)):
+        m = StyleGAN(Config(data_shape=shape, **TINY))
+        assert m.synthesis.resolutions[-1] == side and m.synthesis.layer_sides()[-1] == side
+        x = m(torch.randn(3, m.cfg.latent))
+        assert x.shape == (3, *shape) and torch.isfinite(x).all()
+        assert m.discriminator(x).shape == (3,)
 
 
 def test_mapping_network_normalizes_z_and_is_an_mlp():

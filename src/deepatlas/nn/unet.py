@@ -14,6 +14,10 @@ The layout is diffusers' `UNet2DModel` layout, so the benchmark can compare the 
            map and one saved skip map, then nearest ×2 upsampling and a 3×3 convolution, except at the top
     out:   GroupNorm, SiLU, conv 3×3 (ch -> out_channels)
 
+Sides that do not halve len(mults) − 1 times (a user's 25×25 images) are padded at the bottom and right by
+repeating the edge pixels up to the next multiple, and the output is cropped back: the model trains and samples
+at the data's own size, the padding the same in both.
+
 `time` is a float tensor (B,): the discrete step t (ddpm), or log σ (ncsn), or a continuous t (score_sde):
 the embedding only needs distinct noise levels to map to distinct vectors.
 """
@@ -76,13 +80,13 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """(x (B, C, H, W), time (B,)) -> (B, out_channels, H, W). H and W must divide by 2^(len(mults) − 1)."""
+    """(x (B, C, H, W), time (B,)) -> (B, out_channels, H, W), H and W any size (padded to halve, cropped back)."""
 
     def __init__(self, in_channels: int, out_channels: int, channels: int = 32, mults: tuple = (1, 2, 2),
                  blocks: int = 1, groups: int = 8, dropout: float = 0.0, attention: bool = True):
         super().__init__()
         emb = 4 * channels
-        self.channels = channels
+        self.channels, self.multiple = channels, 2 ** (len(mults) - 1)
         self.time_mlp = nn.Sequential(nn.Linear(channels, emb), nn.SiLU(), nn.Linear(emb, emb))
         self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
         widths = [channels * m for m in mults]
@@ -114,7 +118,9 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, time: Tensor) -> Tensor:
         emb = self.time_mlp(timestep_embedding(time.expand(len(x)), self.channels))  # (B, 4·ch)
-        h = self.inp(x)
+        height, width = x.shape[-2:]
+        pad = (0, -width % self.multiple, 0, -height % self.multiple)
+        h = self.inp(F.pad(x, pad, mode="replicate") if any(pad) else x)
         saved = [h]
         for layer in self.down:
             if isinstance(layer, ResBlock):
@@ -134,4 +140,4 @@ class UNet(nn.Module):
                 h = layer(h)
             else:
                 h = layer(h)                        # upsampling
-        return self.out(h)
+        return self.out(h)[..., :height, :width]

@@ -53,7 +53,7 @@ class DenoiserConfig:
     """The settings of the time-conditional U-Net (nn/unet.py) that the denoising models (ddpm, ncsn, score_sde)
     are built on; their Configs subclass it."""
     data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 32, 32])
-    """one image's shape (C, H, W), set from the data; H and W must divide by 2^(len(mults) − 1)"""
+    """one image's shape (C, H, W), set from the data (any side: the U-Net pads to halve, then crops)"""
     channels: Size = 8
     """the U-Net's width at full resolution (Ho et al.: 128 on CIFAR-10)"""
     mults: Annotated[list[int], Range(1, 64)] = field(default_factory=lambda: [1, 2, 2])
@@ -67,16 +67,9 @@ class DenoiserConfig:
 
 
 def denoiser(cfg: DenoiserConfig, out_channels: int, owner: str, dropout: float = 0.0) -> UNet:
-    """The U-Net of `cfg` for its images, after checking that they are images it can halve."""
-    levels, step = len(cfg.mults) - 1, 2 ** (len(cfg.mults) - 1)
+    """The U-Net of `cfg` for its images (of any side: the U-Net pads what does not halve and crops back)."""
     if len(cfg.data_shape) != 3:
         raise DeepAtlasError(f"{owner}: data_shape {cfg.data_shape} is not an image's (C, H, W)")
-    side = max(cfg.data_shape[1:])
-    if cfg.data_shape[1] % step or cfg.data_shape[2] % step:
-        fits = sorted({max(step, side // step * step), -(-side // step) * step})
-        raise DeepAtlasError(f"{owner}: images of {cfg.data_shape[1]}×{cfg.data_shape[2]} do not halve {levels} "
-                             f"times (mults {cfg.mults}): resize them with --set image_size="
-                             f"{' or '.join(map(str, fits))}, or give fewer mults")
     return UNet(cfg.data_shape[0], out_channels, cfg.channels, tuple(cfg.mults), cfg.blocks, cfg.groups, dropout,
                 cfg.attention)
 

@@ -19,7 +19,7 @@ def bench_bar(name: str, bar: Bar, seed: int = 0, out: str | None = None, record
     """One fresh run of `name`'s recipe (with the bar's overrides) under the bar's time budget (`sample_scores`:
     see `api.train`)."""
     if record:
-        run = leaderboard.measured_run(name, dict(bar.overrides), seed, bar.budget_s)
+        run = leaderboard.measured_run(name, dict(bar.overrides), seed, bar.budget_s, sample_scores=sample_scores)
         return {**_measure(name, run["metrics"], bar, run["seconds"]), "run": run}
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         start = time.perf_counter()

@@ -137,16 +137,18 @@ def _commit() -> str:
         return "unknown"
 
 
-def _run_in_child(name: str, overrides: dict, seed: int, max_time: float, out: str | None = None) -> dict:
+def _run_in_child(name: str, overrides: dict, seed: int, max_time: float, out: str | None = None,
+                  sample_scores: bool = True) -> dict:
     """Train (into `out`, or a folder deleted after) and measure in this (fresh) process: metrics, seconds, latency
-    per input, peak memory."""
+    per input, peak memory (`sample_scores`: see `api.train`)."""
     import resource
 
     from deepatlas import api
     from deepatlas.tools.compare import one_input_latency_ms
     with tempfile.TemporaryDirectory(prefix=f"record-{name}-") as tmp:
         start = time.perf_counter()
-        metrics = api.train(name, overrides=overrides, seed=seed, out=out or tmp, max_time=max_time)
+        metrics = api.train(name, overrides=overrides, seed=seed, out=out or tmp, max_time=max_time,
+                            sample_scores=sample_scores)
         seconds = time.perf_counter() - start
         latency = one_input_latency_ms(out or tmp)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -154,10 +156,11 @@ def _run_in_child(name: str, overrides: dict, seed: int, max_time: float, out: s
             "machine": machine()}
 
 
-def measured_run(name: str, overrides: dict, seed: int, max_time: float, out: str | None = None) -> dict:
+def measured_run(name: str, overrides: dict, seed: int, max_time: float, out: str | None = None,
+                 sample_scores: bool = True) -> dict:
     """One fresh run of `name` in a child process (so its peak memory is its own and no state leaks)."""
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_run_in_child, name, overrides, seed, max_time, out and str(out)).result()
+        return pool.submit(_run_in_child, name, overrides, seed, max_time, out and str(out), sample_scores).result()
 
 
 def rows_of(entry, run: dict, overrides: dict, seed: int, source: str,

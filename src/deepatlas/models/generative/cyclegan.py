@@ -104,7 +104,7 @@ class ResidualBlock(nn.Module):
 
 class Generator(nn.Module):
     """(B, C, H, W) in [−1, 1] -> (B, C, H, W) in [−1, 1]: c7s1-w, d2w, d4w, R4w × blocks, u2w, uw, c7s1-C.
-    H and W must be multiples of 4 (two halvings)."""
+    Sides that are not multiples of 4 (two halvings) are reflection-padded up to one and cropped back."""
 
     def __init__(self, channels: int, width: int, blocks: int):
         super().__init__()
@@ -120,9 +120,9 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] % 4 or x.shape[-2] % 4:
-            raise ValueError(f"cyclegan: image sides must be multiples of 4, got {tuple(x.shape[-2:])}")
-        return self.net(x)
+        height, width = x.shape[-2:]
+        pad = (0, -width % 4, 0, -height % 4)
+        return self.net(F.pad(x, pad, mode="reflect") if any(pad) else x)[..., :height, :width]
 
 
 # ---- the discriminator: a PatchGAN --------------------------------------------------------------
@@ -252,14 +252,11 @@ class CycleConsistent(Generative):
         self.reset_metrics()
 
     def prepare(self, data) -> None:
-        """Refuse, before training, data that is not two domains, or sides the generators cannot halve twice."""
+        """Refuse, before training, data that is not two domains."""
         spec = data.spec
         if spec.get("kind") != "unpaired":
             raise DeepAtlasError("cyclegan translates between two domains: --data FOLDER with sub-folders A/ and B/ "
                                  "of images, or glyphs>glyphs-m")
-        if any(s % 4 for s in spec["shape"][1:]):
-            raise DeepAtlasError(f"cyclegan: image sides {spec['shape'][1:]} must be multiples of 4 (the generators "
-                                 f"halve them twice); set --set image_size=N")
         return None
 
     def optimizer_groups(self) -> dict:

@@ -41,7 +41,9 @@ bilinear then convolution; the RGB output is one 1×1 convolution at the end (no
 small and the mapping network 4 layers deep (the paper's: 8 × 512). The discriminator is Progressive GAN's,
 narrowed: 1×1 fromRGB, two convolutions and a 2× average-pool per resolution, the minibatch-stddev feature
 map at 4×4, then a convolution and two linear layers. The path length is measured with the glyphs judge's
-features (tasks/glyphs_judge.py) instead of VGG16's LPIPS, whole images (no crop).
+features (tasks/glyphs_judge.py) instead of VGG16's LPIPS, whole images (no crop). Images whose side is not
+a power of two (a user's 25×25 faces) are synthesized at the next one and resized to theirs (bilinear,
+antialiased); the discriminator resizes what it judges back up, so real and fake pass the same resampling.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ from deepatlas.tasks.generative import SAMPLE_SEED, Generative, seeded
 @dataclass
 class Config:
     data_shape: Annotated[list[int], Range(1, MAX_SIZE)] = field(default_factory=lambda: [1, 32, 32])
-    """one image's shape (C, H, W), square with a power-of-two side ≥ 8 (set from the data)"""
+    """one image's shape (C, H, W), set from the data (synthesized at the next power-of-two side ≥ 8, resized)"""
     latent: Size = 64
     """size of z ~ N(0, I), the mapping network's input"""
     w_dim: Size = 64
@@ -99,17 +101,25 @@ class Config:
     """Adam's β2 for both networks (the paper: 0.99)"""
 
 
+def synthesis_side(cfg: Config) -> int:
+    """The side the networks work at: the images' own if a power of two (≥ 8), else the next power of two."""
+    return max(8, 2 ** math.ceil(math.log2(max(cfg.data_shape[1:]))))
+
+
 def resolutions(cfg: Config) -> list[int]:
-    """The synthesis network's sides: 4, 8, ..., H."""
-    c, h, w = cfg.data_shape
-    if h != w or h < 8 or h & (h - 1):
-        raise ValueError(f"stylegan: data_shape {cfg.data_shape} must be square with a power-of-two side ≥ 8")
-    return [2 ** k for k in range(2, int(math.log2(h)) + 1)]
+    """The synthesis network's sides: 4, 8, ..., synthesis_side."""
+    return [2 ** k for k in range(2, int(math.log2(synthesis_side(cfg))) + 1)]
 
 
 def channels(cfg: Config, res: int) -> int:
     """Feature maps at side `res`: `width` at full resolution, ×2 per halving, at most `max_width`."""
-    return min(cfg.width * cfg.data_shape[-1] // res, cfg.max_width)
+    return min(cfg.width * synthesis_side(cfg) // res, cfg.max_width)
+
+
+def resized(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """x (B, C, h, w) at `size`, bilinear and antialiased; x itself when it has that size."""
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear",
+                                                                         antialias=True, align_corners=False)
 
 
 # ---- equalized learning rate (Progressive GAN): weights ~ N(0, 1), He's constant applied at run time ----------
@@ -234,6 +244,7 @@ class SynthesisNetwork(nn.Module):
             n_in = n_out
         self.layers = nn.ModuleList(layers)
         self.to_image = EqualConv2d(n_in, cfg.data_shape[0], 1)
+        self.size = tuple(cfg.data_shape[1:])
 
     @property
     def n_layers(self) -> int:
@@ -252,7 +263,7 @@ class SynthesisNetwork(nn.Module):
         x = self.const.expand(len(ws), -1, -1, -1)                   # (B, C, 4, 4)
         for i, layer in enumerate(self.layers):
             x = layer(x, ws[:, i], noise[i])                         # layer i reads its own style, ws[:, i]
-        return self.to_image(x)                                      # (B, C_img, H, W), no tanh
+        return resized(self.to_image(x), self.size)                  # (B, C_img, H, W), no tanh
 
 
 def style_levels(sides: list[int]) -> dict[str, list[int]]:
@@ -323,6 +334,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         res = resolutions(cfg)[::-1]                                    # H, H/2, ..., 8, 4
+        self.side = res[0]
         self.from_image = EqualConv2d(cfg.data_shape[0], channels(cfg, res[0]), 1)
         self.blocks = nn.ModuleList(
             nn.ModuleList([EqualConv2d(channels(cfg, r), channels(cfg, r), 3),
@@ -343,7 +355,7 @@ class Discriminator(nn.Module):
         return torch.cat([x, y], 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = lrelu(self.from_image(x))
+        x = lrelu(self.from_image(resized(x, (self.side, self.side))))
         for conv1, conv2 in self.blocks:                                # (B, C, r, r) -> (B, C', r/2, r/2)
             x = F.avg_pool2d(lrelu(conv2(lrelu(conv1(x)))), 2)
         x = lrelu(self.last_conv(self.minibatch_std(x)))               # (B, C, 4, 4)
