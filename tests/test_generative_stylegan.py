@@ -379,3 +379,27 @@ def test_sample_mix_via_the_cli(tmp_path, cli_run):
     test = json.loads((run / "metrics.json").read_text())["test"]
     assert {"glyphs_fd", "ppl_w", "ppl_z", "ppl_ratio"} <= set(test)
     assert test["ppl_ratio"] == pytest.approx(test["ppl_w"] / test["ppl_z"])
+
+
+def test_a_users_folder_of_another_size_trains_keeps_the_latest_and_samples_at_its_size(tmp_path, cli_run):
+    """A user's 20×20 images have no judge and D's loss does not rank generators: the latest weights are kept
+    (not the first epoch's), and the samples come back at 20×20, as a grid and as one PNG each."""
+    import json
+
+    import numpy as np
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(folder / f"{i}.png")
+    run = tmp_path / "run"
+    code, out, err = cli_run("train", "stylegan", "--data", folder, "--out", run, "--set", "width=4",
+                             "--set", "max_width=8", "--set", "latent=8", "--set", "w_dim=8",
+                             "--set", "mapping_layers=1", "--set", "epochs=4")
+    assert code == 0, err[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and metrics["best_epoch"] == 4
+    code, out, err = cli_run("sample", run, "-n", "5")
+    assert code == 0, err
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [f"sample-{i}.png" for i in range(5)]
+    assert Image.open(run / "samples" / "sample-0.png").size == (20, 20)

@@ -600,8 +600,8 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
     """Draw `n` samples (default 64) from a trained generative run and write them where people look at them:
     a PNG grid (images), a scatter over the true density (toy2d) or WAV files (audio). With `interpolate`,
     a grid whose rows decode the line between the latent codes of two test images (`n` rows, default 8).
-    Diffusion and score models (ddpm, ncsn, score_sde) take `steps` and `sampler`, also write each image as its
-    own PNG (a folder beside the grid), and with `trajectory` the sampling chain as an animated GIF.
+    Images are also written each as its own PNG (a folder beside the grid). Diffusion and score models (ddpm, ncsn,
+    score_sde) take `steps` and `sampler`, and with `trajectory` write the sampling chain as an animated GIF.
     With `mix` (stylegan), the style-mixing grid: `n` sources B (default 5) across the top, sources A down the side,
     each cell A with B's coarse, middle or fine styles (StyleGAN's figure 3).
     Returns {"files": [...], "n": n}."""
@@ -665,6 +665,9 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
             default = run.path / ("samples" if spec.get("kind") == "audio" else "samples.png")
             samples = objective.sample(n)
             files = task.write_samples(spec, samples, Path(out or default))
+            if spec.get("kind") == "images":
+                from deepatlas.data.generative import write_each
+                files += write_each(samples, Path(files[0]).with_suffix(""))
             if isinstance(objective, Densities) and spec.get("kind") == "points":  # exact log-densities drawn (ffjord)
                 first = Path(files[0])
                 files += task.module.plot_density(objective, spec, samples,

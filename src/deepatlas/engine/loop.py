@@ -234,10 +234,11 @@ def planned_epochs(fabric: Fabric, first_epoch: float, max_time: float, most: in
     return int(min(max(max_time // max(slowest, 1e-9), 1), most))
 
 
-def _key(logs: dict, metric: str, direction: str) -> list[float]:
-    """Higher is better: the monitored metric first, lower validation loss breaks ties."""
+def _key(logs: dict, metric: str, direction: str) -> list[float] | None:
+    """Higher is better: the monitored metric first, lower validation loss breaks ties. None when the logs hold
+    neither (a GAN on a user's images: no judge, and its players' losses do not rank generators): the latest is best."""
     if metric not in logs:  # trained on data another metric measures: the lowest loss is best
-        return [-logs.get("loss", 0.0)]
+        return [-logs["loss"]] if "loss" in logs else None
     value = logs[metric] if direction == "max" else -logs[metric]
     return [value, -logs.get("loss", 0.0)]
 
@@ -360,8 +361,8 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                                                f"{len(train_loader)} steps fit in {max_time:g}s; the learning-rate "
                                                f"schedule runs over them (to repeat this plan: {again})")
                 key = _key(val_logs, metric, direction)
-                if not state.best or key > state.best:
-                    state.best, state.best_epoch, state.bad_epochs = key, state.epoch, 0
+                if key is None or not state.best or key > state.best:
+                    state.best, state.best_epoch, state.bad_epochs = key or [], state.epoch, 0
                     if main:
                         save_weights(objective, run.best)
                 else:
