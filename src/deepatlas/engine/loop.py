@@ -361,6 +361,9 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                                                f"{len(train_loader)} steps fit in {max_time:g}s; the learning-rate "
                                                f"schedule runs over them (to repeat this plan: {again})")
                 key = _key(val_logs, metric, direction)
+                if state.epoch == 1 and metric not in val_logs:  # a user's data no judge or bar metric measures
+                    progress.epoch(f"val {metric} is not measured on this data: " + (
+                        "the lowest val loss picks the epoch" if key else "the latest epoch's weights are kept"))
                 if key is None or not state.best or key > state.best:
                     state.best, state.best_epoch, state.bad_epochs = key or [], state.epoch, 0
                     if main:
