@@ -206,9 +206,10 @@ def test_generation_baseline_draws_each_pixel_from_its_training_values():
         r = (v - v.mean(0))[:, 0, 2:6, 2:6]
         return torch.corrcoef(torch.stack([r[..., :-1].flatten(), r[..., 1:].flatten()]))[0, 1]
     assert neighbours(x) > 0.15 and neighbours(fake).abs() < 0.03  # measured: 0.23 and −0.001
-    name, scores = generative.baseline(d.spec, d.train, d.test)
-    assert "independent pixels" in name and scores["digits_fd"] > 5 * scores["fd_real_halves"]
-    assert generative.baseline({**d.spec, "source": "/my/folder"}, d.train, d.test) is None  # no judge, no FD
+    task = get_task("generation")
+    found = task.baseline(d.spec, d)
+    assert "independent pixels" in found["baseline"] and found["digits_fd"] > 5 * found["fd_real_halves"]
+    assert task.baseline({**d.spec, "source": "/my/folder"}, d) == {}  # no judge, no FD
 
 # ---- writing samples ----------------------------------------------------------------------
 

@@ -134,19 +134,6 @@ def independent_pixels(images: Tensor, n: int) -> Tensor:
     return pool.gather(0, rows).view(n, *images.shape[1:])
 
 
-def baseline(spec: dict, train, examples) -> tuple[str, dict[str, float]] | None:
-    """The trivial generator of images that have a judge (digits, glyphs): `independent_pixels` of the training
-    split (of the examples when `train` is None), scored as a model's samples are; None for other data."""
-    from deepatlas.tasks.generative import SAMPLE_SEED, image_scorer, seeded
-    scores = image_scorer(spec)
-    if scores is None:
-        return None
-    real = examples.tensors[0]
-    with seeded(SAMPLE_SEED, real.device):
-        fake = independent_pixels((train if train is not None else examples).tensors[0], len(real))
-    return "independent pixels, each drawn from its training values", scores(fake, real)
-
-
 def read_labeled(spec: dict, path: str) -> TensorDataset:
     """A folder in the run's domain (images or WAV files), to evaluate the model's likelihood or quality on."""
     if spec["kind"] == "points":

@@ -248,7 +248,21 @@ class Generative(Objective):
         return {}
 
 
-TASKS = [Task("generation", "deepatlas.data.generative", options=("image_size", "binarize", "window")),
+class GenerationTask(Task):
+    def trivial(self, spec: dict, train, examples) -> tuple[str, dict[str, float]] | None:
+        """On images that have a judge (digits, glyphs): `independent_pixels` of the training split (of the examples
+        when `train` is None), scored as a model's samples are; None for other data."""
+        from deepatlas.data.generative import independent_pixels
+        scores = image_scorer(spec)
+        if scores is None:
+            return None
+        real = examples.tensors[0]
+        with seeded(SAMPLE_SEED, real.device):
+            fake = independent_pixels((train if train is not None else examples).tensors[0], len(real))
+        return "independent pixels, each drawn from its training values", scores(fake, real)
+
+
+TASKS = [GenerationTask("generation", "deepatlas.data.generative", options=("image_size", "binarize", "window")),
          Task("image_translation", "deepatlas.data.unpaired", draws=True, options=("image_size",))]
 
 
