@@ -641,33 +641,30 @@ def sample(run_dir: str | Path, n: int | None = None, out: str | Path | None = N
             grid = objective.interpolate(ends[:n], ends[n:], INTERPOLATION_STEPS)  # (n, steps, *shape)
             files = task.write_samples(spec, grid.flatten(0, 1), Path(out or run.path / "interpolation.png"),
                                        columns=INTERPOLATION_STEPS)
-        elif isinstance(objective, Denoises):
+        else:
             from deepatlas.data.generative import write_each, write_trajectory
-            if sampler is not None and sampler not in objective.samplers:
-                raise DeepAtlasError(f"--sampler {sampler}: {entry.name} samples with "
-                                     f"{' or '.join(objective.samplers)}")
-            if steps is not None and steps < 1:
-                raise DeepAtlasError(f"--steps {steps}: sample with at least 1 step")
-            try:
-                result = objective.sample(n, steps=steps, sampler=sampler, trajectory=trajectory)
-            except ValueError as err:  # steps beyond the model's T, and the like
-                raise DeepAtlasError(str(err)) from None
-            samples, frames = result if trajectory else (result, None)
-            grid = Path(out or run.path / "samples.png")
+            if isinstance(objective, Denoises):
+                if sampler is not None and sampler not in objective.samplers:
+                    raise DeepAtlasError(f"--sampler {sampler}: {entry.name} samples with "
+                                         f"{' or '.join(objective.samplers)}")
+                if steps is not None and steps < 1:
+                    raise DeepAtlasError(f"--steps {steps}: sample with at least 1 step")
+                try:
+                    result = objective.sample(n, steps=steps, sampler=sampler, trajectory=trajectory)
+                except ValueError as err:  # steps beyond the model's T, and the like
+                    raise DeepAtlasError(str(err)) from None
+                samples, frames = result if trajectory else (result, None)
+            else:
+                if steps is not None or sampler is not None or trajectory:
+                    raise DeepAtlasError(f"{entry.name} samples in one pass: --steps, --sampler and --trajectory are "
+                                         "for diffusion and score models (ddpm, ncsn, score_sde)")
+                samples, frames = objective.sample(n), None
+            grid = Path(out or run.path / ("samples" if spec.get("kind") == "audio" else "samples.png"))
             files = task.write_samples(spec, samples, grid)
-            files += write_each(samples, grid.with_suffix(""))
+            if spec.get("kind") == "images":  # the grid, and each image at its own size beside it
+                files += write_each(samples, grid.with_suffix(""))
             if frames is not None:
                 files.append(write_trajectory(frames, grid.with_name(f"{grid.stem}-trajectory.gif")))
-        else:
-            if steps is not None or sampler is not None or trajectory:
-                raise DeepAtlasError(f"{entry.name} samples in one pass: --steps, --sampler and --trajectory are "
-                                     "for diffusion and score models (ddpm, ncsn, score_sde)")
-            default = run.path / ("samples" if spec.get("kind") == "audio" else "samples.png")
-            samples = objective.sample(n)
-            files = task.write_samples(spec, samples, Path(out or default))
-            if spec.get("kind") == "images":
-                from deepatlas.data.generative import write_each
-                files += write_each(samples, Path(files[0]).with_suffix(""))
             if isinstance(objective, Densities) and spec.get("kind") == "points":  # exact log-densities drawn (ffjord)
                 first = Path(files[0])
                 files += task.module.plot_density(objective, spec, samples,
