@@ -93,6 +93,46 @@ def test_time_budget_stops_training(tmp_path):
     assert (tmp_path / "t" / "model.safetensors").exists()
 
 
+def test_the_epoch_the_budget_stops_is_validated_within_it_and_a_resume_forgets_it(tmp_path, monkeypatch):
+    """On a clock where a step takes 1 s and a validation 5 s, the budget holds back the 5 s: it stops epoch 2 after
+    2 of its 3 steps and validates them inside the budget. Scored best, those weights are the stopped run's model;
+    resumed, the run picks its best among whole epochs only, as the run that never stopped did."""
+    from deepatlas.engine import loop
+    clock, scores, real, train_step = [0.0], [], loop.evaluate_loader, Classification.training_step
+
+    def step(self, batch):
+        clock[0] += 1.0
+        return train_step(self, batch)
+
+    def validate(*args, **kwargs):
+        logs = real(*args, **kwargs)
+        if "monitor" in kwargs:  # a validation inside fit, not the test split's evaluation
+            clock[0] += 5.0
+            logs["accuracy"] = scores.pop(0)
+        return logs
+    monkeypatch.setattr(loop, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    monkeypatch.setattr(loop, "evaluate_loader", validate)
+    monkeypatch.setattr(Classification, "training_step", step)
+    settings = {**QUICK, "epochs": "3"}
+    scores[:] = [0.5, 0.4, 0.45]  # epoch 1 is the best
+    whole = deepatlas.train("mlp", overrides=settings, seed=4, out=tmp_path / "whole")
+    assert whole["best_epoch"] == 1
+
+    clock[0], scores[:] = 0.0, [0.5, 0.9]  # epoch 1, then 2 steps of epoch 2 scored better
+    cut = deepatlas.train("mlp", overrides=settings, seed=4, out=tmp_path / "cut", max_time=14.5)
+    assert cut["status"] == "stopped: time budget reached" and cut["steps"] == 5 and not scores
+    assert cut["seconds"] == 15.0  # steps end at 10 s (the first past 14.5 − 5), validation at 15: one step over
+    assert cut["best_epoch"] == 1.67
+    assert_same(load_file(str(tmp_path / "cut" / "best.safetensors")), weights(tmp_path / "whole"))
+    assert not torch.equal(weights(tmp_path / "cut")["model.net.0.weight"], weights(tmp_path / "whole")["model.net.0.weight"])
+
+    scores[:] = [0.4, 0.45]
+    resumed = deepatlas.train(resume=tmp_path / "cut")
+    assert resumed["status"] == "completed" and resumed["best_epoch"] == 1 and not scores
+    assert_same(weights(tmp_path / "cut"), weights(tmp_path / "whole"))
+    assert not (tmp_path / "cut" / "best.safetensors").exists()
+
+
 def test_run_directory_layout(mlp_run):
     for name in ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.json", "log.csv", "curves.png"):
         assert (mlp_run / name).is_file(), name

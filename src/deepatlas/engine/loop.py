@@ -7,6 +7,10 @@ weights, checkpoint, stop early, stop on a time budget, a Ctrl-C or a non-finite
 A stop inside an epoch (time budget, Ctrl-C) checkpoints its exact position: the batches done, their summed
 logs and the random state after them. Resuming replays the epoch's seeded shuffle up to there, so a run
 stopped and resumed any number of times ends with the weights of the run that never stopped, bit for bit.
+
+The time budget holds back the last validation's seconds, so a run ends on a validated model inside it: the epoch
+the budget stops is validated too, and its weights are the run's if they are better. A resumed run still picks its
+best among whole epochs only, as the run that never stopped did (best.safetensors keeps theirs meanwhile).
 """
 from __future__ import annotations
 
@@ -70,6 +74,7 @@ class LoopState:
     sums: dict = field(default_factory=dict)  # their summed training logs
     rng: list = field(default_factory=list)  # the random state after them: the CPU's, then the accelerator's
     planned: int = 0  # epochs a run fitted to its time budget chose after its first one (0: train.epochs)
+    val_seconds: float = 0.0  # the last validation's: the time budget holds them back for the stopped epoch's
 
 
 def random_state(device: torch.device) -> list[torch.Tensor]:
@@ -294,7 +299,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
         run.publish(rename=main)  # a new run takes its name once it can be resumed
 
     status, val_logs, started = "completed", {}, time.perf_counter() - state.elapsed
-    stops, finished = StopRequests(), False
+    stops, finished, partial_best = StopRequests(), False, False
     try:
         with stops:
             while state.epoch < (state.planned or train.epochs) and status == "completed":
@@ -333,7 +338,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                             f"train/step_{k}": float(v) for k, v in logs.items() if k.endswith("_loss")}})
                         progress.step(state.step, f"epoch {state.epoch + 1}/{state.planned or train.epochs} "
                                                   f"loss {loss.item():.4f}")
-                    time_up = max_time is not None and time.perf_counter() - started > max_time
+                    time_up = max_time is not None and time.perf_counter() - started + state.val_seconds > max_time
                     # every rank stops at the same step (their clocks differ)
                     stop = fabric.all_reduce(torch.tensor([float(time_up), float(stops.requested)], device=fabric.device),
                                           reduce_op="max")
@@ -346,9 +351,21 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                     state.batch, state.sums, state.rng = n_batches, sums, random_state(fabric.device)
                     state.elapsed = time.perf_counter() - started
                     checkpoint()
+                    if status == "stopped: time budget reached" and state.val_seconds:  # its time was held back
+                        val_logs = evaluate_loader(fabric, model, val_loader, monitor=metric)
+                        key = _key(val_logs, metric, direction)
+                        partial_best = key is None or not state.best or key > state.best
+                        state.elapsed = time.perf_counter() - started  # the run's seconds; its checkpoint's exclude these
+                        shown = "  ".join(f"val/{k} {v:.4f}" for k, v in val_logs.items())
+                        progress.epoch(f"the time budget stopped epoch {state.epoch + 1} at step {n_batches}/"
+                                       f"{len(train_loader)}: {shown}; " + (
+                                           "these weights are kept" if partial_best else
+                                           f"epoch {state.best_epoch}'s weights are kept (better)"))
                     break
 
+                validating = time.perf_counter()
                 val_logs = evaluate_loader(fabric, model, val_loader, monitor=metric)
+                state.val_seconds = time.perf_counter() - validating
                 state.epoch += 1
                 state.batch, state.sums, state.rng = 0, {}, []
                 state.elapsed = time.perf_counter() - started
@@ -392,7 +409,11 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
         if main:
             log.close()
             if run.published:  # a run without a checkpoint leaves nothing (api removes its folder)
-                if run.best.exists():  # the run's model is its best validation epoch
+                if partial_best:  # the epoch the budget stopped; best.safetensors keeps the whole epochs' best
+                    if not run.best.exists() and run.model.exists():
+                        copy_atomically(run.model, run.best)
+                    save_weights(objective, run.model)
+                elif run.best.exists():  # the run's model is its best validation epoch
                     copy_atomically(run.best, run.model)
                     if status != "interrupted":
                         run.best.unlink()
@@ -402,5 +423,6 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
         fabric.barrier()
     if status == "interrupted":
         raise KeyboardInterrupt
+    best_epoch = round(state.epoch + state.batch / len(train_loader), 2) if partial_best else state.best_epoch
     return {"status": status, "epochs": state.epoch, "steps": state.step, "seconds": round(state.elapsed, 2),
-            "best_epoch": state.best_epoch, "val": val_logs, **({"planned_epochs": state.planned} if plan else {})}
+            "best_epoch": best_epoch, "val": val_logs, **({"planned_epochs": state.planned} if plan else {})}
