@@ -380,7 +380,7 @@ register(Entry(
           "(bar 10, met). On the 1,555 weights, 256 test samples each: DDIM-50 at η = 0, 0.5, 1: 1,712, 1,442, "
           "1,021; the respaced 50-step ancestral chain 996; the full 1,000-step chain 914 (two seeded halves): so "
           "η = 1 is the default. With it, alone: test FD 941 (7 epochs, 2,367 steps, 36 classes); `deepatlas bench "
-          "ddpm`: 983, DDIM-50 at 1.12× the chain (met) and 21.2× faster (met); with the channels-last U-Net 975, 1.12× and 20.1×. The cosine schedule scored 2,693 "
+          "ddpm`: 983, DDIM-50 at 1.12× the chain (met) and 21.2× faster (met); with the channels-last U-Net 975, 1.12× and 20.1×; with the loop validating the epoch the budget stops (7 epochs and 150 of epoch 8's 338 steps) 878, 1.15× and 20.3×. The cosine schedule scored 2,693 "
           "in an older 1,000-step run. Scoring 1,800 samples × 50 steps takes about 6 minutes on one thread. On 8×8 "
           "digits (T = 1,000, 87 s of training) DDIM-50 at η = 0 scored digits-FD 34.7 and the 1,000-step chain "
           "24.4. Against diffusers' UNet2DModel at the same layout: a training step 0.93× its time, sampling 0.74× (ours "

@@ -217,7 +217,7 @@ register(Entry(
           "another bench): a network pass of the 8-wide U-Net costs about 1 ms per 32×32 image, a training step "
           "of 32 about 0.12 s. `deepatlas bench ncsn`: 13 epochs, about 2,200 steps in 300 s, test glyphs_fd "
           "2,459 (goal 259; uniform noise 12,689), 468 s with the scoring; two later benches 2,783 (13 epochs) and, "
-          "with the channels-last U-Net, 2,914 (15 epochs): runs spread by a few hundred. The samples are blobs of ink and thin "
+          "with the channels-last U-Net, 2,914 (15 epochs), then 2,774 (17 epochs and 50 steps of the 18th, which the loop now validates): runs spread by a few hundred. The samples are blobs of ink and thin "
           "strokes, few legible characters. What moved it: the first recipe (batches of 64, EMA 0.999, ε = 4e-4, "
           "one long engine epoch to score once) reached 3,626; batches of 32 for the whole budget 3,489; the "
           "Langevin step, fitted on those weights (600 validation samples): ε = 4e-4, 8e-4, 1.6e-3, 3.2e-3, "

@@ -427,7 +427,7 @@ register(Entry(
     notes="Not at its bars. Measured on the project's CPU, one thread on a core of its own (the other core ran "
           "another bench): about 1 ms per 32×32 image and network pass of the 8-wide U-Net, 0.12 s per training "
           "step of 32. `deepatlas bench score_sde`: VP, 12 epochs, about 2,100 steps in 300 s, test glyphs_fd "
-          "5,154 (goal 259; uniform noise 12,689), 438 s with the scoring (two later benches: 5,076 and 5,115); the "
+          "5,154 (goal 259; uniform noise 12,689), 438 s with the scoring (later benches: 5,076, 5,115 and 5,057); the "
           "samples are noisy blobs and some "
           "all-white squares, no legible characters. The first recipe (batches of 64, EMA 0.999, one long engine "
           "epoch to score once) reached 8,169 on the validation split. Samplers on the 5,075 weights of a 300 s run "
