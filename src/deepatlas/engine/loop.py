@@ -248,6 +248,11 @@ def _key(logs: dict, metric: str, direction: str) -> list[float] | None:
     return [value, -logs.get("loss", 0.0)]
 
 
+def _better(key: list[float] | None, best: list[float]) -> bool:
+    """Whether a validation with `key` beats the `best` so far: any does when there is none yet, or none to compare."""
+    return key is None or not best or key > best
+
+
 def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunDir, *, fabric: Fabric,
         monitor: tuple[str, str], seed: int = 0, max_time: float | None = None, resume: bool = False,
         title: str = "train", train_transform=None, plan: bool = False) -> dict:
@@ -354,7 +359,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                     if status == "stopped: time budget reached" and state.val_seconds:  # its time was held back
                         val_logs = evaluate_loader(fabric, model, val_loader, monitor=metric)
                         key = _key(val_logs, metric, direction)
-                        partial_best = key is None or not state.best or key > state.best
+                        partial_best = _better(key, state.best)
                         state.elapsed = time.perf_counter() - started  # the run's seconds; its checkpoint's exclude these
                         shown = "  ".join(f"val/{k} {v:.4f}" for k, v in val_logs.items())
                         progress.epoch(f"the time budget stopped epoch {state.epoch + 1} at step {n_batches}/"
@@ -381,7 +386,7 @@ def fit(objective, train_set: Dataset, val_set: Dataset, train: Train, run: RunD
                 if state.epoch == 1 and metric not in val_logs:  # a user's data no judge or bar metric measures
                     progress.epoch(f"val {metric} is not measured on this data: " + (
                         "the lowest val loss picks the epoch" if key else "the latest epoch's weights are kept"))
-                if key is None or not state.best or key > state.best:
+                if _better(key, state.best):
                     state.best, state.best_epoch, state.bad_epochs = key or [], state.epoch, 0
                     if main:
                         save_weights(objective, run.best)
